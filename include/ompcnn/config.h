@@ -1,0 +1,60 @@
+/*
+ * The run's configuration, read strictly from one JSON file: every key is known, typed and range
+ * checked, and every message names the file and the JSON path (docs/config.md lists the keys).
+ * Overrides from the command line (--set path=value) are applied to the JSON before checking.
+ */
+#ifndef OMPCNN_CONFIG_H
+#define OMPCNN_CONFIG_H
+
+#include <cjson/cJSON.h>
+
+#include "ompcnn/common.h"
+#include "ompcnn/layer.h"
+
+typedef struct layer_spec {
+    const layer_ops *ops;
+    void *settings;
+    char path[32]; /* "network[3]" */
+} layer_spec;
+
+typedef struct split_config {
+    char *images; /* resolved against the config file's folder */
+    char *labels;
+    long limit;   /* first N samples; -1 for all */
+} split_config;
+
+typedef struct config {
+    char *file;   /* the config path as the user gave it, used in messages */
+    cJSON *json;  /* the document after overrides */
+    split_config train, test;
+    int has_test;
+    int n_layers;
+    layer_spec *layers;
+    int epochs;
+    int batch_size;
+    double learning_rate;
+    int shuffle;
+    uint32_t seed;
+    int threads;    /* 0: OpenMP's default */
+    int lanes;      /* gradient accumulation lanes for minibatches */
+    init_kind init;
+    int eval_every; /* evaluate the test set every N epochs (and after the last); 0: never */
+} config;
+
+/* Reads and checks the file, applying overrides ("dotted.path=JSON", see config_apply_override). */
+int config_load(config *cfg, const char *file, const char *const *overrides, int n_overrides,
+                errbuf *err);
+/* The same from text; `file` names it in messages, relative data paths resolve against base_dir. */
+int config_parse_text(config *cfg, const char *text, const char *file, const char *base_dir,
+                      const char *const *overrides, int n_overrides, errbuf *err);
+void config_free(config *cfg);
+
+/* Sets the value at a path like "training.epochs" or "network[0].filters" in root. The value is
+ * parsed as JSON; text that is not JSON is taken as a string. Missing object keys are created
+ * (and then rejected by the strict check if unknown). */
+int config_apply_override(cJSON *root, const char *assignment, errbuf *err);
+
+/* Position (1-based line and column) of byte offset `off` in text. */
+void text_line_col(const char *text, size_t off, int *line, int *col);
+
+#endif

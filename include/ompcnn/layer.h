@@ -1,0 +1,105 @@
+/*
+ * A layer is a small table of functions (ops) plus a small struct of its own settings. Each kind
+ * lives in its own file, src/layer_<kind>.c, with everything about it together: config keys,
+ * shape inference, parameter tensors, initialisation, forward and backward.
+ *
+ * Activations are one sample, channels-last (shape3). Parameters and their gradients are slices of
+ * the net's arenas. backward() *adds* the parameter gradient into dparams (so gradients of several
+ * samples accumulate) and *writes* the input gradient into din (din may be NULL for the first
+ * layer, which needs none). `nt` is the number of OpenMP threads the kernel may use; every output
+ * element is computed by one thread in a fixed order, so results do not depend on nt.
+ */
+#ifndef OMPCNN_LAYER_H
+#define OMPCNN_LAYER_H
+
+#include <cjson/cJSON.h>
+
+#include "ompcnn/common.h"
+#include "ompcnn/rng.h"
+
+typedef enum init_kind {
+    INIT_REPORT, /* randn / fan_in, drawn in order from numpy's legacy generator (the report) */
+    INIT_HE,     /* randn * sqrt(2 / fan_in) */
+    INIT_XAVIER  /* uniform(-a, a), a = sqrt(6 / (fan_in + fan_out)) */
+} init_kind;
+
+/* One parameter tensor of a layer: its name in saved files, its shape, and its element count. */
+typedef struct tensor_desc {
+    const char *name;
+    int ndim;
+    int dims[4];
+    size_t size;
+} tensor_desc;
+
+typedef struct layer layer;
+
+typedef struct layer_ops {
+    const char *type;          /* the layer's "type" in the config */
+    size_t settings_size;      /* bytes of its settings struct */
+    const char *const *keys;   /* NULL-terminated list of the keys it accepts besides "type" */
+    /* Reads the layer's keys from obj, which names only known keys. path is e.g. "network[2]". */
+    int (*parse)(void *settings, const cJSON *obj, const char *path, errbuf *err);
+    /* Output shape for input shape `in`, or an error naming path when the layer does not fit. */
+    int (*shape)(const void *settings, shape3 in, shape3 *out, const char *path, errbuf *err);
+    /* Fills desc with the layer's parameter tensors (at most 2) and returns how many. */
+    int (*params)(const void *settings, shape3 in, shape3 out, tensor_desc desc[2]);
+    /* Draws the initial parameters (NULL for layers without parameters). */
+    void (*init)(const layer *l, float *params, init_kind kind, mt19937 *rng);
+    void (*forward)(const layer *l, const float *params, const float *in, float *out, int nt);
+    void (*backward)(const layer *l, const float *params, const float *in, const float *out,
+                     const float *dout, float *din, float *dparams, int nt);
+    /* A short description for the run's header line, e.g. "conv2d 8x3x3". */
+    void (*describe)(const void *settings, char *buf, size_t size);
+} layer_ops;
+
+struct layer {
+    const layer_ops *ops;
+    const void *settings;
+    shape3 in, out;
+    int n_tensors;
+    tensor_desc tensors[2];
+    size_t n_params;  /* total elements of its tensors */
+    size_t param_off; /* where its parameters start in the net's parameter arena */
+};
+
+/* The layer kinds, one per source file. */
+extern const layer_ops conv2d_ops, maxpool_ops, dense_ops, sigmoid_ops, relu_ops, tanh_ops,
+    softmax_ops;
+
+/* The ops for a config "type" name, or NULL. */
+const layer_ops *layer_find(const char *type);
+/* A comma-separated list of all type names, for messages. */
+const char *layer_type_list(void);
+
+/* Helpers the layer files share for reading their keys (messages name path.key). */
+int json_get_int(const cJSON *obj, const char *key, int def, int min, int max, const char *path,
+                 int *out, errbuf *err);
+int json_get_bool(const cJSON *obj, const char *key, int def, const char *path, int *out,
+                  errbuf *err);
+/* A string key that must be one of the NULL-terminated choices; *out is the index. */
+int json_get_choice(const cJSON *obj, const char *key, int def, const char *const *choices,
+                    const char *path, int *out, errbuf *err);
+
+/* For activation layers: the output has the input's shape, and there are no parameters. */
+int layer_same_shape(const void *settings, shape3 in, shape3 *out, const char *path, errbuf *err);
+int layer_no_params(const void *settings, shape3 in, shape3 out, tensor_desc desc[2]);
+
+/* Fills n weights drawn for `kind` with the given fans, in order, from rng. */
+void init_weights(float *w, size_t n, int fan_in, int fan_out, init_kind kind, mt19937 *rng);
+
+/* Kernels behind the ops, usable directly (tests call them). Shapes are HWC. */
+void conv2d_forward(float *out, const float *in, const float *weight, const float *bias, int in_h,
+                    int in_w, int in_c, int out_h, int out_w, int n_filters, int kernel, int stride,
+                    int padding, int nt);
+void conv2d_backward(float *din, float *dweight, float *dbias, const float *dout, const float *in,
+                     const float *weight, int in_h, int in_w, int in_c, int out_h, int out_w,
+                     int n_filters, int kernel, int stride, int padding, int nt);
+void dense_forward(float *out, const float *in, const float *weight, const float *bias, int n_in,
+                   int n_out, int nt);
+void dense_backward(float *din, float *dweight, float *dbias, const float *dout, const float *in,
+                    const float *weight, int n_in, int n_out, int nt);
+void softmax_forward(float *probs, const float *logits, int n);
+/* Cross-entropy loss -log(probs[label]) computed stably from the logits. */
+float softmax_xent_loss(const float *logits, int n, int label);
+
+#endif

@@ -1,0 +1,18 @@
+/*
+ * Parameter files in numpy's .npz format: a zip archive of .npy arrays (stored, CRC-32 from zlib),
+ * one per tensor, named "<layer index>_<type>_<tensor>", e.g. "0_conv2d_weight". numpy.load opens
+ * them. Writes are atomic: a temporary file in the same folder, fsync, rename.
+ */
+#ifndef OMPCNN_NPZ_H
+#define OMPCNN_NPZ_H
+
+#include "ompcnn/net.h"
+
+int params_save(const char *path, const net *n, const float *params, errbuf *err);
+/* Loads every tensor of n from path, checking names, shapes and types (float32 or float64). */
+int params_load(const char *path, const net *n, float *params, errbuf *err);
+
+/* Writes the file at path atomically from a buffer. */
+int write_file_atomic(const char *path, const void *data, size_t size, errbuf *err);
+
+#endif

@@ -1,0 +1,54 @@
+/*
+ * The training loop. A trainer owns the parameters, the gradient lanes and one workspace per lane;
+ * the datasets are the caller's.
+ *
+ * Batch size 1 is the report's per-sample SGD: forward, backward, step, sample after sample, with
+ * the threads working inside each layer. A minibatch of B samples is cut into L lanes of
+ * consecutive samples (L = min(lanes, B)); each lane sums its samples' gradients in order, the lanes
+ * run in parallel, and their sums are added in lane order before one step with the mean gradient.
+ * Which thread runs a lane never matters, so the weights are the same for any thread count.
+ */
+#ifndef OMPCNN_TRAIN_H
+#define OMPCNN_TRAIN_H
+
+#include "ompcnn/config.h"
+#include "ompcnn/idx.h"
+#include "ompcnn/net.h"
+
+typedef struct trainer {
+    const config *cfg;
+    const dataset *train, *test;
+    net net;
+    int threads; /* threads actually used */
+    int lanes;   /* gradient lanes allocated */
+    float *params;
+    float *grads;      /* lanes * n_params */
+    workspace *ws;     /* one per lane */
+    int *order;        /* sample order of the current epoch */
+    float *sample_loss;    /* per-sample loss of the current pass */
+    unsigned char *sample_hit; /* per-sample correctness of the current pass */
+    /* Called between batches with the samples done so far (may be NULL). */
+    void (*progress)(void *ctx, int done, int total);
+    void *progress_ctx;
+} trainer;
+
+typedef struct epoch_stats {
+    double train_loss, train_acc;
+    double test_loss, test_acc; /* NaN when the test set was not evaluated */
+    double train_seconds; /* the training pass alone */
+    double seconds;       /* the whole epoch, evaluation included */
+} epoch_stats;
+
+/* Builds the net for train's input shape, allocates everything and initialises the parameters
+ * (cfg->init, cfg->seed). */
+int trainer_open(trainer *t, const config *cfg, const dataset *train, const dataset *test,
+                 errbuf *err);
+void trainer_close(trainer *t);
+/* Trains epoch `epoch` (0-based) and evaluates the test set when the config asks for it. */
+void trainer_epoch(trainer *t, int epoch, epoch_stats *st);
+/* Mean loss and accuracy on ds with the current parameters. */
+void trainer_evaluate(trainer *t, const dataset *ds, double *loss, double *acc);
+/* Trains one batch of samples given by index (exposed for tests). */
+void trainer_step(trainer *t, const int *samples, int count, double *loss_sum, int *hits);
+
+#endif

@@ -1,0 +1,448 @@
+/*
+ * The config reader. The JSON is parsed with cJSON, command-line overrides are applied to the tree,
+ * and then every object is checked strictly: unknown keys are rejected (with a suggestion when one
+ * known key is close), values are type and range checked, and each message is one line of the form
+ * "FILE: json.path: what was expected, got what". docs/config.md is the reference for the keys.
+ */
+#include "ompcnn/config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CONFIG_MAX_BYTES (16u << 20)
+#define MAX_LAYERS 256
+
+void text_line_col(const char *text, size_t off, int *line, int *col) {
+    *line = 1;
+    *col = 1;
+    for (size_t i = 0; i < off && text[i]; i++) {
+        if (text[i] == '\n') {
+            (*line)++;
+            *col = 1;
+        } else {
+            (*col)++;
+        }
+    }
+}
+
+static size_t edit_distance(const char *a, const char *b) {
+    size_t la = strlen(a), lb = strlen(b);
+    if (la > 63 || lb > 63) return 64;
+    size_t row[64];
+    for (size_t j = 0; j <= lb; j++) row[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        size_t diag = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t up = row[j];
+            size_t best = diag + (tolower((unsigned char)a[i - 1]) != tolower((unsigned char)b[j - 1]));
+            if (up + 1 < best) best = up + 1;
+            if (row[j - 1] + 1 < best) best = row[j - 1] + 1;
+            row[j] = best;
+            diag = up;
+        }
+    }
+    return row[lb];
+}
+
+/* The closest of the NULL-terminated names to word, if close enough to be a likely typo. */
+static const char *closest(const char *word, const char *const *names) {
+    const char *best = NULL;
+    size_t best_d = (size_t)-1;
+    for (int i = 0; names[i]; i++) {
+        size_t d = edit_distance(word, names[i]);
+        if (d < best_d) best_d = d, best = names[i];
+    }
+    size_t len = strlen(word);
+    return best && best_d <= (len < 5 ? 1 : 2) ? best : NULL;
+}
+
+/* Rejects any key of obj that is not in allowed (besides, optionally, "type"). */
+static int check_keys(const cJSON *obj, const char *const *allowed, int allow_type,
+                      const char *path, errbuf *err) {
+    for (const cJSON *item = obj->child; item; item = item->next) {
+        if (allow_type && strcmp(item->string, "type") == 0) continue;
+        int known = 0;
+        for (int i = 0; allowed[i]; i++)
+            if (strcmp(item->string, allowed[i]) == 0) known = 1;
+        if (known) continue;
+        const char *hint = closest(item->string, allowed);
+        char list[512] = "";
+        for (int i = 0; allowed[i]; i++) {
+            strncat(list, i ? ", " : "", sizeof list - strlen(list) - 1);
+            strncat(list, allowed[i], sizeof list - strlen(list) - 1);
+        }
+        const char *sep = path[0] ? "." : "";
+        if (hint)
+            return errorf(err, "%s%s%s: unknown key (did you mean \"%s\"?)", path, sep,
+                        item->string, hint);
+        if (!allowed[0])
+            return errorf(err, "%s%s%s: unknown key (this object takes no keys%s)", path, sep,
+                        item->string, allow_type ? " besides \"type\"" : "");
+        return errorf(err, "%s%s%s: unknown key (expected one of: %s)", path, sep, item->string,
+                    list);
+    }
+    return 0;
+}
+
+static int expect_object(const cJSON *item, const char *path, errbuf *err) {
+    if (cJSON_IsObject(item)) return 0;
+    char *got = cJSON_PrintUnformatted(item);
+    errorf(err, "%s: expected an object, got %.60s", path, got ? got : "?");
+    cJSON_free(got);
+    return -1;
+}
+
+static char *join_path(const char *base_dir, const char *rel) {
+    size_t n = strlen(base_dir) + strlen(rel) + 2;
+    char *out = malloc(n);
+    if (!out) return NULL;
+    if (rel[0] == '/' || base_dir[0] == '\0' || strcmp(base_dir, ".") == 0)
+        snprintf(out, n, "%s", rel);
+    else
+        snprintf(out, n, "%s/%s", base_dir, rel);
+    return out;
+}
+
+static int get_path_string(const cJSON *obj, const char *key, const char *path,
+                           const char *base_dir, char **out, errbuf *err) {
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, key);
+    if (!item) return errorf(err, "%s.%s: missing, expected a file path", path, key);
+    if (!cJSON_IsString(item) || item->valuestring[0] == '\0') {
+        char *got = cJSON_PrintUnformatted(item);
+        errorf(err, "%s.%s: expected a file path string, got %.60s", path, key, got ? got : "?");
+        cJSON_free(got);
+        return -1;
+    }
+    *out = join_path(base_dir, item->valuestring);
+    return *out ? 0 : errorf(err, "out of memory");
+}
+
+static int parse_split(split_config *split, const cJSON *obj, const char *path,
+                       const char *base_dir, errbuf *err) {
+    static const char *const keys[] = {"images", "labels", "limit", NULL};
+    int limit;
+    if (expect_object(obj, path, err) || check_keys(obj, keys, 0, path, err) ||
+        get_path_string(obj, "images", path, base_dir, &split->images, err) ||
+        get_path_string(obj, "labels", path, base_dir, &split->labels, err) ||
+        json_get_int(obj, "limit", -1, 1, INT_MAX, path, &limit, err))
+        return -1;
+    split->limit = limit;
+    return 0;
+}
+
+static int parse_data(config *cfg, const cJSON *data, const char *base_dir, errbuf *err) {
+    static const char *const keys[] = {"train", "test", NULL};
+    if (!data) return errorf(err, "data: missing, expected an object with \"train\" and \"test\"");
+    if (expect_object(data, "data", err) || check_keys(data, keys, 0, "data", err)) return -1;
+    const cJSON *train = cJSON_GetObjectItemCaseSensitive(data, "train");
+    if (!train) return errorf(err, "data.train: missing, expected {\"images\": ..., \"labels\": ...}");
+    if (parse_split(&cfg->train, train, "data.train", base_dir, err)) return -1;
+    const cJSON *test = cJSON_GetObjectItemCaseSensitive(data, "test");
+    cfg->has_test = test != NULL;
+    if (test && parse_split(&cfg->test, test, "data.test", base_dir, err)) return -1;
+    return 0;
+}
+
+static int parse_network(config *cfg, const cJSON *network, errbuf *err) {
+    if (!network) return errorf(err, "network: missing, expected a list of layers");
+    if (!cJSON_IsArray(network) || cJSON_GetArraySize(network) == 0)
+        return errorf(err, "network: expected a non-empty list of layers");
+    int n = cJSON_GetArraySize(network);
+    if (n > MAX_LAYERS) return errorf(err, "network: %d layers, at most %d are supported", n, MAX_LAYERS);
+    cfg->layers = calloc((size_t)n, sizeof *cfg->layers);
+    if (!cfg->layers) return errorf(err, "out of memory");
+    int i = 0;
+    for (const cJSON *item = network->child; item; item = item->next, i++) {
+        layer_spec *spec = &cfg->layers[i];
+        snprintf(spec->path, sizeof spec->path, "network[%d]", i);
+        cfg->n_layers = i + 1;
+        if (expect_object(item, spec->path, err)) return -1;
+        const cJSON *type = cJSON_GetObjectItemCaseSensitive(item, "type");
+        if (!type)
+            return errorf(err, "%s.type: missing, expected one of: %s", spec->path,
+                        layer_type_list());
+        if (!cJSON_IsString(type))
+            return errorf(err, "%s.type: expected a string, one of: %s", spec->path,
+                        layer_type_list());
+        spec->ops = layer_find(type->valuestring);
+        if (!spec->ops) {
+            static const char *const types[] = {"conv2d", "maxpool", "dense",  "sigmoid",
+                                                "relu",   "tanh",    "softmax", NULL};
+            const char *hint = closest(type->valuestring, types);
+            if (hint)
+                return errorf(err, "%s.type: unknown layer type \"%s\" (did you mean \"%s\"?)",
+                            spec->path, type->valuestring, hint);
+            return errorf(err, "%s.type: unknown layer type \"%s\" (expected one of: %s)",
+                        spec->path, type->valuestring, layer_type_list());
+        }
+        if (check_keys(item, spec->ops->keys, 1, spec->path, err)) return -1;
+        spec->settings = calloc(1, spec->ops->settings_size ? spec->ops->settings_size : 1);
+        if (!spec->settings) return errorf(err, "out of memory");
+        if (spec->ops->parse && spec->ops->parse(spec->settings, item, spec->path, err)) return -1;
+        if (spec->ops == &softmax_ops && i != n - 1)
+            return errorf(err, "%s: softmax must be the last layer", spec->path);
+    }
+    if (cfg->layers[n - 1].ops != &softmax_ops)
+        return errorf(err, "network[%d]: the network must end with a softmax layer (the trainer "
+                    "minimises cross-entropy)", n - 1);
+    return 0;
+}
+
+static int parse_training(config *cfg, const cJSON *training, errbuf *err) {
+    static const char *const keys[] = {"epochs",  "batch_size", "learning_rate", "shuffle", "seed",
+                                       "threads", "lanes",      "init",          "eval_every",
+                                       NULL};
+    static const char *const inits[] = {"report", "he", "xavier", NULL};
+    static const cJSON empty = {0};
+    const char *path = "training";
+    if (!training) training = &empty;
+    else if (expect_object(training, path, err) || check_keys(training, keys, 0, path, err))
+        return -1;
+    int init;
+    if (json_get_int(training, "epochs", 1, 1, 1000000, path, &cfg->epochs, err) ||
+        json_get_int(training, "batch_size", 1, 1, 1 << 20, path, &cfg->batch_size, err) ||
+        json_get_bool(training, "shuffle", 0, path, &cfg->shuffle, err) ||
+        json_get_int(training, "threads", 0, 0, 1024, path, &cfg->threads, err) ||
+        json_get_int(training, "lanes", 8, 1, 256, path, &cfg->lanes, err) ||
+        json_get_choice(training, "init", INIT_HE, inits, path, &init, err) ||
+        json_get_int(training, "eval_every", 1, 0, 1000000, path, &cfg->eval_every, err))
+        return -1;
+    cfg->init = (init_kind)init;
+
+    const cJSON *lr = cJSON_GetObjectItemCaseSensitive(training, "learning_rate");
+    cfg->learning_rate = 0.01;
+    if (lr) {
+        if (!cJSON_IsNumber(lr) || !(lr->valuedouble > 0.0) || !isfinite(lr->valuedouble) ||
+            lr->valuedouble > 1e6) {
+            char *got = cJSON_PrintUnformatted(lr);
+            errorf(err, "training.learning_rate: expected a positive number, got %.60s",
+                 got ? got : "?");
+            cJSON_free(got);
+            return -1;
+        }
+        cfg->learning_rate = lr->valuedouble;
+    }
+    const cJSON *seed = cJSON_GetObjectItemCaseSensitive(training, "seed");
+    cfg->seed = 0;
+    if (seed) {
+        double v = cJSON_IsNumber(seed) ? seed->valuedouble : -1.0;
+        if (v != floor(v) || v < 0.0 || v > 4294967295.0) {
+            char *got = cJSON_PrintUnformatted(seed);
+            errorf(err, "training.seed: expected an integer from 0 to 4294967295, got %.60s",
+                 got ? got : "?");
+            cJSON_free(got);
+            return -1;
+        }
+        cfg->seed = (uint32_t)v;
+    }
+    return 0;
+}
+
+/* ---- overrides: "path=value" ---- */
+
+/* Splits the next path segment: a key (up to '.', '[' or end) or an index "[n]". */
+static int next_segment(const char **p, char *key, size_t key_size, long *index, errbuf *err,
+                        const char *assignment) {
+    const char *s = *p;
+    if (*s == '[') {
+        char *end;
+        errno = 0;
+        long v = strtol(s + 1, &end, 10);
+        if (end == s + 1 || *end != ']' || v < 0 || errno)
+            return errorf(err, "--set %s: bad array index in the path", assignment);
+        *index = v;
+        key[0] = '\0';
+        *p = end + 1;
+    } else {
+        size_t n = strcspn(s, ".[");
+        if (n == 0 || n >= key_size)
+            return errorf(err, "--set %s: empty or overlong key in the path", assignment);
+        memcpy(key, s, n);
+        key[n] = '\0';
+        *index = -1;
+        *p = s + n;
+    }
+    if (**p == '.') {
+        (*p)++;
+        if (**p == '\0' || **p == '.' || **p == '[')
+            return errorf(err, "--set %s: empty key in the path", assignment);
+    }
+    return 0;
+}
+
+int config_apply_override(cJSON *root, const char *assignment, errbuf *err) {
+    const char *eq = strchr(assignment, '=');
+    if (!eq || eq == assignment)
+        return errorf(err, "--set %s: expected PATH=VALUE, e.g. training.epochs=5", assignment);
+    size_t path_len = (size_t)(eq - assignment);
+    char *path = malloc(path_len + 1);
+    if (!path) return errorf(err, "out of memory");
+    memcpy(path, assignment, path_len);
+    path[path_len] = '\0';
+    /* The value as JSON; text that is not JSON (training.init=he) is taken as a string. */
+    cJSON *value = cJSON_Parse(eq + 1);
+    if (!value) value = cJSON_CreateString(eq + 1);
+    if (!value) {
+        free(path);
+        return errorf(err, "out of memory");
+    }
+
+    cJSON *node = root;
+    const char *p = path;
+    char key[128];
+    long index = -1;
+    int rc = 0;
+    while (*p) {
+        if (next_segment(&p, key, sizeof key, &index, err, assignment)) {
+            rc = -1;
+            break;
+        }
+        int last = *p == '\0';
+        if (index < 0) {
+            if (!cJSON_IsObject(node)) {
+                rc = errorf(err, "--set %s: \"%s\" is not inside an object", assignment, key);
+                break;
+            }
+            cJSON *child = cJSON_GetObjectItemCaseSensitive(node, key);
+            if (last) {
+                if (child) cJSON_ReplaceItemInObjectCaseSensitive(node, key, value);
+                else cJSON_AddItemToObject(node, key, value);
+                value = NULL;
+            } else if (!child) {
+                child = cJSON_AddObjectToObject(node, key);
+            }
+            node = child;
+        } else {
+            if (!cJSON_IsArray(node)) {
+                rc = errorf(err, "--set %s: [%ld] is not inside a list", assignment, index);
+                break;
+            }
+            int size = cJSON_GetArraySize(node);
+            if (index > size) {
+                rc = errorf(err, "--set %s: index %ld is out of range (the list has %d items)",
+                          assignment, index, size);
+                break;
+            }
+            if (last) {
+                if (index < size) cJSON_ReplaceItemInArray(node, (int)index, value);
+                else cJSON_AddItemToArray(node, value);
+                value = NULL;
+            } else {
+                if (index == size) cJSON_AddItemToArray(node, cJSON_CreateObject());
+                node = cJSON_GetArrayItem(node, (int)index);
+            }
+        }
+    }
+    cJSON_Delete(value);
+    free(path);
+    return rc;
+}
+
+/* ---- the whole file ---- */
+
+static char *dir_of(const char *file) {
+    const char *slash = strrchr(file, '/');
+    if (!slash) return strdup(".");
+    if (slash == file) return strdup("/");
+    size_t n = (size_t)(slash - file);
+    char *dir = malloc(n + 1);
+    if (dir) {
+        memcpy(dir, file, n);
+        dir[n] = '\0';
+    }
+    return dir;
+}
+
+static int parse_tree(config *cfg, const char *base_dir, errbuf *err) {
+    static const char *const keys[] = {"description", "data", "network", "training", NULL};
+    const cJSON *root = cfg->json;
+    if (!cJSON_IsObject(root)) return errorf(err, "the top level must be a JSON object");
+    if (check_keys(root, keys, 0, "", err)) return -1;
+    const cJSON *desc = cJSON_GetObjectItemCaseSensitive(root, "description");
+    if (desc && !cJSON_IsString(desc)) return errorf(err, "description: expected a string");
+    if (parse_data(cfg, cJSON_GetObjectItemCaseSensitive(root, "data"), base_dir, err) ||
+        parse_network(cfg, cJSON_GetObjectItemCaseSensitive(root, "network"), err) ||
+        parse_training(cfg, cJSON_GetObjectItemCaseSensitive(root, "training"), err))
+        return -1;
+    return 0;
+}
+
+int config_parse_text(config *cfg, const char *text, const char *file, const char *base_dir,
+                      const char *const *overrides, int n_overrides, errbuf *err) {
+    memset(cfg, 0, sizeof *cfg);
+    cfg->file = strdup(file);
+    if (!cfg->file) return errorf(err, "out of memory");
+    const char *end = NULL;
+    cfg->json = cJSON_ParseWithOpts(text, &end, 1);
+    if (!cfg->json) {
+        size_t off = end ? (size_t)(end - text) : 0;
+        int line, col;
+        text_line_col(text, off, &line, &col);
+        if (!end || *end == '\0')
+            errorf(err, "%s:%d:%d: invalid JSON: the text ends early", file, line, col);
+        else
+            errorf(err, "%s:%d:%d: invalid JSON near \"%.20s\"", file, line, col, end);
+        config_free(cfg);
+        return -1;
+    }
+    for (int i = 0; i < n_overrides; i++)
+        if (config_apply_override(cfg->json, overrides[i], err)) {
+            config_free(cfg);
+            return -1;
+        }
+    errbuf inner;
+    if (parse_tree(cfg, base_dir, &inner)) {
+        errorf(err, "%s: %s", file, inner.msg);
+        config_free(cfg);
+        return -1;
+    }
+    return 0;
+}
+
+int config_load(config *cfg, const char *file, const char *const *overrides, int n_overrides,
+                errbuf *err) {
+    FILE *f = fopen(file, "rb");
+    if (!f) return errorf(err, "%s: cannot open: %s", file, strerror(errno));
+    char *text = malloc(CONFIG_MAX_BYTES + 1);
+    if (!text) {
+        fclose(f);
+        return errorf(err, "out of memory");
+    }
+    size_t len = fread(text, 1, CONFIG_MAX_BYTES + 1, f);
+    int read_error = ferror(f);
+    fclose(f);
+    if (read_error || len > CONFIG_MAX_BYTES) {
+        free(text);
+        return errorf(err, "%s: %s", file,
+                    read_error ? "read error (is it a folder?)" : "larger than 16 MiB");
+    }
+    text[len] = '\0';
+    if (strlen(text) != len) {
+        free(text);
+        return errorf(err, "%s: contains a NUL byte (not a JSON text file)", file);
+    }
+    char *base = dir_of(file);
+    int rc = base ? config_parse_text(cfg, text, file, base, overrides, n_overrides, err)
+                  : errorf(err, "out of memory");
+    free(base);
+    free(text);
+    return rc;
+}
+
+void config_free(config *cfg) {
+    free(cfg->file);
+    cJSON_Delete(cfg->json);
+    free(cfg->train.images);
+    free(cfg->train.labels);
+    free(cfg->test.images);
+    free(cfg->test.labels);
+    for (int i = 0; i < cfg->n_layers; i++) free(cfg->layers[i].settings);
+    free(cfg->layers);
+    memset(cfg, 0, sizeof *cfg);
+}

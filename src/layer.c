@@ -1,0 +1,129 @@
+/*
+ * What the layer kinds share: the registry that maps a config "type" to its ops, the typed readers
+ * for layer keys, and weight initialisation.
+ */
+#include "ompcnn/layer.h"
+
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const layer_ops *const all_ops[] = {&conv2d_ops, &maxpool_ops, &dense_ops, &sigmoid_ops,
+                                           &relu_ops,   &tanh_ops,    &softmax_ops};
+
+const layer_ops *layer_find(const char *type) {
+    for (size_t i = 0; i < sizeof all_ops / sizeof all_ops[0]; i++)
+        if (strcmp(all_ops[i]->type, type) == 0) return all_ops[i];
+    return NULL;
+}
+
+const char *layer_type_list(void) {
+    return "conv2d, maxpool, dense, sigmoid, relu, tanh, softmax";
+}
+
+/* The JSON value as the user wrote it, for "got ..." in messages. */
+static void json_repr(const cJSON *item, char *buf, size_t size) {
+    char *text = cJSON_PrintUnformatted(item);
+    snprintf(buf, size, "%s", text ? text : "?");
+    if (text && strlen(text) >= size && size > 4) strcpy(buf + size - 4, "...");
+    cJSON_free(text);
+}
+
+static void int_range_phrase(int min, int max, char *buf, size_t size) {
+    if (min == 1 && max == INT_MAX)
+        snprintf(buf, size, "a positive integer");
+    else if (min == 0 && max == INT_MAX)
+        snprintf(buf, size, "a non-negative integer");
+    else
+        snprintf(buf, size, "an integer from %d to %d", min, max);
+}
+
+int json_get_int(const cJSON *obj, const char *key, int def, int min, int max, const char *path,
+                 int *out, errbuf *err) {
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, key);
+    char want[64], got[64];
+    int_range_phrase(min, max, want, sizeof want);
+    if (!item) {
+        if (def == INT_MIN) return errorf(err, "%s.%s: missing, expected %s", path, key, want);
+        *out = def;
+        return 0;
+    }
+    json_repr(item, got, sizeof got);
+    if (!cJSON_IsNumber(item)) return errorf(err, "%s.%s: expected %s, got %s", path, key, want, got);
+    double v = item->valuedouble;
+    if (v != floor(v) || v < (double)min || v > (double)max)
+        return errorf(err, "%s.%s: expected %s, got %s", path, key, want, got);
+    *out = (int)v;
+    return 0;
+}
+
+int json_get_bool(const cJSON *obj, const char *key, int def, const char *path, int *out,
+                  errbuf *err) {
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, key);
+    if (!item) {
+        *out = def;
+        return 0;
+    }
+    if (!cJSON_IsBool(item)) {
+        char got[64];
+        json_repr(item, got, sizeof got);
+        return errorf(err, "%s.%s: expected true or false, got %s", path, key, got);
+    }
+    *out = cJSON_IsTrue(item);
+    return 0;
+}
+
+int json_get_choice(const cJSON *obj, const char *key, int def, const char *const *choices,
+                    const char *path, int *out, errbuf *err) {
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, key);
+    if (!item) {
+        *out = def;
+        return 0;
+    }
+    if (cJSON_IsString(item))
+        for (int i = 0; choices[i]; i++)
+            if (strcmp(item->valuestring, choices[i]) == 0) {
+                *out = i;
+                return 0;
+            }
+    char list[256] = "", got[64];
+    for (int i = 0; choices[i]; i++) {
+        strncat(list, i ? ", \"" : "\"", sizeof list - strlen(list) - 1);
+        strncat(list, choices[i], sizeof list - strlen(list) - 1);
+        strncat(list, "\"", sizeof list - strlen(list) - 1);
+    }
+    json_repr(item, got, sizeof got);
+    return errorf(err, "%s.%s: expected one of %s, got %s", path, key, list, got);
+}
+
+void init_weights(float *w, size_t n, int fan_in, int fan_out, init_kind kind, mt19937 *rng) {
+    switch (kind) {
+    case INIT_REPORT:
+        /* The report: np.random.randn(shape) / fan_in, divided in double, stored as float. */
+        for (size_t i = 0; i < n; i++) w[i] = (float)(mt_gauss(rng) / fan_in);
+        break;
+    case INIT_HE: {
+        double scale = sqrt(2.0 / fan_in);
+        for (size_t i = 0; i < n; i++) w[i] = (float)(mt_gauss(rng) * scale);
+        break;
+    }
+    case INIT_XAVIER: {
+        double a = sqrt(6.0 / (fan_in + fan_out));
+        for (size_t i = 0; i < n; i++) w[i] = (float)((2.0 * mt_double(rng) - 1.0) * a);
+        break;
+    }
+    }
+}
+
+int layer_same_shape(const void *settings, shape3 in, shape3 *out, const char *path, errbuf *err) {
+    (void)settings, (void)path, (void)err;
+    *out = in;
+    return 0;
+}
+
+int layer_no_params(const void *settings, shape3 in, shape3 out, tensor_desc desc[2]) {
+    (void)settings, (void)in, (void)out, (void)desc;
+    return 0;
+}

@@ -1,0 +1,120 @@
+/*
+ * maxpool: the maximum of each size x size window, per channel, windows `stride` apart (default
+ * stride = size: non-overlapping, and a trailing row or column that does not fill a window is
+ * dropped, as the report's h // 2 does).
+ *
+ * Backward routes each window's gradient to its maximum. The tie rule decides what happens when
+ * several positions equal the maximum: "all" gives every one of them the gradient (the report's
+ * loop compares each position with the max), "first" only the first in row-major order.
+ *
+ * report_index_bug reproduces one more line of the report's printed MaxPool.backprop, which writes
+ * the gradient of window (i, j) to d_input[i + i2, j + j2] (the window's output index plus the
+ * offset) instead of d_input[i * stride + i2, j * stride + j2], assigning rather than adding.
+ */
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "ompcnn/layer.h"
+#include "parallel.h"
+
+typedef struct maxpool_settings {
+    int size, stride, ties_first, report_index_bug;
+} maxpool_settings;
+
+static const char *const maxpool_keys[] = {"size", "stride", "ties", "report_index_bug", NULL};
+static const char *const tie_rules[] = {"all", "first", NULL};
+
+static int maxpool_parse(void *settings, const cJSON *obj, const char *path, errbuf *err) {
+    maxpool_settings *s = settings;
+    if (json_get_int(obj, "size", 2, 1, 1024, path, &s->size, err) ||
+        json_get_int(obj, "stride", s->size, 1, 1024, path, &s->stride, err) ||
+        json_get_choice(obj, "ties", 1, tie_rules, path, &s->ties_first, err) ||
+        json_get_bool(obj, "report_index_bug", 0, path, &s->report_index_bug, err))
+        return -1;
+    return 0;
+}
+
+static int maxpool_shape(const void *settings, shape3 in, shape3 *out, const char *path,
+                         errbuf *err) {
+    const maxpool_settings *s = settings;
+    if (s->size > in.h || s->size > in.w)
+        return errorf(err, "%s.size: %d is larger than the %dx%d input", path, s->size, in.h, in.w);
+    out->h = (in.h - s->size) / s->stride + 1;
+    out->w = (in.w - s->size) / s->stride + 1;
+    out->c = in.c;
+    if (s->report_index_bug && (out->h - 1 + s->size > in.h || out->w - 1 + s->size > in.w))
+        return errorf(err, "%s.report_index_bug: the misplaced gradient would fall outside the input",
+                    path);
+    return 0;
+}
+
+static void maxpool_forward(const layer *l, const float *params, const float *in, float *out,
+                            int nt) {
+    const maxpool_settings *s = l->settings;
+    const int in_w = l->in.w, n_ch = l->in.c, out_h = l->out.h, out_w = l->out.w;
+    (void)params;
+#pragma omp parallel for schedule(static) num_threads(nt) if (par_ok(nt, shape_size(l->in)))
+    for (int oy = 0; oy < out_h; oy++)
+        for (int ox = 0; ox < out_w; ox++)
+            for (int c = 0; c < n_ch; c++) {
+                const float *base = in + ((size_t)oy * s->stride * in_w + ox * s->stride) * n_ch + c;
+                float best = base[0];
+                for (int dy = 0; dy < s->size; dy++)
+                    for (int dx = 0; dx < s->size; dx++) {
+                        float v = base[((size_t)dy * in_w + dx) * n_ch];
+                        if (v > best) best = v;
+                    }
+                out[((size_t)oy * out_w + ox) * n_ch + c] = best;
+            }
+}
+
+static void maxpool_backward(const layer *l, const float *params, const float *in,
+                             const float *out, const float *dout, float *din, float *dparams,
+                             int nt) {
+    const maxpool_settings *s = l->settings;
+    const int in_w = l->in.w, n_ch = l->in.c, out_h = l->out.h, out_w = l->out.w;
+    (void)params, (void)dparams;
+    if (!din) return;
+    memset(din, 0, shape_size(l->in) * sizeof *din);
+    /* Each thread owns whole channels, so overlapping windows never race. */
+#pragma omp parallel for schedule(static) num_threads(nt) if (par_ok(nt, shape_size(l->in)))
+    for (int c = 0; c < n_ch; c++)
+        for (int oy = 0; oy < out_h; oy++)
+            for (int ox = 0; ox < out_w; ox++) {
+                size_t o = ((size_t)oy * out_w + ox) * n_ch + c;
+                const float best = out[o], g = dout[o];
+                int y0 = oy * s->stride, x0 = ox * s->stride;
+                for (int dy = 0; dy < s->size; dy++)
+                    for (int dx = 0; dx < s->size; dx++) {
+                        if (in[((size_t)(y0 + dy) * in_w + x0 + dx) * n_ch + c] != best) continue;
+                        if (s->report_index_bug)
+                            din[((size_t)(oy + dy) * in_w + ox + dx) * n_ch + c] = g;
+                        else
+                            din[((size_t)(y0 + dy) * in_w + x0 + dx) * n_ch + c] += g;
+                        if (s->ties_first) goto next_window;
+                    }
+            next_window:;
+            }
+}
+
+static void maxpool_describe(const void *settings, char *buf, size_t size) {
+    const maxpool_settings *s = settings;
+    if (s->stride == s->size)
+        snprintf(buf, size, "maxpool %d", s->size);
+    else
+        snprintf(buf, size, "maxpool %d stride %d", s->size, s->stride);
+}
+
+const layer_ops maxpool_ops = {
+    .type = "maxpool",
+    .settings_size = sizeof(maxpool_settings),
+    .keys = maxpool_keys,
+    .parse = maxpool_parse,
+    .shape = maxpool_shape,
+    .params = layer_no_params,
+    .init = NULL,
+    .forward = maxpool_forward,
+    .backward = maxpool_backward,
+    .describe = maxpool_describe,
+};

@@ -1,0 +1,69 @@
+/*
+ * sigmoid: y = 1 / (1 + exp(-x)), elementwise.  Backward: dx = dy * y * (1 - y).
+ *
+ * double_sigmoid_backward reproduces the report's printed Sigmoid.backprop, which stores the
+ * sigmoid's output and then applies the sigmoid to it once more before taking the derivative:
+ * s = sigmoid(y), dx = dy * s * (1 - s). That is not the derivative of this layer; it is there
+ * only so the report's arithmetic can be run exactly.
+ */
+#include <math.h>
+#include <stdio.h>
+
+#include "ompcnn/layer.h"
+#include "parallel.h"
+
+typedef struct sigmoid_settings {
+    int double_sigmoid_backward;
+} sigmoid_settings;
+
+static const char *const sigmoid_keys[] = {"double_sigmoid_backward", NULL};
+
+static int sigmoid_parse(void *settings, const cJSON *obj, const char *path, errbuf *err) {
+    sigmoid_settings *s = settings;
+    return json_get_bool(obj, "double_sigmoid_backward", 0, path, &s->double_sigmoid_backward,
+                         err);
+}
+
+static void sigmoid_forward(const layer *l, const float *params, const float *in, float *out,
+                            int nt) {
+    const long n = (long)shape_size(l->in);
+    (void)params;
+#pragma omp parallel for schedule(static) num_threads(nt) if (par_ok(nt, 8 * (size_t)n))
+    for (long i = 0; i < n; i++) out[i] = 1.0f / (1.0f + expf(-in[i]));
+}
+
+static void sigmoid_backward(const layer *l, const float *params, const float *in,
+                             const float *out, const float *dout, float *din, float *dparams,
+                             int nt) {
+    const sigmoid_settings *s = l->settings;
+    const long n = (long)shape_size(l->in);
+    (void)params, (void)in, (void)dparams;
+    if (!din) return;
+    if (s->double_sigmoid_backward) {
+#pragma omp parallel for schedule(static) num_threads(nt) if (par_ok(nt, 8 * (size_t)n))
+        for (long i = 0; i < n; i++) {
+            float again = 1.0f / (1.0f + expf(-out[i]));
+            din[i] = dout[i] * again * (1.0f - again);
+        }
+    } else {
+        for (long i = 0; i < n; i++) din[i] = dout[i] * out[i] * (1.0f - out[i]);
+    }
+}
+
+static void sigmoid_describe(const void *settings, char *buf, size_t size) {
+    const sigmoid_settings *s = settings;
+    snprintf(buf, size, s->double_sigmoid_backward ? "sigmoid (report backward)" : "sigmoid");
+}
+
+const layer_ops sigmoid_ops = {
+    .type = "sigmoid",
+    .settings_size = sizeof(sigmoid_settings),
+    .keys = sigmoid_keys,
+    .parse = sigmoid_parse,
+    .shape = layer_same_shape,
+    .params = layer_no_params,
+    .init = NULL,
+    .forward = sigmoid_forward,
+    .backward = sigmoid_backward,
+    .describe = sigmoid_describe,
+};

@@ -1,0 +1,44 @@
+/*
+ * tanh: y = tanh(x), elementwise.  Backward: dx = dy * (1 - y^2).
+ */
+#include <math.h>
+#include <stdio.h>
+
+#include "ompcnn/layer.h"
+#include "parallel.h"
+
+static const char *const tanh_keys[] = {NULL};
+
+static void tanh_forward(const layer *l, const float *params, const float *in, float *out,
+                         int nt) {
+    const long n = (long)shape_size(l->in);
+    (void)params;
+#pragma omp parallel for schedule(static) num_threads(nt) if (par_ok(nt, 8 * (size_t)n))
+    for (long i = 0; i < n; i++) out[i] = tanhf(in[i]);
+}
+
+static void tanh_backward(const layer *l, const float *params, const float *in, const float *out,
+                          const float *dout, float *din, float *dparams, int nt) {
+    const size_t n = shape_size(l->in);
+    (void)params, (void)in, (void)dparams, (void)nt;
+    if (!din) return;
+    for (size_t i = 0; i < n; i++) din[i] = dout[i] * (1.0f - out[i] * out[i]);
+}
+
+static void tanh_describe(const void *settings, char *buf, size_t size) {
+    (void)settings;
+    snprintf(buf, size, "tanh");
+}
+
+const layer_ops tanh_ops = {
+    .type = "tanh",
+    .settings_size = 0,
+    .keys = tanh_keys,
+    .parse = NULL,
+    .shape = layer_same_shape,
+    .params = layer_no_params,
+    .init = NULL,
+    .forward = tanh_forward,
+    .backward = tanh_backward,
+    .describe = tanh_describe,
+};

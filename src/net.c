@@ -1,0 +1,143 @@
+/*
+ * The network: layers from the config with shapes inferred front to back, the parameter arena
+ * layout, initialisation in the report's draw order, and forward/backward over one sample.
+ */
+#include "ompcnn/net.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int net_build(net *n, const config *cfg, shape3 input, errbuf *err) {
+    memset(n, 0, sizeof *n);
+    n->input = input;
+    n->n_layers = cfg->n_layers;
+    n->layers = calloc((size_t)cfg->n_layers, sizeof *n->layers);
+    if (!n->layers) return errorf(err, "out of memory");
+    shape3 shape = input;
+    n->max_act = n->total_act = shape_size(input);
+    for (int i = 0; i < cfg->n_layers; i++) {
+        layer *l = &n->layers[i];
+        const layer_spec *spec = &cfg->layers[i];
+        l->ops = spec->ops;
+        l->settings = spec->settings;
+        l->in = shape;
+        errbuf inner;
+        if (l->ops->shape(l->settings, shape, &l->out, spec->path, &inner)) {
+            errorf(err, "%s: %s", cfg->file, inner.msg);
+            net_free(n);
+            return -1;
+        }
+        l->n_tensors = l->ops->params(l->settings, l->in, l->out, l->tensors);
+        l->param_off = n->n_params;
+        for (int t = 0; t < l->n_tensors; t++) l->n_params += l->tensors[t].size;
+        n->n_params += l->n_params;
+        shape = l->out;
+        size_t size = shape_size(shape);
+        if (size > n->max_act) n->max_act = size;
+        n->total_act += size;
+        if (n->n_params > ((size_t)1 << 31) || n->total_act > ((size_t)1 << 31)) {
+            errorf(err, "%s: %s: the network is too large (%zu parameters, %zu activations)",
+                 cfg->file, spec->path, n->n_params, n->total_act);
+            net_free(n);
+            return -1;
+        }
+    }
+    n->n_classes = (int)shape_size(shape);
+    return 0;
+}
+
+void net_free(net *n) {
+    free(n->layers);
+    memset(n, 0, sizeof *n);
+}
+
+void net_describe(const net *n, char *buf, size_t size) {
+    size_t used = (size_t)snprintf(buf, size, "%dx%dx%d", n->input.h, n->input.w, n->input.c);
+    for (int i = 0; i < n->n_layers && used < size; i++) {
+        const layer *l = &n->layers[i];
+        char what[96];
+        l->ops->describe(l->settings, what, sizeof what);
+        int shape_changes = l->out.h != l->in.h || l->out.w != l->in.w || l->out.c != l->in.c;
+        if (shape_changes && l->out.h * l->out.w > 1)
+            used += (size_t)snprintf(buf + used, size - used, " -> %s -> %dx%dx%d", what, l->out.h,
+                                     l->out.w, l->out.c);
+        else
+            used += (size_t)snprintf(buf + used, size - used, " -> %s", what);
+    }
+    if (used < size) snprintf(buf + used, size - used, " (%zu parameters)", n->n_params);
+}
+
+void net_init_params(const net *n, float *params, init_kind kind, uint32_t seed) {
+    mt19937 rng;
+    mt_seed(&rng, seed);
+    memset(params, 0, n->n_params * sizeof *params);
+    for (int i = 0; i < n->n_layers; i++) {
+        const layer *l = &n->layers[i];
+        if (l->ops->init) l->ops->init(l, params + l->param_off, kind, &rng);
+    }
+}
+
+int workspace_alloc(workspace *ws, const net *n, errbuf *err) {
+    memset(ws, 0, sizeof *ws);
+    ws->acts = floats_alloc(n->total_act);
+    ws->offset = malloc((size_t)(n->n_layers + 1) * sizeof *ws->offset);
+    ws->delta[0] = floats_alloc(n->max_act);
+    ws->delta[1] = floats_alloc(n->max_act);
+    if (!ws->acts || !ws->offset || !ws->delta[0] || !ws->delta[1]) {
+        workspace_free(ws);
+        return errorf(err, "out of memory for the activations");
+    }
+    size_t off = 0;
+    ws->offset[0] = 0;
+    off += shape_size(n->input);
+    for (int i = 0; i < n->n_layers; i++) {
+        ws->offset[i + 1] = off;
+        off += shape_size(n->layers[i].out);
+    }
+    return 0;
+}
+
+void workspace_free(workspace *ws) {
+    aligned_free(ws->acts);
+    free(ws->offset);
+    aligned_free(ws->delta[0]);
+    aligned_free(ws->delta[1]);
+    memset(ws, 0, sizeof *ws);
+}
+
+float *workspace_input(const workspace *ws) {
+    return ws->acts;
+}
+
+const float *net_forward(const net *n, const float *params, workspace *ws, int nt) {
+    for (int i = 0; i < n->n_layers; i++) {
+        const layer *l = &n->layers[i];
+        l->ops->forward(l, params + l->param_off, ws->acts + ws->offset[i],
+                        ws->acts + ws->offset[i + 1], nt);
+    }
+    return ws->acts + ws->offset[n->n_layers];
+}
+
+float net_loss(const net *n, const workspace *ws, int label) {
+    /* The softmax's input (the logits) gives a loss that stays finite when p underflows. */
+    return softmax_xent_loss(ws->acts + ws->offset[n->n_layers - 1], n->n_classes, label);
+}
+
+void net_backward(const net *n, const float *params, workspace *ws, int label, float *dparams,
+                  int nt) {
+    /* Softmax with cross-entropy: d loss / d logits = p - onehot(label). */
+    const float *probs = ws->acts + ws->offset[n->n_layers];
+    float *delta = ws->delta[0];
+    for (int k = 0; k < n->n_classes; k++) delta[k] = probs[k] - (k == label ? 1.0f : 0.0f);
+    int cur = 0;
+    for (int i = n->n_layers - 2; i >= 0; i--) {
+        const layer *l = &n->layers[i];
+        /* The first layer's input gradient is never used. */
+        float *din = i > 0 ? ws->delta[1 - cur] : NULL;
+        l->ops->backward(l, params + l->param_off, ws->acts + ws->offset[i],
+                         ws->acts + ws->offset[i + 1], ws->delta[cur], din,
+                         dparams + l->param_off, nt);
+        cur = 1 - cur;
+    }
+}

@@ -1,0 +1,457 @@
+/*
+ * Parameter files as numpy .npz archives, written and read without numpy.
+ *
+ * Writing: each tensor becomes a version 1.0 .npy member ('<f4', C order) of an uncompressed zip
+ * with fixed timestamps, so the same weights always give the same bytes. The file is written to a
+ * temporary name beside the target, fsynced and renamed over it, so a crash never leaves a half
+ * file where a good one was.
+ *
+ * Reading accepts what numpy.savez and numpy.savez_compressed write: stored or deflated members,
+ * float32 or float64 arrays in C order. Every length, offset and CRC is checked before use.
+ */
+#include "ompcnn/npz.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#define NPZ_MAX_BYTES ((size_t)1 << 31)
+
+/* ---- little-endian byte buffer ---- */
+
+typedef struct bytes {
+    unsigned char *data;
+    size_t len, cap;
+    int oom;
+} bytes;
+
+static void put(bytes *b, const void *src, size_t n) {
+    if (b->oom) return;
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap < b->len + n) cap *= 2;
+        unsigned char *grown = realloc(b->data, cap);
+        if (!grown) {
+            b->oom = 1;
+            return;
+        }
+        b->data = grown;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, src, n);
+    b->len += n;
+}
+
+static void put16(bytes *b, unsigned v) {
+    unsigned char le[2] = {(unsigned char)v, (unsigned char)(v >> 8)};
+    put(b, le, 2);
+}
+
+static void put32(bytes *b, uint32_t v) {
+    unsigned char le[4] = {(unsigned char)v, (unsigned char)(v >> 8), (unsigned char)(v >> 16),
+                           (unsigned char)(v >> 24)};
+    put(b, le, 4);
+}
+
+static uint16_t get16(const unsigned char *p) {
+    return (uint16_t)(p[0] | (p[1] << 8));
+}
+
+static uint32_t get32(const unsigned char *p) {
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+
+/* ---- writing ---- */
+
+static void member_name(const net *n, int layer_index, int tensor, char *buf, size_t size) {
+    const layer *l = &n->layers[layer_index];
+    snprintf(buf, size, "%d_%s_%s", layer_index, l->ops->type, l->tensors[tensor].name);
+}
+
+/* The .npy bytes of one float32 tensor. */
+static void npy_encode(bytes *b, const tensor_desc *t, const float *values) {
+    char header[256];
+    int len = snprintf(header, sizeof header, "{'descr': '<f4', 'fortran_order': False, 'shape': (");
+    for (int d = 0; d < t->ndim; d++)
+        len += snprintf(header + len, sizeof header - (size_t)len, d ? ", %d" : "%d", t->dims[d]);
+    len += snprintf(header + len, sizeof header - (size_t)len, t->ndim == 1 ? ",), }" : "), }");
+    /* Pad with spaces and a final newline so the data starts on a 64-byte boundary. */
+    int total = 10 + len + 1;
+    int padded = (total + 63) / 64 * 64;
+    put(b, "\x93NUMPY\x01\x00", 8);
+    put16(b, (unsigned)(padded - 10));
+    put(b, header, (size_t)len);
+    for (int i = total; i < padded; i++) put(b, " ", 1);
+    put(b, "\n", 1);
+    for (size_t i = 0; i < t->size; i++) {
+        uint32_t bits;
+        memcpy(&bits, &values[i], 4);
+        put32(b, bits);
+    }
+}
+
+int write_file_atomic(const char *path, const void *data, size_t size, errbuf *err) {
+    size_t n = strlen(path) + 32;
+    char *tmp = malloc(n);
+    if (!tmp) return errorf(err, "out of memory");
+    snprintf(tmp, n, "%s.tmp.%ld", path, (long)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) {
+        errorf(err, "%s: cannot create: %s", path, strerror(errno));
+        free(tmp);
+        return -1;
+    }
+    const unsigned char *p = data;
+    size_t left = size;
+    while (left > 0) {
+        ssize_t w = write(fd, p, left);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) {
+            errorf(err, "%s: write failed: %s", path, w < 0 ? strerror(errno) : "no space");
+            close(fd);
+            unlink(tmp);
+            free(tmp);
+            return -1;
+        }
+        p += w;
+        left -= (size_t)w;
+    }
+    if (fsync(fd) != 0 || close(fd) != 0) {
+        errorf(err, "%s: cannot flush to disk: %s", path, strerror(errno));
+        unlink(tmp);
+        free(tmp);
+        return -1;
+    }
+    if (rename(tmp, path) != 0) {
+        errorf(err, "%s: cannot rename the finished file into place: %s", path, strerror(errno));
+        unlink(tmp);
+        free(tmp);
+        return -1;
+    }
+    free(tmp);
+    return 0;
+}
+
+int params_save(const char *path, const net *n, const float *params, errbuf *err) {
+    bytes zip = {0}, dir = {0}, npy = {0};
+    int entries = 0;
+    for (int i = 0; i < n->n_layers; i++) {
+        const layer *l = &n->layers[i];
+        const float *values = params + l->param_off;
+        for (int t = 0; t < l->n_tensors; t++) {
+            char name[96];
+            member_name(n, i, t, name, sizeof name);
+            strcat(name, ".npy");
+            npy.len = 0;
+            npy_encode(&npy, &l->tensors[t], values);
+            values += l->tensors[t].size;
+            if (npy.oom) break;
+            uint32_t crc = (uint32_t)crc32(0L, npy.data, (uInt)npy.len);
+            uint32_t offset = (uint32_t)zip.len;
+            uint16_t name_len = (uint16_t)strlen(name);
+            /* Local header: version 2.0, no flags, stored, DOS time 00:00 on 1980-01-01. */
+            put32(&zip, 0x04034b50);
+            put16(&zip, 20), put16(&zip, 0), put16(&zip, 0), put16(&zip, 0), put16(&zip, 0x21);
+            put32(&zip, crc), put32(&zip, (uint32_t)npy.len), put32(&zip, (uint32_t)npy.len);
+            put16(&zip, name_len), put16(&zip, 0);
+            put(&zip, name, name_len);
+            put(&zip, npy.data, npy.len);
+            /* Central directory entry. */
+            put32(&dir, 0x02014b50);
+            put16(&dir, 20), put16(&dir, 20), put16(&dir, 0), put16(&dir, 0), put16(&dir, 0);
+            put16(&dir, 0x21);
+            put32(&dir, crc), put32(&dir, (uint32_t)npy.len), put32(&dir, (uint32_t)npy.len);
+            put16(&dir, name_len), put16(&dir, 0), put16(&dir, 0), put16(&dir, 0), put16(&dir, 0);
+            put32(&dir, 0), put32(&dir, offset);
+            put(&dir, name, name_len);
+            entries++;
+        }
+    }
+    uint32_t dir_offset = (uint32_t)zip.len;
+    put(&zip, dir.data, dir.len);
+    put32(&zip, 0x06054b50);
+    put16(&zip, 0), put16(&zip, 0), put16(&zip, (unsigned)entries), put16(&zip, (unsigned)entries);
+    put32(&zip, (uint32_t)dir.len), put32(&zip, dir_offset), put16(&zip, 0);
+    int rc;
+    if (zip.oom || dir.oom || npy.oom || zip.len >= NPZ_MAX_BYTES)
+        rc = errorf(err, "%s: out of memory while encoding the parameters", path);
+    else
+        rc = write_file_atomic(path, zip.data, zip.len, err);
+    free(zip.data);
+    free(dir.data);
+    free(npy.data);
+    return rc;
+}
+
+/* ---- reading ---- */
+
+typedef struct member {
+    char name[128];
+    const unsigned char *data; /* decompressed .npy bytes (owned when `owned`) */
+    size_t size;
+    int owned;
+} member;
+
+static int read_whole(const char *path, unsigned char **out, size_t *len, errbuf *err) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return errorf(err, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        fclose(f);
+        return errorf(err, "%s: not a regular file", path);
+    }
+    if ((size_t)st.st_size > NPZ_MAX_BYTES) {
+        fclose(f);
+        return errorf(err, "%s: larger than 2 GiB", path);
+    }
+    *len = (size_t)st.st_size;
+    *out = malloc(*len ? *len : 1);
+    if (!*out) {
+        fclose(f);
+        return errorf(err, "%s: out of memory", path);
+    }
+    size_t got = fread(*out, 1, *len, f);
+    fclose(f);
+    if (got != *len) {
+        free(*out);
+        return errorf(err, "%s: read error", path);
+    }
+    return 0;
+}
+
+static int inflate_raw(const unsigned char *src, size_t src_len, unsigned char *dst,
+                       size_t dst_len) {
+    z_stream zs = {0};
+    if (inflateInit2(&zs, -15) != Z_OK) return -1;
+    zs.next_in = (unsigned char *)src;
+    zs.avail_in = (uInt)src_len;
+    zs.next_out = dst;
+    zs.avail_out = (uInt)dst_len;
+    int rc = inflate(&zs, Z_FINISH);
+    size_t produced = zs.total_out;
+    inflateEnd(&zs);
+    return rc == Z_STREAM_END && produced == dst_len ? 0 : -1;
+}
+
+/* Lists the members of a zip held in buf; each member's data is decompressed and CRC-checked. */
+static int zip_members(const char *path, const unsigned char *buf, size_t len, member **out,
+                       int *count, errbuf *err) {
+    *out = NULL;
+    *count = 0;
+    if (len < 22) return errorf(err, "%s: not an .npz file (too short for a zip archive)", path);
+    size_t eocd = len - 22;
+    /* The end record is last, possibly followed by a comment of up to 64 KiB. */
+    for (;;) {
+        if (get32(buf + eocd) == 0x06054b50) break;
+        if (eocd == 0 || len - eocd > 22 + 65535)
+            return errorf(err, "%s: not an .npz file (no zip directory; truncated?)", path);
+        eocd--;
+    }
+    unsigned entries = get16(buf + eocd + 10);
+    uint32_t dir_size = get32(buf + eocd + 12), dir_off = get32(buf + eocd + 16);
+    if ((size_t)dir_off + dir_size > eocd)
+        return errorf(err, "%s: damaged zip directory (offsets past the end)", path);
+    member *members = calloc(entries ? entries : 1, sizeof *members);
+    if (!members) return errorf(err, "%s: out of memory", path);
+    size_t p = dir_off;
+    for (unsigned e = 0; e < entries; e++) {
+        member *m = &members[e];
+        *out = members;
+        *count = (int)e + 1; /* so the caller frees what this entry may allocate */
+        if (p + 46 > eocd || get32(buf + p) != 0x02014b50)
+            return errorf(err, "%s: damaged zip directory entry %u", path, e);
+        unsigned method = get16(buf + p + 10);
+        uint32_t crc = get32(buf + p + 16), csize = get32(buf + p + 20), usize = get32(buf + p + 24);
+        unsigned name_len = get16(buf + p + 28), extra_len = get16(buf + p + 30),
+                 comment_len = get16(buf + p + 32);
+        uint32_t local = get32(buf + p + 42);
+        if (p + 46 + name_len > eocd || name_len == 0 || name_len >= sizeof m->name)
+            return errorf(err, "%s: damaged zip directory entry %u", path, e);
+        memcpy(m->name, buf + p + 46, name_len);
+        m->name[name_len] = '\0';
+        p += 46 + (size_t)name_len + extra_len + comment_len;
+        if ((size_t)local + 30 > len || get32(buf + local) != 0x04034b50)
+            return errorf(err, "%s: %s: damaged local header", path, m->name);
+        size_t data_off = (size_t)local + 30 + get16(buf + local + 26) + get16(buf + local + 28);
+        if (data_off + csize > len)
+            return errorf(err, "%s: %s: data runs past the end of the file (truncated?)", path,
+                        m->name);
+        if (method == 0) {
+            if (csize != usize) return errorf(err, "%s: %s: damaged sizes", path, m->name);
+            m->data = buf + data_off;
+        } else if (method == 8) {
+            if (usize > NPZ_MAX_BYTES) return errorf(err, "%s: %s: too large", path, m->name);
+            unsigned char *dst = malloc(usize ? usize : 1);
+            if (!dst) return errorf(err, "%s: out of memory", path);
+            m->data = dst;
+            m->owned = 1;
+            if (inflate_raw(buf + data_off, csize, dst, usize))
+                return errorf(err, "%s: %s: corrupt compressed data", path, m->name);
+        } else {
+            return errorf(err, "%s: %s: unsupported zip compression method %u", path, m->name,
+                        method);
+        }
+        m->size = usize;
+        if ((uint32_t)crc32(0L, m->data, (uInt)m->size) != crc)
+            return errorf(err, "%s: %s: CRC mismatch (the file is damaged)", path, m->name);
+    }
+    *count = (int)entries;
+    return 0;
+}
+
+static void free_members(member *members, int count) {
+    for (int i = 0; i < count; i++)
+        if (members[i].owned) free((void *)members[i].data);
+    free(members);
+}
+
+/* Parses a .npy header; on success *data points at the array and *is_f64 tells the type. */
+static int npy_decode(const member *m, const tensor_desc *want, const char *path,
+                      const unsigned char **data, int *is_f64, errbuf *err) {
+    const unsigned char *b = m->data;
+    if (m->size < 10 || memcmp(b, "\x93NUMPY", 6) != 0)
+        return errorf(err, "%s: %s: not a .npy array", path, m->name);
+    size_t header_len, start;
+    if (b[6] == 1) {
+        header_len = get16(b + 8);
+        start = 10;
+    } else if ((b[6] == 2 || b[6] == 3) && m->size >= 12) {
+        header_len = get32(b + 8);
+        start = 12;
+    } else {
+        return errorf(err, "%s: %s: unsupported .npy version %u", path, m->name, b[6]);
+    }
+    if (start + header_len > m->size || header_len > 4096)
+        return errorf(err, "%s: %s: damaged .npy header", path, m->name);
+    char header[4097];
+    memcpy(header, b + start, header_len);
+    header[header_len] = '\0';
+    const char *descr = strstr(header, "'descr':");
+    const char *fortran = strstr(header, "'fortran_order':");
+    const char *shape = strstr(header, "'shape':");
+    if (!descr || !fortran || !shape)
+        return errorf(err, "%s: %s: damaged .npy header", path, m->name);
+    descr += 8;
+    while (*descr == ' ') descr++;
+    if (strncmp(descr, "'<f4'", 5) == 0)
+        *is_f64 = 0;
+    else if (strncmp(descr, "'<f8'", 5) == 0)
+        *is_f64 = 1;
+    else
+        return errorf(err, "%s: %s: element type %.8s is not float32 or float64", path, m->name,
+                    descr);
+    fortran += 16;
+    while (*fortran == ' ') fortran++;
+    if (strncmp(fortran, "False", 5) != 0)
+        return errorf(err, "%s: %s: Fortran-ordered arrays are not supported", path, m->name);
+    shape += 8;
+    while (*shape == ' ') shape++;
+    if (*shape != '(') return errorf(err, "%s: %s: damaged shape in the .npy header", path, m->name);
+    shape++;
+    long dims[8];
+    int ndim = 0;
+    for (;;) {
+        while (*shape == ' ' || *shape == ',') shape++;
+        if (*shape == ')') break;
+        char *end;
+        long v = strtol(shape, &end, 10);
+        if (end == shape || v < 0 || ndim == 8)
+            return errorf(err, "%s: %s: damaged shape in the .npy header", path, m->name);
+        dims[ndim++] = v;
+        shape = end;
+    }
+    int same = ndim == want->ndim;
+    for (int d = 0; same && d < ndim; d++) same = dims[d] == want->dims[d];
+    if (!same) {
+        char got[128] = "", expect[128] = "";
+        for (int d = 0; d < ndim; d++)
+            snprintf(got + strlen(got), sizeof got - strlen(got), d ? ", %ld" : "%ld", dims[d]);
+        for (int d = 0; d < want->ndim; d++)
+            snprintf(expect + strlen(expect), sizeof expect - strlen(expect), d ? ", %d" : "%d",
+                     want->dims[d]);
+        return errorf(err, "%s: %s has shape (%s), this network needs (%s)", path, m->name, got,
+                    expect);
+    }
+    size_t need = want->size * (*is_f64 ? 8 : 4);
+    if (m->size - start - header_len != need)
+        return errorf(err, "%s: %s: %zu data bytes, the shape needs %zu", path, m->name,
+                    m->size - start - header_len, need);
+    *data = b + start + header_len;
+    return 0;
+}
+
+int params_load(const char *path, const net *n, float *params, errbuf *err) {
+    unsigned char *buf = NULL;
+    size_t len = 0;
+    if (read_whole(path, &buf, &len, err)) return -1;
+    member *members;
+    int count, rc = 0;
+    if (zip_members(path, buf, len, &members, &count, err)) {
+        free_members(members, count);
+        free(buf);
+        return -1;
+    }
+    int used = 0;
+    for (int i = 0; i < n->n_layers && rc == 0; i++) {
+        const layer *l = &n->layers[i];
+        float *values = params + l->param_off;
+        for (int t = 0; t < l->n_tensors && rc == 0; t++) {
+            char name[96];
+            member_name(n, i, t, name, sizeof name);
+            strcat(name, ".npy");
+            const member *m = NULL;
+            for (int k = 0; k < count; k++)
+                if (strcmp(members[k].name, name) == 0) m = &members[k];
+            if (!m) {
+                rc = errorf(err, "%s: has no array %.*s (was it saved from another network?)", path,
+                          (int)strlen(name) - 4, name);
+                break;
+            }
+            used++;
+            const unsigned char *data;
+            int is_f64;
+            if (npy_decode(m, &l->tensors[t], path, &data, &is_f64, err)) {
+                rc = -1;
+                break;
+            }
+            for (size_t k = 0; k < l->tensors[t].size; k++) {
+                if (is_f64) {
+                    uint64_t bits = (uint64_t)get32(data + 8 * k) |
+                                    ((uint64_t)get32(data + 8 * k + 4) << 32);
+                    double v;
+                    memcpy(&v, &bits, 8);
+                    values[k] = (float)v;
+                } else {
+                    uint32_t bits = get32(data + 4 * k);
+                    memcpy(&values[k], &bits, 4);
+                }
+            }
+            values += l->tensors[t].size;
+        }
+    }
+    if (rc == 0 && used != count) {
+        for (int k = 0; k < count; k++) {
+            int known = 0;
+            for (int i = 0; i < n->n_layers && !known; i++)
+                for (int t = 0; t < n->layers[i].n_tensors; t++) {
+                    char name[96];
+                    member_name(n, i, t, name, sizeof name);
+                    strcat(name, ".npy");
+                    if (strcmp(members[k].name, name) == 0) known = 1;
+                }
+            if (!known) {
+                rc = errorf(err, "%s: array %s does not belong to this network", path,
+                          members[k].name);
+                break;
+            }
+        }
+    }
+    free_members(members, count);
+    free(buf);
+    return rc;
+}

@@ -1,0 +1,197 @@
+/*
+ * The training loop: epochs, batches, lanes, the SGD step, and evaluation.
+ *
+ * Determinism: a batch's samples are cut into lanes of consecutive samples, a cut that depends on
+ * the batch size and lane count only. A lane sums its samples' gradients in order; lanes are added
+ * in lane order; each parameter is updated by one thread. Per-sample losses are stored and summed
+ * in sample order. So the thread count changes how fast, never what.
+ */
+#include "ompcnn/train.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ompcnn/rng.h"
+#include "parallel.h"
+
+static int min_int(int a, int b) {
+    return a < b ? a : b;
+}
+
+int trainer_open(trainer *t, const config *cfg, const dataset *train, const dataset *test,
+                 errbuf *err) {
+    memset(t, 0, sizeof *t);
+    t->cfg = cfg;
+    t->train = train;
+    t->test = test;
+    if (net_build(&t->net, cfg, (shape3){train->h, train->w, train->c}, err)) return -1;
+    if (test && (test->h != train->h || test->w != train->w || test->c != train->c)) {
+        trainer_close(t);
+        return errorf(err, "the test images are %dx%dx%d but the training images %dx%dx%d",
+                    test->h, test->w, test->c, train->h, train->w, train->c);
+    }
+    t->threads = cfg->threads > 0 ? cfg->threads : omp_get_max_threads();
+    t->lanes = cfg->lanes;
+    int grad_lanes = min_int(cfg->lanes, cfg->batch_size);
+    size_t n_samples = (size_t)train->n;
+    if (test && (size_t)test->n > n_samples) n_samples = (size_t)test->n;
+    t->params = floats_alloc(t->net.n_params);
+    t->grads = floats_alloc(t->net.n_params * (size_t)grad_lanes);
+    t->ws = calloc((size_t)t->lanes, sizeof *t->ws);
+    t->order = malloc((size_t)train->n * sizeof *t->order);
+    t->sample_loss = malloc(n_samples * sizeof *t->sample_loss);
+    t->sample_hit = malloc(n_samples);
+    if (!t->params || !t->grads || !t->ws || !t->order || !t->sample_loss || !t->sample_hit) {
+        trainer_close(t);
+        return errorf(err, "out of memory (%zu parameters, %d lanes)", t->net.n_params, grad_lanes);
+    }
+    for (int l = 0; l < t->lanes; l++)
+        if (workspace_alloc(&t->ws[l], &t->net, err)) {
+            trainer_close(t);
+            return -1;
+        }
+    net_init_params(&t->net, t->params, cfg->init, cfg->seed);
+    return 0;
+}
+
+void trainer_close(trainer *t) {
+    if (t->ws)
+        for (int l = 0; l < t->lanes; l++) workspace_free(&t->ws[l]);
+    free(t->ws);
+    aligned_free(t->params);
+    aligned_free(t->grads);
+    free(t->order);
+    free(t->sample_loss);
+    free(t->sample_hit);
+    net_free(&t->net);
+    memset(t, 0, sizeof *t);
+}
+
+static int argmax(const float *v, int n) {
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (v[i] > v[best]) best = i;
+    return best;
+}
+
+/* Forward and backward of one sample on lane workspace ws, adding its gradient into dparams. */
+static void train_sample(trainer *t, workspace *ws, int index, float *dparams, int nt,
+                         float *loss, unsigned char *hit) {
+    const dataset *ds = t->train;
+    int label = ds->labels[index];
+    dataset_sample(ds, index, workspace_input(ws));
+    const float *probs = net_forward(&t->net, t->params, ws, nt);
+    *loss = net_loss(&t->net, ws, label);
+    *hit = argmax(probs, t->net.n_classes) == label;
+    net_backward(&t->net, t->params, ws, label, dparams, nt);
+}
+
+void trainer_step(trainer *t, const int *samples, int count, double *loss_sum, int *hits) {
+    const size_t n_params = t->net.n_params;
+    const int n_lanes = min_int(min_int(t->cfg->lanes, t->cfg->batch_size), count);
+    float *loss = t->sample_loss;
+    unsigned char *hit = t->sample_hit;
+    if (n_lanes == 1) {
+        /* One lane: the threads work inside each layer. */
+        memset(t->grads, 0, n_params * sizeof *t->grads);
+        for (int k = 0; k < count; k++)
+            train_sample(t, &t->ws[0], samples[k], t->grads, t->threads, &loss[k], &hit[k]);
+    } else {
+        /* Lane l takes samples [l*count/n_lanes, (l+1)*count/n_lanes); any thread may run it. */
+#pragma omp parallel for schedule(dynamic, 1) num_threads(min_int(t->threads, n_lanes))
+        for (int l = 0; l < n_lanes; l++) {
+            float *g = t->grads + (size_t)l * n_params;
+            memset(g, 0, n_params * sizeof *g);
+            int k0 = (int)((long)l * count / n_lanes), k1 = (int)((long)(l + 1) * count / n_lanes);
+            for (int k = k0; k < k1; k++)
+                train_sample(t, &t->ws[l], samples[k], g, 1, &loss[k], &hit[k]);
+        }
+    }
+    /* Sum the lanes in lane order and take one step with the mean gradient. Each parameter is
+     * owned by one thread. For count == 1, step == lr and this is the report's w -= lr * dw. */
+    const float step = (float)(t->cfg->learning_rate / count);
+    float *params = t->params;
+    const float *grads = t->grads;
+#pragma omp parallel for schedule(static) num_threads(t->threads)                                 \
+    if (par_ok(t->threads, n_params * (size_t)n_lanes))
+    for (size_t i = 0; i < n_params; i++) {
+        float g = grads[i];
+        for (int l = 1; l < n_lanes; l++) g += grads[(size_t)l * n_params + i];
+        params[i] -= step * g;
+    }
+    double sum = 0.0;
+    int correct = 0;
+    for (int k = 0; k < count; k++) {
+        sum += loss[k];
+        correct += hit[k];
+    }
+    *loss_sum = sum;
+    *hits = correct;
+}
+
+/* The epoch's sample order: 0..n-1, or a shuffle drawn from a stream keyed by (seed, epoch). */
+static void epoch_order(int *order, int n, int shuffle, uint32_t seed, int epoch) {
+    for (int i = 0; i < n; i++) order[i] = i;
+    if (!shuffle) return;
+    uint64_t key = mix64(((uint64_t)seed << 32) ^ (uint64_t)epoch ^ 0x5348554646ull);
+    for (int i = n - 1; i > 0; i--) {
+        int j = (int)keyed_below(key, (uint64_t)i, (uint64_t)i + 1);
+        int tmp = order[i];
+        order[i] = order[j];
+        order[j] = tmp;
+    }
+}
+
+void trainer_epoch(trainer *t, int epoch, epoch_stats *st) {
+    const config *cfg = t->cfg;
+    const int n = t->train->n, batch = cfg->batch_size;
+    double start = omp_get_wtime();
+    epoch_order(t->order, n, cfg->shuffle, cfg->seed, epoch);
+    double loss_sum = 0.0;
+    long correct = 0;
+    for (int b = 0; b < n; b += batch) {
+        int count = min_int(batch, n - b);
+        double batch_loss;
+        int batch_hits;
+        trainer_step(t, t->order + b, count, &batch_loss, &batch_hits);
+        loss_sum += batch_loss;
+        correct += batch_hits;
+        if (t->progress) t->progress(t->progress_ctx, b + count, n);
+    }
+    st->train_seconds = omp_get_wtime() - start;
+    st->train_loss = loss_sum / n;
+    st->train_acc = (double)correct / n;
+    st->test_loss = st->test_acc = NAN;
+    int last = epoch + 1 == cfg->epochs;
+    if (t->test && cfg->eval_every > 0 && ((epoch + 1) % cfg->eval_every == 0 || last))
+        trainer_evaluate(t, t->test, &st->test_loss, &st->test_acc);
+    st->seconds = omp_get_wtime() - start;
+}
+
+void trainer_evaluate(trainer *t, const dataset *ds, double *loss, double *acc) {
+    const int n = ds->n, n_lanes = t->lanes;
+    float *sample_loss = t->sample_loss;
+    unsigned char *sample_hit = t->sample_hit;
+    /* Sample i goes to lane i % n_lanes; each lane has its own workspace. */
+#pragma omp parallel for schedule(static) num_threads(min_int(t->threads, n_lanes))
+    for (int l = 0; l < n_lanes; l++) {
+        workspace *ws = &t->ws[l];
+        for (int i = l; i < n; i += n_lanes) {
+            int label = ds->labels[i];
+            dataset_sample(ds, i, workspace_input(ws));
+            const float *probs = net_forward(&t->net, t->params, ws, 1);
+            sample_loss[i] = net_loss(&t->net, ws, label);
+            sample_hit[i] = argmax(probs, t->net.n_classes) == label;
+        }
+    }
+    double sum = 0.0;
+    long correct = 0;
+    for (int i = 0; i < n; i++) {
+        sum += sample_loss[i];
+        correct += sample_hit[i];
+    }
+    *loss = sum / n;
+    *acc = (double)correct / n;
+}

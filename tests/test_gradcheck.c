@@ -1,0 +1,262 @@
+/*
+ * Finite-difference gradient checks for every layer kind, on shapes with stride, padding and
+ * several input channels, and for a whole network under the cross-entropy loss. Each layer's
+ * backward must agree with central differences of its forward, for the input and every
+ * parameter. Plus the exact behaviour of the tie rules and the report-reproducing switches.
+ */
+#include <math.h>
+
+#include "ompcnn/layer.h"
+#include "ompcnn/net.h"
+#include "testutil.h"
+
+typedef struct test_layer {
+    layer l;
+    void *settings;
+    cJSON *json;
+} test_layer;
+
+static void make_layer(test_layer *tl, const char *json, shape3 in) {
+    errbuf err;
+    memset(tl, 0, sizeof *tl);
+    tl->json = cJSON_Parse(json);
+    ck_assert_ptr_nonnull(tl->json);
+    const layer_ops *ops = layer_find(cJSON_GetObjectItem(tl->json, "type")->valuestring);
+    ck_assert_ptr_nonnull(ops);
+    tl->settings = calloc(1, ops->settings_size + 1);
+    if (ops->parse) ck_assert_msg(ops->parse(tl->settings, tl->json, "t", &err) == 0, "%s", err.msg);
+    tl->l.ops = ops;
+    tl->l.settings = tl->settings;
+    tl->l.in = in;
+    ck_assert_msg(ops->shape(tl->settings, in, &tl->l.out, "t", &err) == 0, "%s", err.msg);
+    tl->l.n_tensors = ops->params(tl->settings, in, tl->l.out, tl->l.tensors);
+    for (int t = 0; t < tl->l.n_tensors; t++) tl->l.n_params += tl->l.tensors[t].size;
+}
+
+static void free_layer(test_layer *tl) {
+    cJSON_Delete(tl->json);
+    free(tl->settings);
+}
+
+static uint64_t rng_state = 88172645463325252ull;
+static double uniform(void) { /* xorshift64, deterministic across runs */
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (double)(rng_state >> 11) / 9007199254740992.0;
+}
+
+/* L = sum_k r[k] * out[k], accumulated in double. */
+static double probe_loss(const layer *l, const float *params, const float *in, float *out,
+                         const float *r) {
+    l->ops->forward(l, params, in, out, 1);
+    double sum = 0.0;
+    for (size_t k = 0; k < shape_size(l->out); k++) sum += (double)r[k] * out[k];
+    return sum;
+}
+
+static void expect_close(double analytic, double numeric, const char *what, size_t index,
+                         const char *layer_json) {
+    double tol = 2e-3 + 2e-2 * fmax(fabs(analytic), fabs(numeric));
+    ck_assert_msg(fabs(analytic - numeric) <= tol, "%s: %s[%zu]: backward %.6g, finite difference %.6g",
+                  layer_json, what, index, analytic, numeric);
+}
+
+/* Checks din and dparams of one layer against central differences with step eps. Inputs are a
+ * shuffled ramp (distinct values, so max-pooling has no near-ties) unless `smooth`. */
+static void check_layer(const char *json, shape3 in_shape, double eps) {
+    test_layer tl;
+    make_layer(&tl, json, in_shape);
+    const layer *l = &tl.l;
+    size_t n_in = shape_size(l->in), n_out = shape_size(l->out), n_p = l->n_params;
+    float *in = floats_alloc(n_in), *out = floats_alloc(n_out), *r = floats_alloc(n_out);
+    float *params = floats_alloc(n_p + 1), *dparams = floats_alloc(n_p + 1);
+    float *din = floats_alloc(n_in);
+    for (size_t i = 0; i < n_in; i++) in[i] = (float)(2.0 * (double)i / n_in - 1.0);
+    for (size_t i = n_in - 1; i > 0; i--) { /* shuffle the ramp */
+        size_t j = (size_t)(uniform() * (i + 1));
+        float t = in[i];
+        in[i] = in[j];
+        in[j] = t;
+    }
+    for (size_t i = 0; i < n_in; i++) /* keep away from relu's kink */
+        if (fabsf(in[i]) < 0.05f) in[i] += in[i] < 0 ? -0.05f : 0.05f;
+    for (size_t i = 0; i < n_p; i++) params[i] = (float)(uniform() - 0.5);
+    for (size_t k = 0; k < n_out; k++) r[k] = (float)(uniform() * 2.0 - 1.0);
+
+    l->ops->forward(l, params, in, out, 1);
+    l->ops->backward(l, params, in, out, r, din, dparams, 1);
+
+    for (size_t i = 0; i < n_in; i++) {
+        float keep = in[i];
+        in[i] = keep + (float)eps;
+        double up = probe_loss(l, params, in, out, r);
+        in[i] = keep - (float)eps;
+        double down = probe_loss(l, params, in, out, r);
+        in[i] = keep;
+        expect_close(din[i], (up - down) / (2 * eps), "input", i, json);
+    }
+    for (size_t i = 0; i < n_p; i++) {
+        float keep = params[i];
+        params[i] = keep + (float)eps;
+        double up = probe_loss(l, params, in, out, r);
+        params[i] = keep - (float)eps;
+        double down = probe_loss(l, params, in, out, r);
+        params[i] = keep;
+        expect_close(dparams[i], (up - down) / (2 * eps), "param", i, json);
+    }
+    aligned_free(in), aligned_free(out), aligned_free(r), aligned_free(params);
+    aligned_free(dparams), aligned_free(din);
+    free_layer(&tl);
+}
+
+START_TEST(test_conv2d_gradients) {
+    check_layer("{\"type\":\"conv2d\",\"filters\":4,\"kernel\":3}", (shape3){7, 6, 1}, 1e-2);
+    check_layer("{\"type\":\"conv2d\",\"filters\":3,\"kernel\":3,\"stride\":2,\"padding\":1}",
+                (shape3){9, 8, 3}, 1e-2);
+    check_layer("{\"type\":\"conv2d\",\"filters\":5,\"kernel\":5,\"padding\":2,\"bias\":false}",
+                (shape3){6, 7, 2}, 1e-2);
+    check_layer("{\"type\":\"conv2d\",\"filters\":2,\"kernel\":2,\"stride\":3}", (shape3){8, 8, 4},
+                1e-2);
+}
+END_TEST
+
+START_TEST(test_maxpool_gradients) {
+    check_layer("{\"type\":\"maxpool\",\"size\":2}", (shape3){6, 6, 3}, 1e-3);
+    check_layer("{\"type\":\"maxpool\",\"size\":2,\"ties\":\"all\"}", (shape3){7, 5, 2}, 1e-3);
+    check_layer("{\"type\":\"maxpool\",\"size\":3,\"stride\":2}", (shape3){7, 7, 2}, 1e-3);
+    check_layer("{\"type\":\"maxpool\",\"size\":2,\"stride\":1,\"ties\":\"all\"}",
+                (shape3){5, 6, 3}, 1e-3);
+}
+END_TEST
+
+START_TEST(test_dense_gradients) {
+    check_layer("{\"type\":\"dense\",\"units\":5}", (shape3){3, 4, 2}, 1e-2);
+    check_layer("{\"type\":\"dense\",\"units\":37,\"bias\":false}", (shape3){1, 1, 10}, 1e-2);
+}
+END_TEST
+
+START_TEST(test_activation_gradients) {
+    check_layer("{\"type\":\"sigmoid\"}", (shape3){4, 5, 3}, 1e-2);
+    check_layer("{\"type\":\"relu\"}", (shape3){4, 5, 3}, 1e-2);
+    check_layer("{\"type\":\"tanh\"}", (shape3){4, 5, 3}, 1e-2);
+    check_layer("{\"type\":\"softmax\"}", (shape3){1, 1, 7}, 1e-2);
+}
+END_TEST
+
+/* The whole chain under softmax cross-entropy: net_backward against differences of net_loss. */
+START_TEST(test_network_gradients) {
+    const char *text =
+        "{\"data\":{\"train\":{\"images\":\"x\",\"labels\":\"y\"}},"
+        "\"network\":[{\"type\":\"conv2d\",\"filters\":3,\"kernel\":3,\"padding\":1,\"stride\":2},"
+        "{\"type\":\"tanh\"},{\"type\":\"maxpool\",\"size\":2},"
+        "{\"type\":\"conv2d\",\"filters\":4,\"kernel\":2},{\"type\":\"sigmoid\"},"
+        "{\"type\":\"dense\",\"units\":6},{\"type\":\"relu\"},{\"type\":\"dense\",\"units\":4},"
+        "{\"type\":\"softmax\"}],\"training\":{\"init\":\"xavier\"}}";
+    config cfg;
+    errbuf err;
+    ck_assert_msg(config_parse_text(&cfg, text, "t.json", ".", NULL, 0, &err) == 0, "%s", err.msg);
+    net n;
+    ck_assert_msg(net_build(&n, &cfg, (shape3){10, 9, 2}, &err) == 0, "%s", err.msg);
+    workspace ws;
+    ck_assert_int_eq(workspace_alloc(&ws, &n, &err), 0);
+    float *params = floats_alloc(n.n_params), *dparams = floats_alloc(n.n_params);
+    net_init_params(&n, params, INIT_XAVIER, 3);
+    float *input = workspace_input(&ws);
+    for (size_t i = 0; i < shape_size(n.input); i++) input[i] = (float)uniform();
+    const int label = 2;
+    net_forward(&n, params, &ws, 1);
+    net_backward(&n, params, &ws, label, dparams, 1);
+    const double eps = 1e-3; /* small: no max-pool window may change its winner */
+    for (size_t i = 0; i < n.n_params; i++) {
+        float keep = params[i];
+        params[i] = keep + (float)eps;
+        net_forward(&n, params, &ws, 1);
+        double up = net_loss(&n, &ws, label);
+        params[i] = keep - (float)eps;
+        net_forward(&n, params, &ws, 1);
+        double down = net_loss(&n, &ws, label);
+        params[i] = keep;
+        expect_close(dparams[i], (up - down) / (2 * eps), "net param", i, "network");
+    }
+    aligned_free(params), aligned_free(dparams);
+    workspace_free(&ws);
+    net_free(&n);
+    config_free(&cfg);
+}
+END_TEST
+
+/* One 2x2 window holding [3 3; 1 3]: "all" routes the gradient to the three maxima, "first"
+ * to the first in row-major order only. */
+START_TEST(test_maxpool_tie_rules) {
+    const float in[4] = {3, 3, 1, 3}, dout[1] = {2.5f};
+    float out[1], din[4];
+    const char *rules[2] = {"{\"type\":\"maxpool\",\"ties\":\"all\"}",
+                            "{\"type\":\"maxpool\",\"ties\":\"first\"}"};
+    const float want[2][4] = {{2.5f, 2.5f, 0, 2.5f}, {2.5f, 0, 0, 0}};
+    for (int r = 0; r < 2; r++) {
+        test_layer tl;
+        make_layer(&tl, rules[r], (shape3){2, 2, 1});
+        tl.l.ops->forward(&tl.l, NULL, in, out, 1);
+        ck_assert_float_eq(out[0], 3.0f);
+        tl.l.ops->backward(&tl.l, NULL, in, out, dout, din, NULL, 1);
+        for (int i = 0; i < 4; i++) ck_assert_float_eq(din[i], want[r][i]);
+        free_layer(&tl);
+    }
+}
+END_TEST
+
+/* The printed report loop writes window (i, j)'s gradient at d_input[i + i2][j + j2]. On a 4x4
+ * input with the maximum of every window at offset (1, 1), window (1, 1) writes (2, 2) and
+ * windows (0, 0), (0, 1), (1, 0) write (1, 1), (1, 2), (2, 1). */
+START_TEST(test_maxpool_report_index_bug) {
+    float in[16] = {0}, out[4], din[16];
+    const float dout[4] = {1, 2, 3, 4};
+    in[1 * 4 + 1] = in[1 * 4 + 3] = in[3 * 4 + 1] = in[3 * 4 + 3] = 9;
+    test_layer tl;
+    make_layer(&tl, "{\"type\":\"maxpool\",\"ties\":\"all\",\"report_index_bug\":true}",
+               (shape3){4, 4, 1});
+    tl.l.ops->forward(&tl.l, NULL, in, out, 1);
+    tl.l.ops->backward(&tl.l, NULL, in, out, dout, din, NULL, 1);
+    float want[16] = {0};
+    want[1 * 4 + 1] = 1, want[1 * 4 + 2] = 2, want[2 * 4 + 1] = 3, want[2 * 4 + 2] = 4;
+    for (int i = 0; i < 16; i++) ck_assert_float_eq(din[i], want[i]);
+    free_layer(&tl);
+}
+END_TEST
+
+/* double_sigmoid_backward computes dout * s * (1 - s) with s = sigmoid(y), y the output. */
+START_TEST(test_double_sigmoid_switch) {
+    const float in[3] = {-1.5f, 0.2f, 2.0f}, dout[3] = {0.3f, -1.0f, 2.0f};
+    float out[3], din[3];
+    test_layer tl;
+    make_layer(&tl, "{\"type\":\"sigmoid\",\"double_sigmoid_backward\":true}", (shape3){1, 1, 3});
+    tl.l.ops->forward(&tl.l, NULL, in, out, 1);
+    tl.l.ops->backward(&tl.l, NULL, in, out, dout, din, NULL, 1);
+    for (int i = 0; i < 3; i++) {
+        double y = 1.0 / (1.0 + exp(-(double)in[i]));
+        double s = 1.0 / (1.0 + exp(-y));
+        double want = dout[i] * s * (1.0 - s), true_grad = dout[i] * y * (1.0 - y);
+        ck_assert_double_eq_tol(din[i], want, 1e-6);
+        ck_assert_msg(fabs(din[i] - true_grad) > 1e-3, "the switch must differ from the true gradient");
+    }
+    free_layer(&tl);
+}
+END_TEST
+
+static Suite *gradcheck_suite(void) {
+    Suite *s = suite_create("gradcheck");
+    TCase *tc = tcase_create("layers");
+    tcase_add_test(tc, test_conv2d_gradients);
+    tcase_add_test(tc, test_maxpool_gradients);
+    tcase_add_test(tc, test_dense_gradients);
+    tcase_add_test(tc, test_activation_gradients);
+    tcase_add_test(tc, test_network_gradients);
+    tcase_add_test(tc, test_maxpool_tie_rules);
+    tcase_add_test(tc, test_maxpool_report_index_bug);
+    tcase_add_test(tc, test_double_sigmoid_switch);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+TEST_MAIN(gradcheck_suite)

@@ -344,6 +344,143 @@ int config_apply_override(cJSON *root, const char *assignment, errbuf *err) {
     return rc;
 }
 
+/* ---- locating JSON syntax errors ----
+ * cJSON says only roughly where it stopped; this small validator walks the same grammar (RFC 8259)
+ * and stops at the first byte that cannot be valid, with a word on what was expected there. */
+
+typedef struct json_scan {
+    const char *text;
+    size_t pos;
+    const char *what;
+    int depth;
+} json_scan;
+
+static void scan_ws(json_scan *s) {
+    while (s->text[s->pos] == ' ' || s->text[s->pos] == '\t' || s->text[s->pos] == '\n' ||
+           s->text[s->pos] == '\r')
+        s->pos++;
+}
+
+static int scan_fail(json_scan *s, const char *what) {
+    s->what = s->text[s->pos] ? what : "the text ends early";
+    return -1;
+}
+
+static int scan_value(json_scan *s);
+
+static int scan_string(json_scan *s) {
+    if (s->text[s->pos] != '"') return scan_fail(s, "expected a string in double quotes");
+    s->pos++;
+    for (;;) {
+        unsigned char c = (unsigned char)s->text[s->pos];
+        if (c == '"') {
+            s->pos++;
+            return 0;
+        }
+        if (c == '\0') return scan_fail(s, "unterminated string");
+        if (c < 0x20) return scan_fail(s, "control character inside a string");
+        if (c == '\\') {
+            char e = s->text[++s->pos];
+            if (e == 'u') {
+                for (int i = 1; i <= 4; i++)
+                    if (!isxdigit((unsigned char)s->text[s->pos + i])) {
+                        s->pos += (size_t)i;
+                        return scan_fail(s, "bad \\u escape");
+                    }
+                s->pos += 4;
+            } else if (!e || !strchr("\"\\/bfnrt", e)) {
+                return scan_fail(s, "bad escape in a string");
+            }
+        }
+        s->pos++;
+    }
+}
+
+static int scan_number(json_scan *s) {
+    const char *t = s->text;
+    if (t[s->pos] == '-') s->pos++;
+    if (t[s->pos] == '0') s->pos++;
+    else if (isdigit((unsigned char)t[s->pos])) while (isdigit((unsigned char)t[s->pos])) s->pos++;
+    else return scan_fail(s, "expected a digit");
+    if (t[s->pos] == '.') {
+        s->pos++;
+        if (!isdigit((unsigned char)t[s->pos])) return scan_fail(s, "expected a digit after '.'");
+        while (isdigit((unsigned char)t[s->pos])) s->pos++;
+    }
+    if (t[s->pos] == 'e' || t[s->pos] == 'E') {
+        s->pos++;
+        if (t[s->pos] == '+' || t[s->pos] == '-') s->pos++;
+        if (!isdigit((unsigned char)t[s->pos])) return scan_fail(s, "expected an exponent");
+        while (isdigit((unsigned char)t[s->pos])) s->pos++;
+    }
+    return 0;
+}
+
+static int scan_container(json_scan *s, char close) {
+    if (++s->depth > 1000) return scan_fail(s, "nested too deeply");
+    s->pos++;
+    scan_ws(s);
+    if (s->text[s->pos] == close) {
+        s->pos++;
+        s->depth--;
+        return 0;
+    }
+    for (;;) {
+        if (close == '}') {
+            if (s->text[s->pos] != '"')
+                return scan_fail(s, "expected a key in double quotes (a trailing comma?)");
+            if (scan_string(s)) return -1;
+            scan_ws(s);
+            if (s->text[s->pos] != ':') return scan_fail(s, "expected ':' after the key");
+            s->pos++;
+            scan_ws(s);
+        }
+        if (scan_value(s)) return -1;
+        scan_ws(s);
+        if (s->text[s->pos] == ',') {
+            s->pos++;
+            scan_ws(s);
+            if (s->text[s->pos] == close) return scan_fail(s, "trailing comma");
+            continue;
+        }
+        if (s->text[s->pos] == close) {
+            s->pos++;
+            s->depth--;
+            return 0;
+        }
+        return scan_fail(s, close == '}' ? "expected ',' or '}'" : "expected ',' or ']'");
+    }
+}
+
+static int scan_value(json_scan *s) {
+    const char *t = s->text + s->pos;
+    if (*t == '{') return scan_container(s, '}');
+    if (*t == '[') return scan_container(s, ']');
+    if (*t == '"') return scan_string(s);
+    if (*t == '-' || isdigit((unsigned char)*t)) return scan_number(s);
+    static const char *const words[] = {"true", "false", "null"};
+    for (int i = 0; i < 3; i++)
+        if (strncmp(t, words[i], strlen(words[i])) == 0) {
+            s->pos += strlen(words[i]);
+            return 0;
+        }
+    return scan_fail(s, "expected a value (object, list, string, number, true, false or null)");
+}
+
+/* Finds the first syntax error in text: its byte offset and a description. 0 if none found. */
+static int json_locate_error(const char *text, size_t *off, const char **what) {
+    json_scan s = {text, 0, NULL, 0};
+    scan_ws(&s);
+    if (scan_value(&s) == 0) {
+        scan_ws(&s);
+        if (text[s.pos] == '\0') return 0;
+        scan_fail(&s, "unexpected text after the end of the JSON value");
+    }
+    *off = s.pos;
+    *what = s.what;
+    return -1;
+}
+
 /* ---- the whole file ---- */
 
 static char *dir_of(const char *file) {
@@ -379,15 +516,24 @@ int config_parse_text(config *cfg, const char *text, const char *file, const cha
     cfg->file = strdup(file);
     if (!cfg->file) return errorf(err, "out of memory");
     const char *end = NULL;
-    cfg->json = cJSON_ParseWithOpts(text, &end, 1);
+    /* Strict RFC 8259 syntax first (cJSON alone would take "01"), with an exact position. */
+    size_t off = 0;
+    const char *what = NULL;
+    if (json_locate_error(text, &off, &what) == 0) cfg->json = cJSON_ParseWithOpts(text, &end, 1);
     if (!cfg->json) {
-        size_t off = end ? (size_t)(end - text) : 0;
+        if (!what) {
+            /* cJSON refused what the validator accepts (it should not happen): its position. */
+            off = end ? (size_t)(end - text) : 0;
+            what = "invalid JSON";
+        }
         int line, col;
         text_line_col(text, off, &line, &col);
-        if (!end || *end == '\0')
-            errorf(err, "%s:%d:%d: invalid JSON: the text ends early", file, line, col);
+        int near = (int)strcspn(text + off, "\r\n");
+        if (text[off])
+            errorf(err, "%s:%d:%d: invalid JSON: %s, at \"%.*s\"", file, line, col, what,
+                   near < 16 ? near : 16, text + off);
         else
-            errorf(err, "%s:%d:%d: invalid JSON near \"%.20s\"", file, line, col, end);
+            errorf(err, "%s:%d:%d: invalid JSON: %s", file, line, col, what);
         config_free(cfg);
         return -1;
     }

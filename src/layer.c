@@ -31,10 +31,13 @@ static void json_repr(const cJSON *item, char *buf, size_t size) {
     cJSON_free(text);
 }
 
-static void int_range_phrase(int min, int max, char *buf, size_t size) {
-    if (min == 1 && max == INT_MAX)
+/* What was expected, said for the way the value missed: "a positive integer", "at most 64". */
+static void int_range_phrase(int min, int max, double got, char *buf, size_t size) {
+    if (got == floor(got) && got > (double)max)
+        snprintf(buf, size, "an integer no larger than %d", max);
+    else if (min == 1)
         snprintf(buf, size, "a positive integer");
-    else if (min == 0 && max == INT_MAX)
+    else if (min == 0)
         snprintf(buf, size, "a non-negative integer");
     else
         snprintf(buf, size, "an integer from %d to %d", min, max);
@@ -44,16 +47,16 @@ int json_get_int(const cJSON *obj, const char *key, int def, int min, int max, c
                  int *out, errbuf *err) {
     const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, key);
     char want[64], got[64];
-    int_range_phrase(min, max, want, sizeof want);
     if (!item) {
+        int_range_phrase(min, max, 0.5, want, sizeof want);
         if (def == INT_MIN) return errorf(err, "%s.%s: missing, expected %s", path, key, want);
         *out = def;
         return 0;
     }
+    double v = cJSON_IsNumber(item) ? item->valuedouble : 0.5;
+    int_range_phrase(min, max, v, want, sizeof want);
     json_repr(item, got, sizeof got);
-    if (!cJSON_IsNumber(item)) return errorf(err, "%s.%s: expected %s, got %s", path, key, want, got);
-    double v = item->valuedouble;
-    if (v != floor(v) || v < (double)min || v > (double)max)
+    if (!cJSON_IsNumber(item) || v != floor(v) || v < (double)min || v > (double)max)
         return errorf(err, "%s.%s: expected %s, got %s", path, key, want, got);
     *out = (int)v;
     return 0;

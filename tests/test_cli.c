@@ -1,1 +1,166 @@
-int main(void){return 0;}
+/*
+ * The trainer as users run it: help and version, exit codes, one-line messages naming the file
+ * and path, output files written whole, and --set/--threads reaching the config.
+ */
+#include "testutil.h"
+
+#define TRAINER "'" TRAINER_PATH "'"
+#define REPORT "'" OMPCNN_SOURCE_DIR "/config/report.json'"
+/* A few images so that runs take milliseconds. */
+#define SMALL " --set data.train.limit=20 --set data.test.limit=10 --set training.epochs=2"
+
+static char out[65536];
+static char dir[256];
+
+static void setup(void) {
+    temp_dir(dir, sizeof dir);
+}
+
+static int trainer(const char *args) {
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "%s %s", TRAINER, args);
+    return run_capture(cmd, out, sizeof out);
+}
+
+static int count_lines(const char *s) {
+    int n = 0;
+    for (; *s; s++) n += *s == '\n';
+    return n;
+}
+
+START_TEST(test_help_and_version) {
+    ck_assert_int_eq(trainer("--help"), 0);
+    ck_assert_ptr_nonnull(strstr(out, "Usage: trainer [OPTIONS] CONFIG.json"));
+    ck_assert_ptr_nonnull(strstr(out, "--set PATH=VALUE"));
+    ck_assert_ptr_nonnull(strstr(out, "Exit status"));
+    ck_assert_int_eq(trainer("-h"), 0);
+    ck_assert_int_eq(trainer("--version"), 0);
+    ck_assert_ptr_nonnull(strstr(out, "trainer (ompcnn) " OMPCNN_VERSION));
+}
+END_TEST
+
+START_TEST(test_usage_errors_exit_2) {
+    ck_assert_int_eq(trainer(""), 2);
+    ck_assert_ptr_nonnull(strstr(out, "missing the config file"));
+    ck_assert_int_eq(trainer("--frobnicate " REPORT), 2);
+    ck_assert_ptr_nonnull(strstr(out, "--frobnicate"));
+    ck_assert_int_eq(trainer(REPORT " " REPORT), 2);
+    ck_assert_int_eq(trainer("--threads many " REPORT), 2);
+    ck_assert_ptr_nonnull(strstr(out, "--threads: expected an integer"));
+    ck_assert_int_eq(trainer("--save"), 2);
+}
+END_TEST
+
+START_TEST(test_config_errors_exit_2_with_one_line) {
+    char path[512], args[1024];
+    snprintf(path, sizeof path, "%s/bad.json", dir);
+    write_bytes(path, "{\n  \"data\": 3,\n}", 16);
+    snprintf(args, sizeof args, "'%s'", path);
+    ck_assert_int_eq(trainer(args), 2);
+    ck_assert_int_eq(count_lines(out), 1);
+    ck_assert_msg(strstr(out, "bad.json:3:1: invalid JSON: trailing comma") != NULL, "%s", out);
+
+    ck_assert_int_eq(trainer(REPORT " --set network[3].units=-4"), 2);
+    ck_assert_int_eq(count_lines(out), 1);
+    ck_assert_msg(strstr(out, "config/report.json: network[3].units: expected a positive integer, "
+                              "got -4") != NULL,
+                  "%s", out);
+
+    ck_assert_int_eq(trainer("/no/such/config.json"), 2);
+    ck_assert_msg(strstr(out, "/no/such/config.json: cannot open") != NULL, "%s", out);
+}
+END_TEST
+
+START_TEST(test_data_errors_exit_2) {
+    ck_assert_int_eq(trainer(REPORT " --set data.train.images=nowhere.gz"), 2);
+    ck_assert_msg(strstr(out, "config/nowhere.gz: cannot open") != NULL, "%s", out);
+    ck_assert_int_eq(trainer(REPORT " --set data.test.limit=20000"), 2);
+    ck_assert_msg(strstr(out, "limit 20000 is larger than the 10000 samples") != NULL, "%s", out);
+    /* Labels beyond the network's classes. */
+    ck_assert_int_eq(trainer(REPORT SMALL " --set network[5].units=3"), 2);
+    ck_assert_msg(strstr(out, "is out of range for the network's 3 classes") != NULL ||
+                      strstr(out, "is out of range for 3 classes") != NULL,
+                  "%s", out);
+}
+END_TEST
+
+START_TEST(test_output_folder_checked_before_training) {
+    ck_assert_int_eq(trainer(REPORT SMALL " --save /no/such/dir/w.npz"), 2);
+    ck_assert_msg(strstr(out, "--save /no/such/dir/w.npz: the folder /no/such/dir does not exist"),
+                  "%s", out);
+    ck_assert_msg(strstr(out, "epoch") == NULL, "trained before failing: %s", out);
+}
+END_TEST
+
+START_TEST(test_training_run_outputs) {
+    char args[2048], csv[512], w[512], w0[512];
+    snprintf(csv, sizeof csv, "%s/m.csv", dir);
+    snprintf(w, sizeof w, "%s/w.npz", dir);
+    snprintf(w0, sizeof w0, "%s/w0.npz", dir);
+    snprintf(args, sizeof args, REPORT SMALL " --threads 2 --metrics '%s' --save '%s' --save-init '%s'",
+             csv, w, w0);
+    ck_assert_int_eq(trainer(args), 0);
+    ck_assert_msg(strstr(out, "threads 2") != NULL, "%s", out);
+    ck_assert_msg(strstr(out, "seed 0") != NULL, "%s", out);
+    ck_assert_msg(strstr(out, "28x28x1 -> conv2d 8x3x3") != NULL, "%s", out);
+    ck_assert_msg(strstr(out, "epoch  2/2  train_loss ") != NULL, "%s", out);
+    ck_assert_int_eq(access(w, F_OK), 0);
+    ck_assert_int_eq(access(w0, F_OK), 0);
+    FILE *f = fopen(csv, "r");
+    ck_assert_ptr_nonnull(f);
+    char line[512];
+    ck_assert_ptr_nonnull(fgets(line, sizeof line, f));
+    ck_assert_str_eq(line, "epoch,train_loss,train_acc,test_loss,test_acc,seconds,images_per_s\n");
+    int rows = 0;
+    while (fgets(line, sizeof line, f)) {
+        int epoch;
+        double tl, ta, vl, va, sec, ips;
+        ck_assert_int_eq(sscanf(line, "%d,%lf,%lf,%lf,%lf,%lf,%lf", &epoch, &tl, &ta, &vl, &va,
+                                &sec, &ips),
+                         7);
+        ck_assert_int_eq(epoch, ++rows);
+        ck_assert(ta >= 0 && ta <= 1 && va >= 0 && va <= 1 && tl > 0 && vl > 0);
+    }
+    fclose(f);
+    ck_assert_int_eq(rows, 2);
+
+    /* --load of the initial parameters reproduces the run exactly. */
+    char w2[512];
+    snprintf(w2, sizeof w2, "%s/w2.npz", dir);
+    snprintf(args, sizeof args, REPORT SMALL " --set training.seed=99 --load '%s' --save '%s'", w0,
+             w2);
+    ck_assert_int_eq(trainer(args), 0);
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "cmp '%s' '%s'", w, w2);
+    ck_assert_msg(run_capture(cmd, out, sizeof out) == 0, "weights differ: %s", out);
+
+    /* A parameter file from another network is refused with exit 2. */
+    snprintf(args, sizeof args, REPORT SMALL " --set network[3].units=21 --load '%s'", w0);
+    ck_assert_int_eq(trainer(args), 2);
+    ck_assert_msg(strstr(out, "3_dense_weight.npy has shape (1352, 20)") != NULL, "%s", out);
+}
+END_TEST
+
+START_TEST(test_eval_every_zero_prints_no_test_figures) {
+    ck_assert_int_eq(trainer(REPORT SMALL " --set training.eval_every=0"), 0);
+    ck_assert_msg(strstr(out, "test_loss -  test_acc -") != NULL, "%s", out);
+}
+END_TEST
+
+static Suite *cli_suite(void) {
+    Suite *s = suite_create("cli");
+    TCase *tc = tcase_create("cli");
+    tcase_add_checked_fixture(tc, setup, NULL);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_help_and_version);
+    tcase_add_test(tc, test_usage_errors_exit_2);
+    tcase_add_test(tc, test_config_errors_exit_2_with_one_line);
+    tcase_add_test(tc, test_data_errors_exit_2);
+    tcase_add_test(tc, test_output_folder_checked_before_training);
+    tcase_add_test(tc, test_training_run_outputs);
+    tcase_add_test(tc, test_eval_every_zero_prints_no_test_figures);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+TEST_MAIN(cli_suite)

@@ -1,1 +1,211 @@
-int main(void){return 0;}
+/*
+ * The IDX reader on the real MNIST files (raw and gzipped) and on damaged ones: each damage must
+ * give an error that names the file and says what is wrong.
+ */
+#include <zlib.h>
+
+#include "testutil.h"
+
+static char dir[256];
+
+static void setup(void) {
+    temp_dir(dir, sizeof dir);
+}
+
+/* An IDX file: magic 00 00 type ndim, big-endian dims, then `body` bytes of value `fill`. */
+static size_t make_idx(unsigned char *buf, int type, int ndim, const uint32_t *dims, size_t body,
+                       unsigned char fill) {
+    size_t n = 0;
+    buf[n++] = 0, buf[n++] = 0, buf[n++] = (unsigned char)type, buf[n++] = (unsigned char)ndim;
+    for (int d = 0; d < ndim; d++) {
+        buf[n++] = (unsigned char)(dims[d] >> 24), buf[n++] = (unsigned char)(dims[d] >> 16);
+        buf[n++] = (unsigned char)(dims[d] >> 8), buf[n++] = (unsigned char)dims[d];
+    }
+    memset(buf + n, fill, body);
+    return n + body;
+}
+
+static void write_gz(const char *path, const void *data, size_t size) {
+    gzFile f = gzopen(path, "wb");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_eq(gzwrite(f, data, (unsigned)size), (int)size);
+    gzclose(f);
+}
+
+/* Loads path as an image file and expects an error containing path and `what`. */
+static void expect_idx_error(const char *path, const char *what) {
+    idx_array a;
+    errbuf err;
+    ck_assert_msg(idx_load(&a, path, &err) != 0, "%s loaded but should not", path);
+    ck_assert_msg(strstr(err.msg, path) != NULL, "message does not name the file: %s", err.msg);
+    ck_assert_msg(strstr(err.msg, what) != NULL, "expected \"%s\" in: %s", what, err.msg);
+}
+
+START_TEST(test_reads_mnist_gz_and_raw) {
+    idx_array gz, raw;
+    errbuf err;
+    ck_assert_msg(idx_load(&gz, SRC_PATH("data/mnist/t10k-images-idx3-ubyte.gz"), &err) == 0, "%s",
+                  err.msg);
+    ck_assert_int_eq(gz.ndim, 3);
+    ck_assert_uint_eq(gz.dims[0], 10000);
+    ck_assert_uint_eq(gz.dims[1], 28);
+    ck_assert_uint_eq(gz.dims[2], 28);
+    /* The same bytes unpacked to a raw file read back identically. */
+    char path[512];
+    snprintf(path, sizeof path, "%s/raw-images", dir);
+    unsigned char *buf = malloc(16 + gz.count);
+    uint32_t dims[3] = {10000, 28, 28};
+    size_t n = make_idx(buf, 8, 3, dims, 0, 0);
+    memcpy(buf + n, gz.data, gz.count);
+    write_bytes(path, buf, n + gz.count);
+    ck_assert_msg(idx_load(&raw, path, &err) == 0, "%s", err.msg);
+    ck_assert_uint_eq(raw.count, gz.count);
+    ck_assert_int_eq(memcmp(raw.data, gz.data, gz.count), 0);
+    idx_free(&gz);
+    idx_free(&raw);
+    free(buf);
+}
+END_TEST
+
+START_TEST(test_dataset_counts_and_scaling) {
+    dataset train;
+    load_mnist(&train, NULL, 5);
+    ck_assert_int_eq(train.n, 5);
+    ck_assert_int_eq(train.h * train.w * train.c, 784);
+    /* The first training label of MNIST is 5, the second 0. */
+    ck_assert_uint_eq(train.labels[0], 5);
+    ck_assert_uint_eq(train.labels[1], 0);
+    float px[784];
+    dataset_sample(&train, 0, px);
+    for (int i = 0; i < 784; i++) {
+        ck_assert_float_eq(px[i], (float)train.pixels[i] / 255.0f);
+        ck_assert(px[i] >= 0.0f && px[i] <= 1.0f);
+    }
+    dataset_free(&train);
+}
+END_TEST
+
+START_TEST(test_damaged_files) {
+    unsigned char buf[4096];
+    char path[512];
+    uint32_t dims[3] = {4, 5, 6};
+
+    snprintf(path, sizeof path, "%s/wrong-magic", dir);
+    size_t n = make_idx(buf, 8, 3, dims, 120, 1);
+    buf[0] = 0x12;
+    write_bytes(path, buf, n);
+    expect_idx_error(path, "magic");
+
+    snprintf(path, sizeof path, "%s/wrong-type", dir);
+    n = make_idx(buf, 0x0d, 3, dims, 120, 1);
+    write_bytes(path, buf, n);
+    expect_idx_error(path, "element type 0x0d");
+
+    snprintf(path, sizeof path, "%s/truncated-header", dir);
+    n = make_idx(buf, 8, 3, dims, 0, 0);
+    write_bytes(path, buf, 9);
+    expect_idx_error(path, "truncated header");
+
+    snprintf(path, sizeof path, "%s/truncated-body", dir);
+    n = make_idx(buf, 8, 3, dims, 119, 1);
+    write_bytes(path, buf, n);
+    expect_idx_error(path, "truncated");
+
+    snprintf(path, sizeof path, "%s/trailing", dir);
+    n = make_idx(buf, 8, 3, dims, 121, 1);
+    write_bytes(path, buf, n);
+    expect_idx_error(path, "trailing data");
+
+    snprintf(path, sizeof path, "%s/tiny", dir);
+    write_bytes(path, "\0\0", 2);
+    expect_idx_error(path, "only 2 bytes");
+
+    snprintf(path, sizeof path, "%s/missing", dir);
+    expect_idx_error(path, "cannot open");
+}
+END_TEST
+
+START_TEST(test_damaged_gzip) {
+    unsigned char buf[4096];
+    char path[512];
+    uint32_t dims[3] = {40, 5, 6};
+    size_t n = make_idx(buf, 8, 3, dims, 1200, 7);
+    snprintf(path, sizeof path, "%s/good.gz", dir);
+    write_gz(path, buf, n);
+    idx_array a;
+    errbuf err;
+    ck_assert_msg(idx_load(&a, path, &err) == 0, "%s", err.msg);
+    idx_free(&a);
+
+    FILE *f = fopen(path, "rb");
+    unsigned char gz[4096];
+    size_t len = fread(gz, 1, sizeof gz, f);
+    fclose(f);
+    snprintf(path, sizeof path, "%s/cut.gz", dir);
+    write_bytes(path, gz, len / 2);
+    expect_idx_error(path, "corrupt compressed data");
+
+    gz[len / 2] ^= 0xff; /* a flipped byte in the deflate stream or the CRC */
+    gz[len - 6] ^= 0xff;
+    snprintf(path, sizeof path, "%s/flipped.gz", dir);
+    write_bytes(path, gz, len);
+    expect_idx_error(path, "corrupt compressed data");
+}
+END_TEST
+
+static void expect_dataset_error(const char *images, const char *labels, long limit,
+                                 const char *names, const char *what) {
+    dataset ds;
+    errbuf err;
+    ck_assert_msg(dataset_load(&ds, images, labels, limit, 10, &err) != 0, "loaded but should not");
+    ck_assert_msg(strstr(err.msg, names) != NULL, "message does not name %s: %s", names, err.msg);
+    ck_assert_msg(strstr(err.msg, what) != NULL, "expected \"%s\" in: %s", what, err.msg);
+}
+
+START_TEST(test_dataset_mismatches) {
+    unsigned char buf[4096];
+    char images[512], labels[512], labels_bad[512], empty[512], empty_labels[512];
+    uint32_t dims[3] = {6, 4, 4}, ldims[1] = {5}, zero[3] = {0, 4, 4}, lzero[1] = {0};
+    snprintf(images, sizeof images, "%s/images", dir);
+    write_bytes(images, buf, make_idx(buf, 8, 3, dims, 96, 3));
+    snprintf(labels, sizeof labels, "%s/labels-5", dir);
+    write_bytes(labels, buf, make_idx(buf, 8, 1, ldims, 5, 1));
+    expect_dataset_error(images, labels, -1, labels, "5 labels for the 6 images");
+
+    ldims[0] = 6;
+    snprintf(labels_bad, sizeof labels_bad, "%s/labels-12", dir);
+    size_t n = make_idx(buf, 8, 1, ldims, 6, 2);
+    buf[n - 1] = 12;
+    write_bytes(labels_bad, buf, n);
+    expect_dataset_error(images, labels_bad, -1, labels_bad, "label 12 of sample 5 is out of range");
+    /* A limit that leaves the bad label out loads fine. */
+    dataset ds;
+    errbuf err;
+    ck_assert_msg(dataset_load(&ds, images, labels_bad, 5, 10, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(ds.n, 5);
+    dataset_free(&ds);
+    expect_dataset_error(images, labels_bad, 7, images, "limit 7 is larger than the 6 samples");
+    expect_dataset_error(labels_bad, labels_bad, -1, labels_bad, "images need 3 dimensions");
+
+    snprintf(empty, sizeof empty, "%s/empty", dir);
+    write_bytes(empty, buf, make_idx(buf, 8, 3, zero, 0, 0));
+    snprintf(empty_labels, sizeof empty_labels, "%s/empty-labels", dir);
+    write_bytes(empty_labels, buf, make_idx(buf, 8, 1, lzero, 0, 0));
+    expect_dataset_error(empty, empty_labels, -1, empty, "holds no images");
+}
+END_TEST
+
+static Suite *idx_suite(void) {
+    Suite *s = suite_create("idx");
+    TCase *tc = tcase_create("idx");
+    tcase_add_checked_fixture(tc, setup, NULL);
+    tcase_add_test(tc, test_reads_mnist_gz_and_raw);
+    tcase_add_test(tc, test_dataset_counts_and_scaling);
+    tcase_add_test(tc, test_damaged_files);
+    tcase_add_test(tc, test_damaged_gzip);
+    tcase_add_test(tc, test_dataset_mismatches);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+TEST_MAIN(idx_suite)

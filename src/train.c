@@ -88,30 +88,10 @@ static void train_sample(trainer *t, workspace *ws, int index, float *dparams, i
     net_backward(&t->net, t->params, ws, label, dparams, nt);
 }
 
-void trainer_step(trainer *t, const int *samples, int count, double *loss_sum, int *hits) {
+/* Sums `n_lanes` gradient lanes in lane order and takes one SGD step of size `step`. Each
+ * parameter belongs to one thread, so the sum's order never depends on the thread count. */
+static void sgd_update(trainer *t, int n_lanes, float step) {
     const size_t n_params = t->net.n_params;
-    const int n_lanes = min_int(min_int(t->cfg->lanes, t->cfg->batch_size), count);
-    float *loss = t->sample_loss;
-    unsigned char *hit = t->sample_hit;
-    if (n_lanes == 1) {
-        /* One lane: the threads work inside each layer. */
-        memset(t->grads, 0, n_params * sizeof *t->grads);
-        for (int k = 0; k < count; k++)
-            train_sample(t, &t->ws[0], samples[k], t->grads, t->threads, &loss[k], &hit[k]);
-    } else {
-        /* Lane l takes samples [l*count/n_lanes, (l+1)*count/n_lanes); any thread may run it. */
-#pragma omp parallel for schedule(dynamic, 1) num_threads(min_int(t->threads, n_lanes))
-        for (int l = 0; l < n_lanes; l++) {
-            float *g = t->grads + (size_t)l * n_params;
-            memset(g, 0, n_params * sizeof *g);
-            int k0 = (int)((long)l * count / n_lanes), k1 = (int)((long)(l + 1) * count / n_lanes);
-            for (int k = k0; k < k1; k++)
-                train_sample(t, &t->ws[l], samples[k], g, 1, &loss[k], &hit[k]);
-        }
-    }
-    /* Sum the lanes in lane order and take one step with the mean gradient. Each parameter is
-     * owned by one thread. For count == 1, step == lr and this is the report's w -= lr * dw. */
-    const float step = (float)(t->cfg->learning_rate / count);
     float *params = t->params;
     const float *grads = t->grads;
 #pragma omp parallel for schedule(static) num_threads(t->threads)                                 \
@@ -121,6 +101,35 @@ void trainer_step(trainer *t, const int *samples, int count, double *loss_sum, i
         for (int l = 1; l < n_lanes; l++) g += grads[(size_t)l * n_params + i];
         params[i] -= step * g;
     }
+}
+
+/* The report's per-sample SGD: forward, backward, w -= lr * dw, with the threads working inside
+ * each layer. */
+static void step_single(trainer *t, int index, float *loss, unsigned char *hit) {
+    memset(t->grads, 0, t->net.n_params * sizeof *t->grads);
+    train_sample(t, &t->ws[0], index, t->grads, t->threads, loss, hit);
+    sgd_update(t, 1, (float)t->cfg->learning_rate);
+}
+
+void trainer_step(trainer *t, const int *samples, int count, double *loss_sum, int *hits) {
+    const size_t n_params = t->net.n_params;
+    const int n_lanes = min_int(min_int(t->cfg->lanes, t->cfg->batch_size), count);
+    /* With one lane the threads work inside the layers; with several, each lane is one thread's. */
+    const int inner_threads = n_lanes == 1 ? t->threads : 1;
+    float *loss = t->sample_loss;
+    unsigned char *hit = t->sample_hit;
+    /* Lane l takes samples [l*count/n_lanes, (l+1)*count/n_lanes); any thread may run it. */
+#pragma omp parallel for schedule(dynamic, 1) num_threads(min_int(t->threads, n_lanes))          \
+    if (n_lanes > 1)
+    for (int l = 0; l < n_lanes; l++) {
+        float *g = t->grads + (size_t)l * n_params;
+        memset(g, 0, n_params * sizeof *g);
+        int k0 = (int)((long)l * count / n_lanes), k1 = (int)((long)(l + 1) * count / n_lanes);
+        for (int k = k0; k < k1; k++)
+            train_sample(t, &t->ws[l], samples[k], g, inner_threads, &loss[k], &hit[k]);
+    }
+    /* One step with the mean gradient; for count == 1 the step is lr, as in step_single. */
+    sgd_update(t, n_lanes, (float)(t->cfg->learning_rate / count));
     double sum = 0.0;
     int correct = 0;
     for (int k = 0; k < count; k++) {
@@ -153,11 +162,17 @@ void trainer_epoch(trainer *t, int epoch, epoch_stats *st) {
     long correct = 0;
     for (int b = 0; b < n; b += batch) {
         int count = min_int(batch, n - b);
-        double batch_loss;
-        int batch_hits;
-        trainer_step(t, t->order + b, count, &batch_loss, &batch_hits);
-        loss_sum += batch_loss;
-        correct += batch_hits;
+        if (batch == 1) {
+            step_single(t, t->order[b], &t->sample_loss[0], &t->sample_hit[0]);
+            loss_sum += t->sample_loss[0];
+            correct += t->sample_hit[0];
+        } else {
+            double batch_loss;
+            int batch_hits;
+            trainer_step(t, t->order + b, count, &batch_loss, &batch_hits);
+            loss_sum += batch_loss;
+            correct += batch_hits;
+        }
         if (t->progress) t->progress(t->progress_ctx, b + count, n);
     }
     st->train_seconds = omp_get_wtime() - start;

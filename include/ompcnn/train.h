@@ -48,7 +48,9 @@ void trainer_close(trainer *t);
 void trainer_epoch(trainer *t, int epoch, epoch_stats *st);
 /* Mean loss and accuracy on ds with the current parameters. */
 void trainer_evaluate(trainer *t, const dataset *ds, double *loss, double *acc);
-/* Trains one batch of samples given by index (exposed for tests). */
+/* The minibatch path: trains one batch of samples given by index, in lanes, and takes one step
+ * with the mean gradient (trainer_epoch uses it for batch_size > 1; with batch_size 1 it takes
+ * the per-sample path, which a test holds equal to this one for count 1). */
 void trainer_step(trainer *t, const int *samples, int count, double *loss_sum, int *hits);
 
 #endif

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Sets up ompcnn on Debian: installs the packages that are missing (through sudo when not root),
+# then configures and builds into build/. Safe to run again; it only does what is left to do.
+#
+#   tools/setup.sh            build dependencies, plus gnuplot and numpy for the tools/ scripts
+#   tools/setup.sh --minimal  build dependencies only
+#   tools/setup.sh --portable build without -march=native (for a binary to copy to other CPUs)
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+packages=(gcc make cmake pkg-config libcjson-dev check zlib1g-dev)
+tool_packages=(gnuplot-nox python3-numpy)
+cmake_args=(-DCMAKE_BUILD_TYPE=Release)
+
+for arg in "$@"; do
+    case "$arg" in
+    --minimal) tool_packages=() ;;
+    --portable) cmake_args+=(-DOMPCNN_NATIVE=OFF) ;;
+    -h | --help)
+        sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
+        exit 0
+        ;;
+    *)
+        echo "setup.sh: unknown option $arg (try --help)" >&2
+        exit 2
+        ;;
+    esac
+done
+
+missing=()
+for pkg in "${packages[@]}" "${tool_packages[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+        missing+=("$pkg")
+    fi
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup.sh: installing ${missing[*]}"
+    sudo=()
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null || {
+            echo "setup.sh: need root or sudo to install: ${missing[*]}" >&2
+            exit 1
+        }
+        sudo=(sudo)
+    fi
+    "${sudo[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends \
+        "${missing[@]}"
+fi
+
+cmake -S "$root" -B "$root/build" "${cmake_args[@]}" >/dev/null
+cmake --build "$root/build" -j "$(nproc)"
+echo "setup.sh: built $root/build/trainer"

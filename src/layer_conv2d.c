@@ -7,13 +7,16 @@
  *
  * Backward: dw[f][ky][kx][c] += sum_{oy,ox} dout[oy][ox][f] * in[...][...][c];
  *           din[iy][ix][c] = sum over the (oy, ox, f, ky, kx) that read it of dout * w.
+ *
+ * The fast path is im2col + the blocked GEMM of gemm.c; the direct loops are kept beside it as the
+ * reference the tests compare against.
  */
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "ompcnn/layer.h"
-#include "parallel.h"
+#include "gemm.h"
 
 typedef struct conv2d_settings {
     int filters, kernel, stride, padding, in_channels, bias;
@@ -72,107 +75,186 @@ static void conv2d_init(const layer *l, float *params, init_kind kind, mt19937 *
     /* The bias, if any, starts at zero (the arena is zero-filled). */
 }
 
-void conv2d_forward(float *out, const float *in, const float *weight, const float *bias, int in_h,
-                    int in_w, int in_c, int out_h, int out_w, int n_filters, int kernel, int stride,
-                    int padding, int nt) {
-    size_t work = (size_t)out_h * out_w * n_filters * kernel * kernel * in_c;
-    /* Each (row, filter) pair owns its outputs: threads never share an element. */
-#pragma omp parallel for collapse(2) schedule(static) num_threads(nt) if (par_ok(nt, work))
-    for (int oy = 0; oy < out_h; oy++) {
-        for (int f = 0; f < n_filters; f++) {
-            const float *wf = weight + (size_t)f * kernel * kernel * in_c;
-            for (int ox = 0; ox < out_w; ox++) {
-                float acc = 0.0f;
-                for (int ky = 0; ky < kernel; ky++) {
-                    int iy = oy * stride - padding + ky;
-                    if (iy < 0 || iy >= in_h) continue;
-                    for (int kx = 0; kx < kernel; kx++) {
-                        int ix = ox * stride - padding + kx;
-                        if (ix < 0 || ix >= in_w) continue;
-                        const float *px = in + ((size_t)iy * in_w + ix) * in_c;
-                        const float *wk = wf + ((size_t)ky * kernel + kx) * in_c;
-                        for (int c = 0; c < in_c; c++) acc += px[c] * wk[c];
+/* ---- plain reference kernels: direct loops, one output element at a time ---- */
+
+void conv2d_forward_ref(float *out, const float *in, const float *weight, const float *bias, int n,
+                        const conv_geom *g) {
+    const int K = g->kernel, C = g->in_c, F = g->n_filters;
+    for (int s = 0; s < n; s++) {
+        const float *x = in + (size_t)s * g->in_h * g->in_w * C;
+        float *y = out + (size_t)s * g->out_h * g->out_w * F;
+        for (int oy = 0; oy < g->out_h; oy++)
+            for (int ox = 0; ox < g->out_w; ox++)
+                for (int f = 0; f < F; f++) {
+                    float acc = 0.0f;
+                    for (int ky = 0; ky < K; ky++) {
+                        int iy = oy * g->stride - g->padding + ky;
+                        if (iy < 0 || iy >= g->in_h) continue;
+                        for (int kx = 0; kx < K; kx++) {
+                            int ix = ox * g->stride - g->padding + kx;
+                            if (ix < 0 || ix >= g->in_w) continue;
+                            for (int c = 0; c < C; c++)
+                                acc += x[((size_t)iy * g->in_w + ix) * C + c] *
+                                       weight[(((size_t)f * K + ky) * K + kx) * C + c];
+                        }
+                    }
+                    y[((size_t)oy * g->out_w + ox) * F + f] = bias ? acc + bias[f] : acc;
+                }
+    }
+}
+
+void conv2d_backward_ref(float *din, float *dweight, float *dbias, const float *dout,
+                         const float *in, const float *weight, int n, const conv_geom *g) {
+    const int K = g->kernel, C = g->in_c, F = g->n_filters;
+    for (int s = 0; s < n; s++) {
+        const float *x = in + (size_t)s * g->in_h * g->in_w * C;
+        const float *dy = dout + (size_t)s * g->out_h * g->out_w * F;
+        float *dx = din ? din + (size_t)s * g->in_h * g->in_w * C : NULL;
+        if (dx) memset(dx, 0, (size_t)g->in_h * g->in_w * C * sizeof *dx);
+        for (int oy = 0; oy < g->out_h; oy++)
+            for (int ox = 0; ox < g->out_w; ox++)
+                for (int f = 0; f < F; f++) {
+                    float grad = dy[((size_t)oy * g->out_w + ox) * F + f];
+                    if (dbias) dbias[f] += grad;
+                    for (int ky = 0; ky < K; ky++) {
+                        int iy = oy * g->stride - g->padding + ky;
+                        if (iy < 0 || iy >= g->in_h) continue;
+                        for (int kx = 0; kx < K; kx++) {
+                            int ix = ox * g->stride - g->padding + kx;
+                            if (ix < 0 || ix >= g->in_w) continue;
+                            for (int c = 0; c < C; c++) {
+                                size_t wi = (((size_t)f * K + ky) * K + kx) * C + c;
+                                size_t xi = ((size_t)iy * g->in_w + ix) * C + c;
+                                dweight[wi] += grad * x[xi];
+                                if (dx) dx[xi] += grad * weight[wi];
+                            }
+                        }
                     }
                 }
-                out[((size_t)oy * out_w + ox) * n_filters + f] = bias ? acc + bias[f] : acc;
+    }
+}
+
+/* ---- fast kernels: im2col and the blocked GEMM ----
+ * A sample's output is out (P x F) = col (P x Kc) . W^T, with P = out_h*out_w output positions,
+ * Kc = kernel*kernel*in_c, and col's row p the input patch that position p reads, in the
+ * weight's (ky, kx, c) order. The gradients follow: dW (F x Kc) += dout^T . col, and
+ * dcol = dout . W, scattered back onto the input (col2im). */
+
+static int is_pointwise(const conv_geom *g) {
+    return g->kernel == 1 && g->stride == 1 && g->padding == 0;
+}
+
+static void im2col(float *col, const float *x, const conv_geom *g) {
+    const int K = g->kernel, C = g->in_c;
+    const size_t row = (size_t)K * K * C;
+    for (int oy = 0; oy < g->out_h; oy++)
+        for (int ox = 0; ox < g->out_w; ox++) {
+            float *dst = col + ((size_t)oy * g->out_w + ox) * row;
+            for (int ky = 0; ky < K; ky++) {
+                int iy = oy * g->stride - g->padding + ky;
+                for (int kx = 0; kx < K; kx++, dst += C) {
+                    int ix = ox * g->stride - g->padding + kx;
+                    if (iy < 0 || iy >= g->in_h || ix < 0 || ix >= g->in_w)
+                        memset(dst, 0, (size_t)C * sizeof *dst);
+                    else
+                        memcpy(dst, x + ((size_t)iy * g->in_w + ix) * C, (size_t)C * sizeof *dst);
+                }
             }
         }
+}
+
+/* Adds each patch row of dcol back onto the input positions it was read from, in (p, ky, kx)
+ * order. */
+static void col2im(float *dx, const float *dcol, const conv_geom *g) {
+    const int K = g->kernel, C = g->in_c;
+    memset(dx, 0, (size_t)g->in_h * g->in_w * C * sizeof *dx);
+    const float *src = dcol;
+    for (int oy = 0; oy < g->out_h; oy++)
+        for (int ox = 0; ox < g->out_w; ox++)
+            for (int ky = 0; ky < K; ky++) {
+                int iy = oy * g->stride - g->padding + ky;
+                for (int kx = 0; kx < K; kx++, src += C) {
+                    int ix = ox * g->stride - g->padding + kx;
+                    if (iy < 0 || iy >= g->in_h || ix < 0 || ix >= g->in_w) continue;
+                    float *d = dx + ((size_t)iy * g->in_w + ix) * C;
+                    for (int c = 0; c < C; c++) d[c] += src[c];
+                }
+            }
+}
+
+void conv2d_forward(float *out, const float *in, const float *weight, const float *bias, int n,
+                    const conv_geom *g, float *col, int nt) {
+    const int F = g->n_filters, Kc = g->kernel * g->kernel * g->in_c;
+    const int P = g->out_h * g->out_w;
+    for (int s = 0; s < n; s++) {
+        const float *x = in + (size_t)s * g->in_h * g->in_w * g->in_c;
+        float *y = out + (size_t)s * P * F;
+        const float *patches = x;
+        if (!is_pointwise(g)) {
+            im2col(col, x, g);
+            patches = col;
+        }
+        gemm(0, 1, P, F, Kc, patches, Kc, weight, Kc, 0, y, F, nt);
+        if (bias)
+            for (int p = 0; p < P; p++)
+                for (int f = 0; f < F; f++) y[(size_t)p * F + f] += bias[f];
     }
 }
 
 void conv2d_backward(float *din, float *dweight, float *dbias, const float *dout, const float *in,
-                     const float *weight, int in_h, int in_w, int in_c, int out_h, int out_w,
-                     int n_filters, int kernel, int stride, int padding, int nt) {
-    size_t work = (size_t)out_h * out_w * n_filters * kernel * kernel * in_c;
-    /* Weight and bias gradients: each thread owns whole filters. */
-#pragma omp parallel for schedule(static) num_threads(nt) if (par_ok(nt, work))
-    for (int f = 0; f < n_filters; f++) {
-        float *dwf = dweight + (size_t)f * kernel * kernel * in_c;
-        float db = 0.0f;
-        for (int oy = 0; oy < out_h; oy++) {
-            for (int ox = 0; ox < out_w; ox++) {
-                float g = dout[((size_t)oy * out_w + ox) * n_filters + f];
-                db += g;
-                for (int ky = 0; ky < kernel; ky++) {
-                    int iy = oy * stride - padding + ky;
-                    if (iy < 0 || iy >= in_h) continue;
-                    for (int kx = 0; kx < kernel; kx++) {
-                        int ix = ox * stride - padding + kx;
-                        if (ix < 0 || ix >= in_w) continue;
-                        const float *px = in + ((size_t)iy * in_w + ix) * in_c;
-                        float *dwk = dwf + ((size_t)ky * kernel + kx) * in_c;
-                        for (int c = 0; c < in_c; c++) dwk[c] += g * px[c];
-                    }
-                }
-            }
+                     const float *weight, int n, const conv_geom *g, float *col, int nt) {
+    const int F = g->n_filters, Kc = g->kernel * g->kernel * g->in_c;
+    const int P = g->out_h * g->out_w;
+    for (int s = 0; s < n; s++) {
+        const float *x = in + (size_t)s * g->in_h * g->in_w * g->in_c;
+        const float *dy = dout + (size_t)s * P * F;
+        if (dbias)
+            for (int p = 0; p < P; p++)
+                for (int f = 0; f < F; f++) dbias[f] += dy[(size_t)p * F + f];
+        const float *patches = x;
+        if (!is_pointwise(g)) {
+            im2col(col, x, g);
+            patches = col;
         }
-        if (dbias) dbias[f] += db;
-    }
-    if (!din) return;
-    /* Input gradient, gathered: each thread owns whole input rows. Output row oy reads input row
-     * iy through kernel row ky = iy + padding - oy * stride. */
-#pragma omp parallel for schedule(static) num_threads(nt) if (par_ok(nt, work))
-    for (int iy = 0; iy < in_h; iy++) {
-        for (int ix = 0; ix < in_w; ix++) {
-            float *dpx = din + ((size_t)iy * in_w + ix) * in_c;
-            for (int c = 0; c < in_c; c++) dpx[c] = 0.0f;
-            for (int ky = 0; ky < kernel; ky++) {
-                int ty = iy + padding - ky;
-                if (ty < 0 || ty % stride) continue;
-                int oy = ty / stride;
-                if (oy >= out_h) continue;
-                for (int kx = 0; kx < kernel; kx++) {
-                    int tx = ix + padding - kx;
-                    if (tx < 0 || tx % stride) continue;
-                    int ox = tx / stride;
-                    if (ox >= out_w) continue;
-                    const float *g = dout + ((size_t)oy * out_w + ox) * n_filters;
-                    for (int f = 0; f < n_filters; f++) {
-                        const float *wk =
-                            weight + (((size_t)f * kernel + ky) * kernel + kx) * in_c;
-                        for (int c = 0; c < in_c; c++) dpx[c] += g[f] * wk[c];
-                    }
-                }
-            }
+        gemm(1, 0, F, Kc, P, dy, F, patches, Kc, 1, dweight, Kc, nt);
+        if (!din) continue;
+        float *dx = din + (size_t)s * g->in_h * g->in_w * g->in_c;
+        if (is_pointwise(g)) {
+            gemm(0, 0, P, Kc, F, dy, F, weight, Kc, 0, dx, Kc, nt);
+        } else {
+            gemm(0, 0, P, Kc, F, dy, F, weight, Kc, 0, col, Kc, nt);
+            col2im(dx, col, g);
         }
     }
 }
 
-static void conv2d_layer_forward(const layer *l, const float *params, const float *in, float *out,
-                                 int nt) {
+static conv_geom geometry(const layer *l) {
     const conv2d_settings *s = l->settings;
-    conv2d_forward(out, in, params, s->bias ? params + l->tensors[0].size : NULL, l->in.h, l->in.w,
-                   l->in.c, l->out.h, l->out.w, s->filters, s->kernel, s->stride, s->padding, nt);
+    return (conv_geom){l->in.h,      l->in.w,   l->in.c,   l->out.h,  l->out.w,
+                       s->filters,   s->kernel, s->stride, s->padding};
+}
+
+static size_t conv2d_scratch_size(const layer *l) {
+    const conv2d_settings *s = l->settings;
+    return (size_t)l->out.h * l->out.w * s->kernel * s->kernel * l->in.c;
+}
+
+static void conv2d_layer_forward(const layer *l, const float *params, const float *in, float *out,
+                                 const run_ctx *run) {
+    const conv2d_settings *s = l->settings;
+    conv_geom g = geometry(l);
+    conv2d_forward(out, in, params, s->bias ? params + l->tensors[0].size : NULL, run->n, &g,
+                   run->scratch, run->nt);
 }
 
 static void conv2d_layer_backward(const layer *l, const float *params, const float *in,
                                   const float *out, const float *dout, float *din, float *dparams,
-                                  int nt) {
+                                  const run_ctx *run) {
     const conv2d_settings *s = l->settings;
+    conv_geom g = geometry(l);
     (void)out;
     conv2d_backward(din, dparams, s->bias ? dparams + l->tensors[0].size : NULL, dout, in, params,
-                    l->in.h, l->in.w, l->in.c, l->out.h, l->out.w, s->filters, s->kernel,
-                    s->stride, s->padding, nt);
+                    run->n, &g, run->scratch, run->nt);
 }
 
 static void conv2d_describe(const void *settings, char *buf, size_t size) {
@@ -192,6 +274,7 @@ const layer_ops conv2d_ops = {
     .parse = conv2d_parse,
     .shape = conv2d_shape,
     .params = conv2d_params,
+    .scratch_size = conv2d_scratch_size,
     .init = conv2d_init,
     .forward = conv2d_layer_forward,
     .backward = conv2d_layer_backward,

@@ -3,13 +3,16 @@
  * (inputs, units), as the report's numpy arrays are, and out = in . W + bias.
  *
  * Backward: dW[i][o] += in[i] * dout[o];  dbias[o] += dout[o];  din[i] = sum_o W[i][o] * dout[o].
+ *
+ * A call handles n samples at once, as the rows of one matrix multiply (gemm.c), so the weights
+ * are read once per call, not once per sample.
  */
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "ompcnn/layer.h"
-#include "parallel.h"
+#include "gemm.h"
 
 typedef struct dense_settings {
     int units, bias;
@@ -50,58 +53,69 @@ static void dense_init(const layer *l, float *params, init_kind kind, mt19937 *r
     init_weights(params, l->tensors[0].size, (int)shape_size(l->in), s->units, kind, rng);
 }
 
-/* Outputs are computed in blocks of this many units; a block belongs to one thread. */
-#define DENSE_BLOCK 16
-
-void dense_forward(float *out, const float *in, const float *weight, const float *bias, int n_in,
-                   int n_out, int nt) {
-    int n_blocks = (n_out + DENSE_BLOCK - 1) / DENSE_BLOCK;
-#pragma omp parallel for schedule(static) num_threads(nt) if (par_ok(nt, (size_t)n_in * n_out))
-    for (int b = 0; b < n_blocks; b++) {
-        int o0 = b * DENSE_BLOCK, o1 = o0 + DENSE_BLOCK < n_out ? o0 + DENSE_BLOCK : n_out;
-        float acc[DENSE_BLOCK] = {0};
-        /* Row by row, so the inner loop runs along contiguous weights and vectorizes; every
-         * output still sums its inputs in order 0..n_in-1. */
-        for (int i = 0; i < n_in; i++) {
-            const float x = in[i], *w = weight + (size_t)i * n_out;
-            for (int o = o0; o < o1; o++) acc[o - o0] += x * w[o];
+/* Plain reference kernels. */
+void dense_forward_ref(float *out, const float *in, const float *weight, const float *bias, int n,
+                       int n_in, int n_out) {
+    for (int s = 0; s < n; s++)
+        for (int o = 0; o < n_out; o++) {
+            float acc = 0.0f;
+            for (int i = 0; i < n_in; i++)
+                acc += in[(size_t)s * n_in + i] * weight[(size_t)i * n_out + o];
+            out[(size_t)s * n_out + o] = bias ? acc + bias[o] : acc;
         }
-        for (int o = o0; o < o1; o++) out[o] = bias ? acc[o - o0] + bias[o] : acc[o - o0];
+}
+
+void dense_backward_ref(float *din, float *dweight, float *dbias, const float *dout,
+                        const float *in, const float *weight, int n, int n_in, int n_out) {
+    for (int s = 0; s < n; s++) {
+        const float *x = in + (size_t)s * n_in, *dy = dout + (size_t)s * n_out;
+        for (int o = 0; o < n_out; o++)
+            if (dbias) dbias[o] += dy[o];
+        for (int i = 0; i < n_in; i++) {
+            float acc = 0.0f;
+            for (int o = 0; o < n_out; o++) {
+                dweight[(size_t)i * n_out + o] += x[i] * dy[o];
+                acc += weight[(size_t)i * n_out + o] * dy[o];
+            }
+            if (din) din[(size_t)s * n_in + i] = acc;
+        }
     }
+}
+
+/* Fast kernels: the n samples are the rows of one GEMM. */
+void dense_forward(float *out, const float *in, const float *weight, const float *bias, int n,
+                   int n_in, int n_out, int nt) {
+    gemm(0, 0, n, n_out, n_in, in, n_in, weight, n_out, 0, out, n_out, nt);
+    if (bias)
+        for (int s = 0; s < n; s++)
+            for (int o = 0; o < n_out; o++) out[(size_t)s * n_out + o] += bias[o];
 }
 
 void dense_backward(float *din, float *dweight, float *dbias, const float *dout, const float *in,
-                    const float *weight, int n_in, int n_out, int nt) {
+                    const float *weight, int n, int n_in, int n_out, int nt) {
     if (dbias)
-        for (int o = 0; o < n_out; o++) dbias[o] += dout[o];
-    /* Each thread owns whole input rows: row i of dW and element i of din. */
-#pragma omp parallel for schedule(static) num_threads(nt) if (par_ok(nt, (size_t)n_in * n_out))
-    for (int i = 0; i < n_in; i++) {
-        const float x = in[i], *w = weight + (size_t)i * n_out;
-        float *dw = dweight + (size_t)i * n_out;
-        float acc = 0.0f;
-        for (int o = 0; o < n_out; o++) {
-            dw[o] += x * dout[o];
-            acc += w[o] * dout[o];
-        }
-        if (din) din[i] = acc;
-    }
+        for (int s = 0; s < n; s++)
+            for (int o = 0; o < n_out; o++) dbias[o] += dout[(size_t)s * n_out + o];
+    /* dW (n_in x n_out) += in^T . dout, summed over the samples in order. */
+    gemm(1, 0, n_in, n_out, n, in, n_in, dout, n_out, 1, dweight, n_out, nt);
+    /* din (n x n_in) = dout . W^T */
+    if (din) gemm(0, 1, n, n_in, n_out, dout, n_out, weight, n_out, 0, din, n_in, nt);
 }
 
 static void dense_layer_forward(const layer *l, const float *params, const float *in, float *out,
-                                int nt) {
+                                const run_ctx *run) {
     const dense_settings *s = l->settings;
-    dense_forward(out, in, params, s->bias ? params + l->tensors[0].size : NULL,
-                  (int)shape_size(l->in), s->units, nt);
+    dense_forward(out, in, params, s->bias ? params + l->tensors[0].size : NULL, run->n,
+                  (int)shape_size(l->in), s->units, run->nt);
 }
 
 static void dense_layer_backward(const layer *l, const float *params, const float *in,
                                  const float *out, const float *dout, float *din, float *dparams,
-                                 int nt) {
+                                 const run_ctx *run) {
     const dense_settings *s = l->settings;
     (void)out;
     dense_backward(din, dparams, s->bias ? dparams + l->tensors[0].size : NULL, dout, in, params,
-                   (int)shape_size(l->in), s->units, nt);
+                   run->n, (int)shape_size(l->in), s->units, run->nt);
 }
 
 static void dense_describe(const void *settings, char *buf, size_t size) {

@@ -50,52 +50,67 @@ static int maxpool_shape(const void *settings, shape3 in, shape3 *out, const cha
 }
 
 static void maxpool_forward(const layer *l, const float *params, const float *in, float *out,
-                            int nt) {
+                            const run_ctx *run) {
     const maxpool_settings *s = l->settings;
     const int in_w = l->in.w, n_ch = l->in.c, out_h = l->out.h, out_w = l->out.w;
+    const int rows = run->n * out_h;
     (void)params;
-#pragma omp parallel for schedule(static) num_threads(nt) if (par_ok(nt, shape_size(l->in)))
-    for (int oy = 0; oy < out_h; oy++)
+    /* Output rows of all samples; a row is one thread's. */
+#pragma omp parallel for schedule(static) num_threads(run->nt)                                     \
+    if (par_ok(run->nt, (size_t)run->n * shape_size(l->in)))
+    for (int row = 0; row < rows; row++) {
+        const int sample = row / out_h, oy = row % out_h;
+        const float *x = in + (size_t)sample * shape_size(l->in);
+        float *y = out + (size_t)sample * shape_size(l->out);
         for (int ox = 0; ox < out_w; ox++)
             for (int c = 0; c < n_ch; c++) {
-                const float *base = in + ((size_t)oy * s->stride * in_w + ox * s->stride) * n_ch + c;
+                const float *base = x + ((size_t)oy * s->stride * in_w + ox * s->stride) * n_ch + c;
                 float best = base[0];
                 for (int dy = 0; dy < s->size; dy++)
                     for (int dx = 0; dx < s->size; dx++) {
                         float v = base[((size_t)dy * in_w + dx) * n_ch];
                         if (v > best) best = v;
                     }
-                out[((size_t)oy * out_w + ox) * n_ch + c] = best;
+                y[((size_t)oy * out_w + ox) * n_ch + c] = best;
             }
+    }
 }
 
 static void maxpool_backward(const layer *l, const float *params, const float *in,
                              const float *out, const float *dout, float *din, float *dparams,
-                             int nt) {
+                             const run_ctx *run) {
     const maxpool_settings *s = l->settings;
     const int in_w = l->in.w, n_ch = l->in.c, out_h = l->out.h, out_w = l->out.w;
+    const int planes = run->n * n_ch;
     (void)params, (void)dparams;
     if (!din) return;
-    memset(din, 0, shape_size(l->in) * sizeof *din);
-    /* Each thread owns whole channels, so overlapping windows never race. */
-#pragma omp parallel for schedule(static) num_threads(nt) if (par_ok(nt, shape_size(l->in)))
-    for (int c = 0; c < n_ch; c++)
+    memset(din, 0, (size_t)run->n * shape_size(l->in) * sizeof *din);
+    /* Each thread owns whole (sample, channel) planes, so overlapping windows never race. */
+#pragma omp parallel for schedule(static) num_threads(run->nt)                                     \
+    if (par_ok(run->nt, (size_t)run->n * shape_size(l->in)))
+    for (int plane = 0; plane < planes; plane++) {
+        const int sample = plane / n_ch, c = plane % n_ch;
+        const float *x = in + (size_t)sample * shape_size(l->in);
+        const float *y = out + (size_t)sample * shape_size(l->out);
+        const float *dy = dout + (size_t)sample * shape_size(l->out);
+        float *dx = din + (size_t)sample * shape_size(l->in);
         for (int oy = 0; oy < out_h; oy++)
             for (int ox = 0; ox < out_w; ox++) {
                 size_t o = ((size_t)oy * out_w + ox) * n_ch + c;
-                const float best = out[o], g = dout[o];
+                const float best = y[o], g = dy[o];
                 int y0 = oy * s->stride, x0 = ox * s->stride;
-                for (int dy = 0; dy < s->size; dy++)
-                    for (int dx = 0; dx < s->size; dx++) {
-                        if (in[((size_t)(y0 + dy) * in_w + x0 + dx) * n_ch + c] != best) continue;
+                for (int dyy = 0; dyy < s->size; dyy++)
+                    for (int dxx = 0; dxx < s->size; dxx++) {
+                        if (x[((size_t)(y0 + dyy) * in_w + x0 + dxx) * n_ch + c] != best) continue;
                         if (s->report_index_bug)
-                            din[((size_t)(oy + dy) * in_w + ox + dx) * n_ch + c] = g;
+                            dx[((size_t)(oy + dyy) * in_w + ox + dxx) * n_ch + c] = g;
                         else
-                            din[((size_t)(y0 + dy) * in_w + x0 + dx) * n_ch + c] += g;
+                            dx[((size_t)(y0 + dyy) * in_w + x0 + dxx) * n_ch + c] += g;
                         if (s->ties_first) goto next_window;
                     }
             next_window:;
             }
+    }
 }
 
 static void maxpool_describe(const void *settings, char *buf, size_t size) {

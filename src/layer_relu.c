@@ -8,16 +8,16 @@
 static const char *const relu_keys[] = {NULL};
 
 static void relu_forward(const layer *l, const float *params, const float *in, float *out,
-                         int nt) {
-    const size_t n = shape_size(l->in);
-    (void)params, (void)nt;
+                         const run_ctx *run) {
+    const size_t n = run->n * shape_size(l->in);
+    (void)params;
     for (size_t i = 0; i < n; i++) out[i] = in[i] > 0.0f ? in[i] : 0.0f;
 }
 
 static void relu_backward(const layer *l, const float *params, const float *in, const float *out,
-                          const float *dout, float *din, float *dparams, int nt) {
-    const size_t n = shape_size(l->in);
-    (void)params, (void)out, (void)dparams, (void)nt;
+                          const float *dout, float *din, float *dparams, const run_ctx *run) {
+    const size_t n = run->n * shape_size(l->in);
+    (void)params, (void)out, (void)dparams;
     if (!din) return;
     for (size_t i = 0; i < n; i++) din[i] = in[i] > 0.0f ? dout[i] : 0.0f;
 }

@@ -11,6 +11,7 @@
 
 #include "ompcnn/layer.h"
 #include "parallel.h"
+#include "vmath.h"
 
 typedef struct sigmoid_settings {
     int double_sigmoid_backward;
@@ -25,24 +26,24 @@ static int sigmoid_parse(void *settings, const cJSON *obj, const char *path, err
 }
 
 static void sigmoid_forward(const layer *l, const float *params, const float *in, float *out,
-                            int nt) {
-    const long n = (long)shape_size(l->in);
+                            const run_ctx *run) {
+    const long n = (long)(run->n * shape_size(l->in));
     (void)params;
-#pragma omp parallel for schedule(static) num_threads(nt) if (par_ok(nt, 8 * (size_t)n))
-    for (long i = 0; i < n; i++) out[i] = 1.0f / (1.0f + expf(-in[i]));
+#pragma omp parallel for schedule(static) num_threads(run->nt) if (par_ok(run->nt, 8 * (size_t)n))
+    for (long i = 0; i < n; i++) out[i] = 1.0f / (1.0f + vexpf(-in[i]));
 }
 
 static void sigmoid_backward(const layer *l, const float *params, const float *in,
                              const float *out, const float *dout, float *din, float *dparams,
-                             int nt) {
+                             const run_ctx *run) {
     const sigmoid_settings *s = l->settings;
-    const long n = (long)shape_size(l->in);
+    const long n = (long)(run->n * shape_size(l->in));
     (void)params, (void)in, (void)dparams;
     if (!din) return;
     if (s->double_sigmoid_backward) {
-#pragma omp parallel for schedule(static) num_threads(nt) if (par_ok(nt, 8 * (size_t)n))
+#pragma omp parallel for schedule(static) num_threads(run->nt) if (par_ok(run->nt, 8 * (size_t)n))
         for (long i = 0; i < n; i++) {
-            float again = 1.0f / (1.0f + expf(-out[i]));
+            float again = 1.0f / (1.0f + vexpf(-out[i]));
             din[i] = dout[i] * again * (1.0f - again);
         }
     } else {

@@ -10,6 +10,7 @@
 #include <stdio.h>
 
 #include "ompcnn/layer.h"
+#include "vmath.h"
 
 static const char *const softmax_keys[] = {NULL};
 
@@ -29,7 +30,7 @@ void softmax_forward(float *probs, const float *logits, int n) {
         if (logits[i] > top) top = logits[i];
     double sum = 0.0;
     for (int i = 0; i < n; i++) {
-        probs[i] = expf(logits[i] - top);
+        probs[i] = vexpf(logits[i] - top);
         sum += probs[i];
     }
     for (int i = 0; i < n; i++) probs[i] = (float)(probs[i] / sum);
@@ -47,20 +48,24 @@ float softmax_xent_loss(const float *logits, int n, int label) {
 }
 
 static void softmax_layer_forward(const layer *l, const float *params, const float *in, float *out,
-                                  int nt) {
-    (void)params, (void)nt;
-    softmax_forward(out, in, (int)shape_size(l->in));
+                                  const run_ctx *run) {
+    const int n = (int)shape_size(l->in);
+    (void)params;
+    for (int s = 0; s < run->n; s++) softmax_forward(out + (size_t)s * n, in + (size_t)s * n, n);
 }
 
 static void softmax_backward(const layer *l, const float *params, const float *in,
                              const float *out, const float *dout, float *din, float *dparams,
-                             int nt) {
+                             const run_ctx *run) {
     const int n = (int)shape_size(l->in);
-    (void)params, (void)in, (void)dparams, (void)nt;
+    (void)params, (void)in, (void)dparams;
     if (!din) return;
-    double dot = 0.0;
-    for (int i = 0; i < n; i++) dot += (double)dout[i] * out[i];
-    for (int i = 0; i < n; i++) din[i] = out[i] * (float)(dout[i] - dot);
+    for (int s = 0; s < run->n; s++) {
+        const float *p = out + (size_t)s * n, *dy = dout + (size_t)s * n;
+        double dot = 0.0;
+        for (int i = 0; i < n; i++) dot += (double)dy[i] * p[i];
+        for (int i = 0; i < n; i++) din[(size_t)s * n + i] = p[i] * (float)(dy[i] - dot);
+    }
 }
 
 static void softmax_describe(const void *settings, char *buf, size_t size) {

@@ -10,17 +10,17 @@
 static const char *const tanh_keys[] = {NULL};
 
 static void tanh_forward(const layer *l, const float *params, const float *in, float *out,
-                         int nt) {
-    const long n = (long)shape_size(l->in);
+                         const run_ctx *run) {
+    const long n = (long)(run->n * shape_size(l->in));
     (void)params;
-#pragma omp parallel for schedule(static) num_threads(nt) if (par_ok(nt, 8 * (size_t)n))
+#pragma omp parallel for schedule(static) num_threads(run->nt) if (par_ok(run->nt, 8 * (size_t)n))
     for (long i = 0; i < n; i++) out[i] = tanhf(in[i]);
 }
 
 static void tanh_backward(const layer *l, const float *params, const float *in, const float *out,
-                          const float *dout, float *din, float *dparams, int nt) {
-    const size_t n = shape_size(l->in);
-    (void)params, (void)in, (void)dparams, (void)nt;
+                          const float *dout, float *din, float *dparams, const run_ctx *run) {
+    const size_t n = run->n * shape_size(l->in);
+    (void)params, (void)in, (void)dparams;
     if (!din) return;
     for (size_t i = 0; i < n; i++) din[i] = dout[i] * (1.0f - out[i] * out[i]);
 }

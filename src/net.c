@@ -29,6 +29,8 @@ int net_build(net *n, const config *cfg, shape3 input, errbuf *err) {
             return -1;
         }
         l->n_tensors = l->ops->params(l->settings, l->in, l->out, l->tensors);
+        if (l->ops->scratch_size && l->ops->scratch_size(l) > n->scratch)
+            n->scratch = l->ops->scratch_size(l);
         l->param_off = n->n_params;
         for (int t = 0; t < l->n_tensors; t++) l->n_params += l->tensors[t].size;
         n->n_params += l->n_params;
@@ -78,22 +80,23 @@ void net_init_params(const net *n, float *params, init_kind kind, uint32_t seed)
     }
 }
 
-int workspace_alloc(workspace *ws, const net *n, errbuf *err) {
+int workspace_alloc(workspace *ws, const net *n, int max_n, errbuf *err) {
     memset(ws, 0, sizeof *ws);
-    ws->acts = floats_alloc(n->total_act);
+    ws->max_n = max_n;
+    ws->acts = floats_alloc(n->total_act * (size_t)max_n);
     ws->offset = malloc((size_t)(n->n_layers + 1) * sizeof *ws->offset);
-    ws->delta[0] = floats_alloc(n->max_act);
-    ws->delta[1] = floats_alloc(n->max_act);
-    if (!ws->acts || !ws->offset || !ws->delta[0] || !ws->delta[1]) {
+    ws->delta[0] = floats_alloc(n->max_act * (size_t)max_n);
+    ws->delta[1] = floats_alloc(n->max_act * (size_t)max_n);
+    ws->scratch = floats_alloc(n->scratch);
+    if (!ws->acts || !ws->offset || !ws->delta[0] || !ws->delta[1] || !ws->scratch) {
         workspace_free(ws);
-        return errorf(err, "out of memory for the activations");
+        return errorf(err, "out of memory for the activations of %d samples", max_n);
     }
-    size_t off = 0;
+    size_t off = shape_size(n->input) * (size_t)max_n;
     ws->offset[0] = 0;
-    off += shape_size(n->input);
     for (int i = 0; i < n->n_layers; i++) {
         ws->offset[i + 1] = off;
-        off += shape_size(n->layers[i].out);
+        off += shape_size(n->layers[i].out) * (size_t)max_n;
     }
     return 0;
 }
@@ -103,6 +106,7 @@ void workspace_free(workspace *ws) {
     free(ws->offset);
     aligned_free(ws->delta[0]);
     aligned_free(ws->delta[1]);
+    aligned_free(ws->scratch);
     memset(ws, 0, sizeof *ws);
 }
 
@@ -110,26 +114,35 @@ float *workspace_input(const workspace *ws) {
     return ws->acts;
 }
 
-const float *net_forward(const net *n, const float *params, workspace *ws, int nt) {
+void net_forward(const net *n, const float *params, workspace *ws, int count, int nt) {
+    run_ctx run = {count, nt, ws->scratch};
     for (int i = 0; i < n->n_layers; i++) {
         const layer *l = &n->layers[i];
         l->ops->forward(l, params + l->param_off, ws->acts + ws->offset[i],
-                        ws->acts + ws->offset[i + 1], nt);
+                        ws->acts + ws->offset[i + 1], &run);
     }
-    return ws->acts + ws->offset[n->n_layers];
 }
 
-float net_loss(const net *n, const workspace *ws, int label) {
-    /* The softmax's input (the logits) gives a loss that stays finite when p underflows. */
-    return softmax_xent_loss(ws->acts + ws->offset[n->n_layers - 1], n->n_classes, label);
+const float *net_probs(const net *n, const workspace *ws, int s) {
+    return ws->acts + ws->offset[n->n_layers] + (size_t)s * n->n_classes;
 }
 
-void net_backward(const net *n, const float *params, workspace *ws, int label, float *dparams,
-                  int nt) {
-    /* Softmax with cross-entropy: d loss / d logits = p - onehot(label). */
-    const float *probs = ws->acts + ws->offset[n->n_layers];
+float net_loss(const net *n, const workspace *ws, int s, int label) {
+    /* From the softmax's input (the logits): the loss stays finite when p underflows. */
+    return softmax_xent_loss(ws->acts + ws->offset[n->n_layers - 1] + (size_t)s * n->n_classes,
+                             n->n_classes, label);
+}
+
+void net_backward(const net *n, const float *params, workspace *ws, const int *labels, int count,
+                  float *dparams, int nt) {
+    /* Softmax with cross-entropy: d loss / d logits = p - onehot(label), per sample. */
     float *delta = ws->delta[0];
-    for (int k = 0; k < n->n_classes; k++) delta[k] = probs[k] - (k == label ? 1.0f : 0.0f);
+    for (int s = 0; s < count; s++) {
+        const float *probs = net_probs(n, ws, s);
+        float *d = delta + (size_t)s * n->n_classes;
+        for (int k = 0; k < n->n_classes; k++) d[k] = probs[k] - (k == labels[s] ? 1.0f : 0.0f);
+    }
+    run_ctx run = {count, nt, ws->scratch};
     int cur = 0;
     for (int i = n->n_layers - 2; i >= 0; i--) {
         const layer *l = &n->layers[i];
@@ -137,7 +150,7 @@ void net_backward(const net *n, const float *params, workspace *ws, int label, f
         float *din = i > 0 ? ws->delta[1 - cur] : NULL;
         l->ops->backward(l, params + l->param_off, ws->acts + ws->offset[i],
                          ws->acts + ws->offset[i + 1], ws->delta[cur], din,
-                         dparams + l->param_off, nt);
+                         dparams + l->param_off, &run);
         cur = 1 - cur;
     }
 }

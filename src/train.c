@@ -35,6 +35,8 @@ int trainer_open(trainer *t, const config *cfg, const dataset *train, const data
     t->threads = cfg->threads > 0 ? cfg->threads : omp_get_max_threads();
     t->lanes = cfg->lanes;
     int grad_lanes = min_int(cfg->lanes, cfg->batch_size);
+    /* The largest lane chunk: a lane takes at most ceil(B / L) consecutive samples. */
+    t->chunk = (cfg->batch_size + grad_lanes - 1) / grad_lanes;
     size_t n_samples = (size_t)train->n;
     if (test && (size_t)test->n > n_samples) n_samples = (size_t)test->n;
     t->params = floats_alloc(t->net.n_params);
@@ -43,12 +45,14 @@ int trainer_open(trainer *t, const config *cfg, const dataset *train, const data
     t->order = malloc((size_t)train->n * sizeof *t->order);
     t->sample_loss = malloc(n_samples * sizeof *t->sample_loss);
     t->sample_hit = malloc(n_samples);
-    if (!t->params || !t->grads || !t->ws || !t->order || !t->sample_loss || !t->sample_hit) {
+    t->labels = malloc((size_t)t->lanes * t->chunk * sizeof *t->labels);
+    if (!t->params || !t->grads || !t->ws || !t->order || !t->sample_loss || !t->sample_hit ||
+        !t->labels) {
         trainer_close(t);
         return errorf(err, "out of memory (%zu parameters, %d lanes)", t->net.n_params, grad_lanes);
     }
     for (int l = 0; l < t->lanes; l++)
-        if (workspace_alloc(&t->ws[l], &t->net, err)) {
+        if (workspace_alloc(&t->ws[l], &t->net, t->chunk, err)) {
             trainer_close(t);
             return -1;
         }
@@ -65,6 +69,7 @@ void trainer_close(trainer *t) {
     free(t->order);
     free(t->sample_loss);
     free(t->sample_hit);
+    free(t->labels);
     net_free(&t->net);
     memset(t, 0, sizeof *t);
 }
@@ -76,16 +81,24 @@ static int argmax(const float *v, int n) {
     return best;
 }
 
-/* Forward and backward of one sample on lane workspace ws, adding its gradient into dparams. */
-static void train_sample(trainer *t, workspace *ws, int index, float *dparams, int nt,
-                         float *loss, unsigned char *hit) {
+/* Forward and backward of `count` consecutive samples of the order on lane `lane`'s workspace,
+ * adding their gradient into dparams; their losses and hits go to loss[] and hit[]. */
+static void train_chunk(trainer *t, int lane, const int *samples, int count, float *dparams,
+                        int nt, float *loss, unsigned char *hit) {
     const dataset *ds = t->train;
-    int label = ds->labels[index];
-    dataset_sample(ds, index, workspace_input(ws));
-    const float *probs = net_forward(&t->net, t->params, ws, nt);
-    *loss = net_loss(&t->net, ws, label);
-    *hit = argmax(probs, t->net.n_classes) == label;
-    net_backward(&t->net, t->params, ws, label, dparams, nt);
+    workspace *ws = &t->ws[lane];
+    int *labels = t->labels + (size_t)lane * t->chunk;
+    const size_t in_size = shape_size(t->net.input);
+    for (int k = 0; k < count; k++) {
+        labels[k] = ds->labels[samples[k]];
+        dataset_sample(ds, samples[k], workspace_input(ws) + k * in_size);
+    }
+    net_forward(&t->net, t->params, ws, count, nt);
+    for (int k = 0; k < count; k++) {
+        loss[k] = net_loss(&t->net, ws, k, labels[k]);
+        hit[k] = argmax(net_probs(&t->net, ws, k), t->net.n_classes) == labels[k];
+    }
+    net_backward(&t->net, t->params, ws, labels, count, dparams, nt);
 }
 
 /* Sums `n_lanes` gradient lanes in lane order and takes one SGD step of size `step`. Each
@@ -107,7 +120,7 @@ static void sgd_update(trainer *t, int n_lanes, float step) {
  * each layer. */
 static void step_single(trainer *t, int index, float *loss, unsigned char *hit) {
     memset(t->grads, 0, t->net.n_params * sizeof *t->grads);
-    train_sample(t, &t->ws[0], index, t->grads, t->threads, loss, hit);
+    train_chunk(t, 0, &index, 1, t->grads, t->threads, loss, hit);
     sgd_update(t, 1, (float)t->cfg->learning_rate);
 }
 
@@ -125,8 +138,7 @@ void trainer_step(trainer *t, const int *samples, int count, double *loss_sum, i
         float *g = t->grads + (size_t)l * n_params;
         memset(g, 0, n_params * sizeof *g);
         int k0 = (int)((long)l * count / n_lanes), k1 = (int)((long)(l + 1) * count / n_lanes);
-        for (int k = k0; k < k1; k++)
-            train_sample(t, &t->ws[l], samples[k], g, inner_threads, &loss[k], &hit[k]);
+        train_chunk(t, l, samples + k0, k1 - k0, g, inner_threads, &loss[k0], &hit[k0]);
     }
     /* One step with the mean gradient; for count == 1 the step is lr, as in step_single. */
     sgd_update(t, n_lanes, (float)(t->cfg->learning_rate / count));
@@ -186,19 +198,26 @@ void trainer_epoch(trainer *t, int epoch, epoch_stats *st) {
 }
 
 void trainer_evaluate(trainer *t, const dataset *ds, double *loss, double *acc) {
-    const int n = ds->n, n_lanes = t->lanes;
+    const int n = ds->n, n_lanes = t->lanes, chunk = t->chunk;
+    const int n_chunks = (n + chunk - 1) / chunk;
+    const size_t in_size = shape_size(t->net.input);
     float *sample_loss = t->sample_loss;
     unsigned char *sample_hit = t->sample_hit;
-    /* Sample i goes to lane i % n_lanes; each lane has its own workspace. */
+    /* Chunk c of consecutive samples goes to lane c % n_lanes. A sample's outputs do not depend
+     * on the chunk it is computed in, and losses are summed in sample order below. */
 #pragma omp parallel for schedule(static) num_threads(min_int(t->threads, n_lanes))
     for (int l = 0; l < n_lanes; l++) {
         workspace *ws = &t->ws[l];
-        for (int i = l; i < n; i += n_lanes) {
-            int label = ds->labels[i];
-            dataset_sample(ds, i, workspace_input(ws));
-            const float *probs = net_forward(&t->net, t->params, ws, 1);
-            sample_loss[i] = net_loss(&t->net, ws, label);
-            sample_hit[i] = argmax(probs, t->net.n_classes) == label;
+        for (int c = l; c < n_chunks; c += n_lanes) {
+            int first = c * chunk, count = min_int(chunk, n - first);
+            for (int k = 0; k < count; k++)
+                dataset_sample(ds, first + k, workspace_input(ws) + k * in_size);
+            net_forward(&t->net, t->params, ws, count, 1);
+            for (int k = 0; k < count; k++) {
+                int label = ds->labels[first + k];
+                sample_loss[first + k] = net_loss(&t->net, ws, k, label);
+                sample_hit[first + k] = argmax(net_probs(&t->net, ws, k), t->net.n_classes) == label;
+            }
         }
     }
     double sum = 0.0;

@@ -38,6 +38,8 @@ static void free_layer(test_layer *tl) {
     free(tl->settings);
 }
 
+static const run_ctx one = {1, 1, NULL};
+
 static uint64_t rng_state = 88172645463325252ull;
 static double uniform(void) { /* xorshift64, deterministic across runs */
     rng_state ^= rng_state << 13;
@@ -46,12 +48,15 @@ static double uniform(void) { /* xorshift64, deterministic across runs */
     return (double)(rng_state >> 11) / 9007199254740992.0;
 }
 
-/* L = sum_k r[k] * out[k], accumulated in double. */
+/* Layers are checked on a chunk of this many samples at once. */
+#define N_SAMPLES 2
+
+/* L = sum_k r[k] * out[k] over all samples, accumulated in double. */
 static double probe_loss(const layer *l, const float *params, const float *in, float *out,
-                         const float *r) {
-    l->ops->forward(l, params, in, out, 1);
+                         const float *r, const run_ctx *run) {
+    l->ops->forward(l, params, in, out, run);
     double sum = 0.0;
-    for (size_t k = 0; k < shape_size(l->out); k++) sum += (double)r[k] * out[k];
+    for (size_t k = 0; k < N_SAMPLES * shape_size(l->out); k++) sum += (double)r[k] * out[k];
     return sum;
 }
 
@@ -68,10 +73,13 @@ static void check_layer(const char *json, shape3 in_shape, double eps) {
     test_layer tl;
     make_layer(&tl, json, in_shape);
     const layer *l = &tl.l;
-    size_t n_in = shape_size(l->in), n_out = shape_size(l->out), n_p = l->n_params;
+    size_t n_in = N_SAMPLES * shape_size(l->in), n_out = N_SAMPLES * shape_size(l->out);
+    size_t n_p = l->n_params;
     float *in = floats_alloc(n_in), *out = floats_alloc(n_out), *r = floats_alloc(n_out);
     float *params = floats_alloc(n_p + 1), *dparams = floats_alloc(n_p + 1);
     float *din = floats_alloc(n_in);
+    float *scratch = floats_alloc(l->ops->scratch_size ? l->ops->scratch_size(l) : 1);
+    run_ctx run = {N_SAMPLES, 1, scratch};
     for (size_t i = 0; i < n_in; i++) in[i] = (float)(2.0 * (double)i / n_in - 1.0);
     for (size_t i = n_in - 1; i > 0; i--) { /* shuffle the ramp */
         size_t j = (size_t)(uniform() * (i + 1));
@@ -84,29 +92,29 @@ static void check_layer(const char *json, shape3 in_shape, double eps) {
     for (size_t i = 0; i < n_p; i++) params[i] = (float)(uniform() - 0.5);
     for (size_t k = 0; k < n_out; k++) r[k] = (float)(uniform() * 2.0 - 1.0);
 
-    l->ops->forward(l, params, in, out, 1);
-    l->ops->backward(l, params, in, out, r, din, dparams, 1);
+    l->ops->forward(l, params, in, out, &run);
+    l->ops->backward(l, params, in, out, r, din, dparams, &run);
 
     for (size_t i = 0; i < n_in; i++) {
         float keep = in[i];
         in[i] = keep + (float)eps;
-        double up = probe_loss(l, params, in, out, r);
+        double up = probe_loss(l, params, in, out, r, &run);
         in[i] = keep - (float)eps;
-        double down = probe_loss(l, params, in, out, r);
+        double down = probe_loss(l, params, in, out, r, &run);
         in[i] = keep;
         expect_close(din[i], (up - down) / (2 * eps), "input", i, json);
     }
     for (size_t i = 0; i < n_p; i++) {
         float keep = params[i];
         params[i] = keep + (float)eps;
-        double up = probe_loss(l, params, in, out, r);
+        double up = probe_loss(l, params, in, out, r, &run);
         params[i] = keep - (float)eps;
-        double down = probe_loss(l, params, in, out, r);
+        double down = probe_loss(l, params, in, out, r, &run);
         params[i] = keep;
         expect_close(dparams[i], (up - down) / (2 * eps), "param", i, json);
     }
     aligned_free(in), aligned_free(out), aligned_free(r), aligned_free(params);
-    aligned_free(dparams), aligned_free(din);
+    aligned_free(dparams), aligned_free(din), aligned_free(scratch);
     free_layer(&tl);
 }
 
@@ -159,23 +167,23 @@ START_TEST(test_network_gradients) {
     net n;
     ck_assert_msg(net_build(&n, &cfg, (shape3){10, 9, 2}, &err) == 0, "%s", err.msg);
     workspace ws;
-    ck_assert_int_eq(workspace_alloc(&ws, &n, &err), 0);
+    ck_assert_int_eq(workspace_alloc(&ws, &n, 1, &err), 0);
     float *params = floats_alloc(n.n_params), *dparams = floats_alloc(n.n_params);
     net_init_params(&n, params, INIT_XAVIER, 3);
     float *input = workspace_input(&ws);
     for (size_t i = 0; i < shape_size(n.input); i++) input[i] = (float)uniform();
     const int label = 2;
-    net_forward(&n, params, &ws, 1);
-    net_backward(&n, params, &ws, label, dparams, 1);
+    net_forward(&n, params, &ws, 1, 1);
+    net_backward(&n, params, &ws, &label, 1, dparams, 1);
     const double eps = 1e-3; /* small: no max-pool window may change its winner */
     for (size_t i = 0; i < n.n_params; i++) {
         float keep = params[i];
         params[i] = keep + (float)eps;
-        net_forward(&n, params, &ws, 1);
-        double up = net_loss(&n, &ws, label);
+        net_forward(&n, params, &ws, 1, 1);
+        double up = net_loss(&n, &ws, 0, label);
         params[i] = keep - (float)eps;
-        net_forward(&n, params, &ws, 1);
-        double down = net_loss(&n, &ws, label);
+        net_forward(&n, params, &ws, 1, 1);
+        double down = net_loss(&n, &ws, 0, label);
         params[i] = keep;
         expect_close(dparams[i], (up - down) / (2 * eps), "net param", i, "network");
     }
@@ -197,9 +205,9 @@ START_TEST(test_maxpool_tie_rules) {
     for (int r = 0; r < 2; r++) {
         test_layer tl;
         make_layer(&tl, rules[r], (shape3){2, 2, 1});
-        tl.l.ops->forward(&tl.l, NULL, in, out, 1);
+        tl.l.ops->forward(&tl.l, NULL, in, out, &one);
         ck_assert_float_eq(out[0], 3.0f);
-        tl.l.ops->backward(&tl.l, NULL, in, out, dout, din, NULL, 1);
+        tl.l.ops->backward(&tl.l, NULL, in, out, dout, din, NULL, &one);
         for (int i = 0; i < 4; i++) ck_assert_float_eq(din[i], want[r][i]);
         free_layer(&tl);
     }
@@ -216,8 +224,8 @@ START_TEST(test_maxpool_report_index_bug) {
     test_layer tl;
     make_layer(&tl, "{\"type\":\"maxpool\",\"ties\":\"all\",\"report_index_bug\":true}",
                (shape3){4, 4, 1});
-    tl.l.ops->forward(&tl.l, NULL, in, out, 1);
-    tl.l.ops->backward(&tl.l, NULL, in, out, dout, din, NULL, 1);
+    tl.l.ops->forward(&tl.l, NULL, in, out, &one);
+    tl.l.ops->backward(&tl.l, NULL, in, out, dout, din, NULL, &one);
     float want[16] = {0};
     want[1 * 4 + 1] = 1, want[1 * 4 + 2] = 2, want[2 * 4 + 1] = 3, want[2 * 4 + 2] = 4;
     for (int i = 0; i < 16; i++) ck_assert_float_eq(din[i], want[i]);
@@ -231,8 +239,8 @@ START_TEST(test_double_sigmoid_switch) {
     float out[3], din[3];
     test_layer tl;
     make_layer(&tl, "{\"type\":\"sigmoid\",\"double_sigmoid_backward\":true}", (shape3){1, 1, 3});
-    tl.l.ops->forward(&tl.l, NULL, in, out, 1);
-    tl.l.ops->backward(&tl.l, NULL, in, out, dout, din, NULL, 1);
+    tl.l.ops->forward(&tl.l, NULL, in, out, &one);
+    tl.l.ops->backward(&tl.l, NULL, in, out, dout, din, NULL, &one);
     for (int i = 0; i < 3; i++) {
         double y = 1.0 / (1.0 + exp(-(double)in[i]));
         double s = 1.0 / (1.0 + exp(-y));

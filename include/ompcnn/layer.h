@@ -33,6 +33,14 @@ typedef struct tensor_desc {
 
 typedef struct layer layer;
 
+/* How one layer call runs: on n samples stored one after another, with up to nt OpenMP threads,
+ * and a scratch buffer of at least scratch_size() floats. */
+typedef struct run_ctx {
+    int n;
+    int nt;
+    float *scratch;
+} run_ctx;
+
 typedef struct layer_ops {
     const char *type;          /* the layer's "type" in the config */
     size_t settings_size;      /* bytes of its settings struct */
@@ -43,11 +51,14 @@ typedef struct layer_ops {
     int (*shape)(const void *settings, shape3 in, shape3 *out, const char *path, errbuf *err);
     /* Fills desc with the layer's parameter tensors (at most 2) and returns how many. */
     int (*params)(const void *settings, shape3 in, shape3 out, tensor_desc desc[2]);
+    /* Floats of scratch one call needs (NULL: none). */
+    size_t (*scratch_size)(const layer *l);
     /* Draws the initial parameters (NULL for layers without parameters). */
     void (*init)(const layer *l, float *params, init_kind kind, mt19937 *rng);
-    void (*forward)(const layer *l, const float *params, const float *in, float *out, int nt);
+    void (*forward)(const layer *l, const float *params, const float *in, float *out,
+                    const run_ctx *run);
     void (*backward)(const layer *l, const float *params, const float *in, const float *out,
-                     const float *dout, float *din, float *dparams, int nt);
+                     const float *dout, float *din, float *dparams, const run_ctx *run);
     /* A short description for the run's header line, e.g. "conv2d 8x3x3". */
     void (*describe)(const void *settings, char *buf, size_t size);
 } layer_ops;
@@ -87,17 +98,30 @@ int layer_no_params(const void *settings, shape3 in, shape3 out, tensor_desc des
 /* Fills n weights drawn for `kind` with the given fans, in order, from rng. */
 void init_weights(float *w, size_t n, int fan_in, int fan_out, init_kind kind, mt19937 *rng);
 
-/* Kernels behind the ops, usable directly (tests call them). Shapes are HWC. */
-void conv2d_forward(float *out, const float *in, const float *weight, const float *bias, int in_h,
-                    int in_w, int in_c, int out_h, int out_w, int n_filters, int kernel, int stride,
-                    int padding, int nt);
+/* The geometry of a conv2d layer, for its kernels. */
+typedef struct conv_geom {
+    int in_h, in_w, in_c, out_h, out_w, n_filters, kernel, stride, padding;
+} conv_geom;
+
+/* Kernels behind the ops, usable directly (tests compare each fast kernel with its plain
+ * reference). Activations are n samples of HWC; weights as saved (see docs/cli.md). `col` is
+ * scratch of out_h*out_w*kernel*kernel*in_c floats. */
+void conv2d_forward(float *out, const float *in, const float *weight, const float *bias, int n,
+                    const conv_geom *g, float *col, int nt);
 void conv2d_backward(float *din, float *dweight, float *dbias, const float *dout, const float *in,
-                     const float *weight, int in_h, int in_w, int in_c, int out_h, int out_w,
-                     int n_filters, int kernel, int stride, int padding, int nt);
-void dense_forward(float *out, const float *in, const float *weight, const float *bias, int n_in,
-                   int n_out, int nt);
+                     const float *weight, int n, const conv_geom *g, float *col, int nt);
+void conv2d_forward_ref(float *out, const float *in, const float *weight, const float *bias, int n,
+                        const conv_geom *g);
+void conv2d_backward_ref(float *din, float *dweight, float *dbias, const float *dout,
+                         const float *in, const float *weight, int n, const conv_geom *g);
+void dense_forward(float *out, const float *in, const float *weight, const float *bias, int n,
+                   int n_in, int n_out, int nt);
 void dense_backward(float *din, float *dweight, float *dbias, const float *dout, const float *in,
-                    const float *weight, int n_in, int n_out, int nt);
+                    const float *weight, int n, int n_in, int n_out, int nt);
+void dense_forward_ref(float *out, const float *in, const float *weight, const float *bias, int n,
+                       int n_in, int n_out);
+void dense_backward_ref(float *din, float *dweight, float *dbias, const float *dout,
+                        const float *in, const float *weight, int n, int n_in, int n_out);
 void softmax_forward(float *probs, const float *logits, int n);
 /* Cross-entropy loss -log(probs[label]) computed stably from the logits. */
 float softmax_xent_loss(const float *logits, int n, int label);

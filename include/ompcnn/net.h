@@ -19,6 +19,7 @@ typedef struct net {
     size_t n_params;
     size_t max_act;    /* largest activation of one sample (for the gradient buffers) */
     size_t total_act;  /* all activations of one sample, the input included */
+    size_t scratch;    /* floats of scratch the hungriest layer needs */
 } net;
 
 /* Builds the layers of cfg on an input of the given shape; errors name the config path. */
@@ -29,24 +30,29 @@ void net_describe(const net *n, char *buf, size_t size);
 /* Draws all parameters in layer order from numpy's legacy generator seeded with seed. */
 void net_init_params(const net *n, float *params, init_kind kind, uint32_t seed);
 
-/* Buffers for one sample: activations of every layer, and two gradient buffers. */
+/* Buffers for a chunk of up to max_n samples: activations of every layer, two gradient buffers
+ * and the layers' scratch. Activation i of sample s is at acts + offset[i] + s * size(i). */
 typedef struct workspace {
-    float *acts;    /* total_act floats */
+    int max_n;
+    float *acts;
     size_t *offset; /* n_layers + 1 offsets: activation i is the input of layer i */
     float *delta[2];
+    float *scratch;
 } workspace;
 
-int workspace_alloc(workspace *ws, const net *n, errbuf *err);
+int workspace_alloc(workspace *ws, const net *n, int max_n, errbuf *err);
 void workspace_free(workspace *ws);
-/* The input buffer of a workspace (fill it, then call net_forward). */
+/* The input buffer: max_n samples of the input shape, one after another. */
 float *workspace_input(const workspace *ws);
 
-/* Runs all layers; returns the class probabilities (n_classes floats inside ws). */
-const float *net_forward(const net *n, const float *params, workspace *ws, int nt);
-/* Cross-entropy loss of the last forward pass for `label`. */
-float net_loss(const net *n, const workspace *ws, int label);
-/* Backpropagates the cross-entropy loss of the last forward pass, adding into dparams. */
-void net_backward(const net *n, const float *params, workspace *ws, int label, float *dparams,
-                  int nt);
+/* Runs all layers on the first `count` samples of the input buffer. */
+void net_forward(const net *n, const float *params, workspace *ws, int count, int nt);
+/* Class probabilities of sample s after net_forward. */
+const float *net_probs(const net *n, const workspace *ws, int s);
+/* Cross-entropy loss of sample s after net_forward, for its label. */
+float net_loss(const net *n, const workspace *ws, int s, int label);
+/* Backpropagates the summed cross-entropy loss of the `count` samples, adding into dparams. */
+void net_backward(const net *n, const float *params, workspace *ws, const int *labels, int count,
+                  float *dparams, int nt);
 
 #endif

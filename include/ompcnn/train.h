@@ -20,13 +20,15 @@ typedef struct trainer {
     const dataset *train, *test;
     net net;
     int threads; /* threads actually used */
-    int lanes;   /* gradient lanes allocated */
+    int lanes;   /* workspaces (one per lane) */
+    int chunk;   /* samples a lane takes at most: ceil(batch_size / min(lanes, batch_size)) */
     float *params;
     float *grads;      /* lanes * n_params */
     workspace *ws;     /* one per lane */
     int *order;        /* sample order of the current epoch */
     float *sample_loss;    /* per-sample loss of the current pass */
     unsigned char *sample_hit; /* per-sample correctness of the current pass */
+    int *labels;               /* lanes * chunk labels of the samples in flight */
     /* Called between batches with the samples done so far (may be NULL). */
     void (*progress)(void *ctx, int done, int total);
     void *progress_ctx;

@@ -1,0 +1,136 @@
+/*
+ * The matrix multiply behind conv2d and dense: operands are packed into panels (MR rows of A,
+ * NR columns of B, for a block of at most KC values of k), and an MR x NR register-blocked
+ * micro-kernel, written with GCC vector extensions, accumulates each tile with fused multiply-adds
+ * (this file is compiled with -ffp-contract=fast, and only the micro-kernel multiplies). Edge tiles
+ * run the same kernel on zero-padded panels and copy out the valid part, so an element's result
+ * never depends on where it sits; K is never padded.
+ */
+#include "gemm.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "parallel.h"
+
+typedef float vec16 __attribute__((vector_size(64)));
+typedef float vec16u __attribute__((vector_size(64), aligned(4)));
+
+/* Grow-only scratch for the packed panels, one per calling thread. */
+static _Thread_local float *pack_a, *pack_b;
+static _Thread_local size_t cap_a, cap_b;
+
+static float *scratch(float **buf, size_t *cap, size_t n) {
+    if (n > *cap) {
+        free(*buf);
+        *buf = aligned_alloc(64, (n * sizeof(float) + 63) & ~(size_t)63);
+        *cap = *buf ? n : 0;
+    }
+    return *buf;
+}
+
+/* Packs rows [0, M) x k in [k0, k0 + kb) of op(A) into MR-row panels: panel p holds, for each k,
+ * the MR values A[p*MR + i][k] (zero past M). */
+static void pack_rows(float *dst, const float *A, int lda, int trans, int M, int k0, int kb) {
+    int panels = (M + GEMM_MR - 1) / GEMM_MR;
+    for (int p = 0; p < panels; p++) {
+        float *d = dst + (size_t)p * kb * GEMM_MR;
+        for (int k = 0; k < kb; k++)
+            for (int i = 0; i < GEMM_MR; i++) {
+                int row = p * GEMM_MR + i;
+                d[k * GEMM_MR + i] =
+                    row < M ? (trans ? A[(size_t)(k0 + k) * lda + row] : A[(size_t)row * lda + k0 + k])
+                            : 0.0f;
+            }
+    }
+}
+
+/* Packs op(B) for k in [k0, k0 + kb) into NR-column panels: panel p holds, for each k, the NR
+ * values B[k][p*NR + j] (zero past N). */
+static void pack_cols(float *dst, const float *B, int ldb, int trans, int N, int k0, int kb) {
+    int panels = (N + GEMM_NR - 1) / GEMM_NR;
+    for (int p = 0; p < panels; p++) {
+        float *d = dst + (size_t)p * kb * GEMM_NR;
+        int j0 = p * GEMM_NR, width = N - j0 < GEMM_NR ? N - j0 : GEMM_NR;
+        for (int k = 0; k < kb; k++) {
+            float *row = d + (size_t)k * GEMM_NR;
+            if (!trans && width == GEMM_NR) {
+                memcpy(row, B + (size_t)(k0 + k) * ldb + j0, GEMM_NR * sizeof(float));
+                continue;
+            }
+            for (int j = 0; j < GEMM_NR; j++)
+                row[j] = j < width ? (trans ? B[(size_t)(j0 + j) * ldb + k0 + k]
+                                            : B[(size_t)(k0 + k) * ldb + j0 + j])
+                                   : 0.0f;
+        }
+    }
+}
+
+/* One MR x NR tile: acc = sum_k a[k][i] * b[k][j]; C = (add ? C : 0) + acc for the valid part. */
+static void micro_kernel(int kb, const float *restrict a, const float *restrict b, float *C,
+                         int ldc, int rows, int cols, int add) {
+    vec16 acc[GEMM_MR];
+    for (int i = 0; i < GEMM_MR; i++) acc[i] = (vec16){0};
+    for (int k = 0; k < kb; k++) {
+        vec16 bk = *(const vec16 *)(b + (size_t)k * GEMM_NR);
+        const float *ak = a + (size_t)k * GEMM_MR;
+        for (int i = 0; i < GEMM_MR; i++) acc[i] += ak[i] * bk;
+    }
+    if (cols == GEMM_NR) {
+        for (int i = 0; i < rows; i++) {
+            vec16u *c = (vec16u *)(C + (size_t)i * ldc);
+            *c = add ? *c + acc[i] : acc[i];
+        }
+        return;
+    }
+    for (int i = 0; i < rows; i++) {
+        float tile[GEMM_NR];
+        memcpy(tile, &acc[i], sizeof tile);
+        float *c = C + (size_t)i * ldc;
+        for (int j = 0; j < cols; j++) c[j] = add ? c[j] + tile[j] : tile[j];
+    }
+}
+
+void gemm(int trans_a, int trans_b, int M, int N, int K, const float *A, int lda, const float *B,
+          int ldb, int accumulate, float *C, int ldc, int nt) {
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0) {
+        if (!accumulate)
+            for (int i = 0; i < M; i++) memset(C + (size_t)i * ldc, 0, (size_t)N * sizeof(float));
+        return;
+    }
+    const int row_panels = (M + GEMM_MR - 1) / GEMM_MR, col_panels = (N + GEMM_NR - 1) / GEMM_NR;
+    const int kc = K < GEMM_KC ? K : GEMM_KC;
+    float *pa = scratch(&pack_a, &cap_a, (size_t)row_panels * GEMM_MR * kc);
+    float *pb = scratch(&pack_b, &cap_b, (size_t)col_panels * GEMM_NR * kc);
+    if (!pa || !pb) abort(); /* a few hundred KiB; the arenas were already allocated */
+    const int tiles = row_panels * col_panels;
+    const int threads = par_ok(nt, (size_t)M * N * K) ? nt : 1;
+    for (int k0 = 0; k0 < K; k0 += GEMM_KC) {
+        const int kb = K - k0 < GEMM_KC ? K - k0 : GEMM_KC;
+        const int add = accumulate || k0 > 0;
+        pack_rows(pa, A, lda, trans_a, M, k0, kb);
+        pack_cols(pb, B, ldb, trans_b, N, k0, kb);
+        /* Tiles in row-panel-major order; each tile belongs to one thread. */
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+        for (int t = 0; t < tiles; t++) {
+            int ip = t / col_panels, jp = t % col_panels;
+            int i0 = ip * GEMM_MR, j0 = jp * GEMM_NR;
+            micro_kernel(kb, pa + (size_t)ip * kb * GEMM_MR, pb + (size_t)jp * kb * GEMM_NR,
+                         C + (size_t)i0 * ldc + j0, ldc, M - i0 < GEMM_MR ? M - i0 : GEMM_MR,
+                         N - j0 < GEMM_NR ? N - j0 : GEMM_NR, add);
+        }
+    }
+}
+
+void gemm_ref(int trans_a, int trans_b, int M, int N, int K, const float *A, int lda,
+              const float *B, int ldb, int accumulate, float *C, int ldc) {
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            double acc = 0.0;
+            for (int k = 0; k < K; k++)
+                acc += (double)(trans_a ? A[(size_t)k * lda + i] : A[(size_t)i * lda + k]) *
+                       (trans_b ? B[(size_t)j * ldb + k] : B[(size_t)k * ldb + j]);
+            C[(size_t)i * ldc + j] = accumulate ? C[(size_t)i * ldc + j] + (float)acc : (float)acc;
+        }
+}

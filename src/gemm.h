@@ -1,0 +1,27 @@
+/*
+ * Single-precision matrix multiply for the layers: C = op(A) . op(B), or C += op(A) . op(B),
+ * row-major, op(X) = X or its transpose.
+ *
+ * Determinism: every element of C is the sum of its K products taken in ascending k (in fixed
+ * blocks of GEMM_KC), by the same vector code whatever its position, the matrix sizes or the
+ * thread count. So splitting the work over threads never changes a bit.
+ */
+#ifndef OMPCNN_GEMM_H
+#define OMPCNN_GEMM_H
+
+#include <stddef.h>
+
+#define GEMM_MR 8
+#define GEMM_NR 16
+#define GEMM_KC 256
+
+/* C[M x N] = (accumulate ? C : 0) + op(A)[M x K] . op(B)[K x N]. A is M x K (lda >= K) or, with
+ * trans_a, K x M (lda >= M); likewise B. Uses up to nt OpenMP threads when the work pays. */
+void gemm(int trans_a, int trans_b, int M, int N, int K, const float *A, int lda, const float *B,
+          int ldb, int accumulate, float *C, int ldc, int nt);
+
+/* The plain triple loop, for tests: the same result up to rounding. */
+void gemm_ref(int trans_a, int trans_b, int M, int N, int K, const float *A, int lda,
+              const float *B, int ldb, int accumulate, float *C, int ldc);
+
+#endif

@@ -55,37 +55,73 @@ static void maxpool_forward(const layer *l, const float *params, const float *in
     const int in_w = l->in.w, n_ch = l->in.c, out_h = l->out.h, out_w = l->out.w;
     const int rows = run->n * out_h;
     (void)params;
-    /* Output rows of all samples; a row is one thread's. */
+    /* Output rows of all samples; a row is one thread's. Channels innermost, so the max over a
+     * window runs along contiguous memory; positions are visited in row-major order, keeping
+     * the first of equal values. */
 #pragma omp parallel for schedule(static) num_threads(run->nt)                                     \
     if (par_ok(run->nt, (size_t)run->n * shape_size(l->in)))
     for (int row = 0; row < rows; row++) {
         const int sample = row / out_h, oy = row % out_h;
         const float *x = in + (size_t)sample * shape_size(l->in);
-        float *y = out + (size_t)sample * shape_size(l->out);
-        for (int ox = 0; ox < out_w; ox++)
-            for (int c = 0; c < n_ch; c++) {
-                const float *base = x + ((size_t)oy * s->stride * in_w + ox * s->stride) * n_ch + c;
-                float best = base[0];
-                for (int dy = 0; dy < s->size; dy++)
-                    for (int dx = 0; dx < s->size; dx++) {
-                        float v = base[((size_t)dy * in_w + dx) * n_ch];
-                        if (v > best) best = v;
-                    }
-                y[((size_t)oy * out_w + ox) * n_ch + c] = best;
-            }
+        float *y = out + (size_t)sample * shape_size(l->out) + (size_t)oy * out_w * n_ch;
+        for (int ox = 0; ox < out_w; ox++) {
+            const float *base = x + ((size_t)oy * s->stride * in_w + (size_t)ox * s->stride) * n_ch;
+            float *best = y + (size_t)ox * n_ch;
+            for (int c = 0; c < n_ch; c++) best[c] = base[c];
+            for (int dy = 0; dy < s->size; dy++)
+                for (int dx = 0; dx < s->size; dx++) {
+                    const float *v = base + ((size_t)dy * in_w + dx) * n_ch;
+                    for (int c = 0; c < n_ch; c++) best[c] = v[c] > best[c] ? v[c] : best[c];
+                }
+        }
     }
 }
 
-static void maxpool_backward(const layer *l, const float *params, const float *in,
-                             const float *out, const float *dout, float *din, float *dparams,
-                             const run_ctx *run) {
+/* Windows that do not overlap (stride >= size) own their input positions, so output rows can
+ * be split over threads; ties "all" then runs along contiguous channels. */
+static void maxpool_backward_rows(const layer *l, const float *in, const float *out,
+                                  const float *dout, float *din, const run_ctx *run) {
+    const maxpool_settings *s = l->settings;
+    const int in_w = l->in.w, n_ch = l->in.c, out_h = l->out.h, out_w = l->out.w;
+    const int rows = run->n * out_h;
+#pragma omp parallel for schedule(static) num_threads(run->nt)                                     \
+    if (par_ok(run->nt, (size_t)run->n * shape_size(l->in)))
+    for (int row = 0; row < rows; row++) {
+        const int sample = row / out_h, oy = row % out_h;
+        const float *x = in + (size_t)sample * shape_size(l->in);
+        float *dx = din + (size_t)sample * shape_size(l->in);
+        for (int ox = 0; ox < out_w; ox++) {
+            size_t o = (size_t)sample * shape_size(l->out) + ((size_t)oy * out_w + ox) * n_ch;
+            const float *best = out + o, *g = dout + o;
+            size_t base = ((size_t)oy * s->stride * in_w + (size_t)ox * s->stride) * n_ch;
+            if (!s->ties_first) {
+                for (int wy = 0; wy < s->size; wy++)
+                    for (int wx = 0; wx < s->size; wx++) {
+                        size_t at = base + ((size_t)wy * in_w + wx) * n_ch;
+                        for (int c = 0; c < n_ch; c++)
+                            dx[at + c] = x[at + c] == best[c] ? g[c] : 0.0f;
+                    }
+                continue;
+            }
+            for (int c = 0; c < n_ch; c++)
+                for (int k = 0; k < s->size * s->size; k++) {
+                    size_t at = base + ((size_t)(k / s->size) * in_w + k % s->size) * n_ch + c;
+                    if (x[at] == best[c]) {
+                        dx[at] = g[c];
+                        break;
+                    }
+                }
+        }
+    }
+}
+
+/* Overlapping windows, or the report's misplaced writes: each thread owns whole (sample,
+ * channel) planes, and within a plane windows go in order (later writes win, as in the report). */
+static void maxpool_backward_planes(const layer *l, const float *in, const float *out,
+                                    const float *dout, float *din, const run_ctx *run) {
     const maxpool_settings *s = l->settings;
     const int in_w = l->in.w, n_ch = l->in.c, out_h = l->out.h, out_w = l->out.w;
     const int planes = run->n * n_ch;
-    (void)params, (void)dparams;
-    if (!din) return;
-    memset(din, 0, (size_t)run->n * shape_size(l->in) * sizeof *din);
-    /* Each thread owns whole (sample, channel) planes, so overlapping windows never race. */
 #pragma omp parallel for schedule(static) num_threads(run->nt)                                     \
     if (par_ok(run->nt, (size_t)run->n * shape_size(l->in)))
     for (int plane = 0; plane < planes; plane++) {
@@ -99,18 +135,31 @@ static void maxpool_backward(const layer *l, const float *params, const float *i
                 size_t o = ((size_t)oy * out_w + ox) * n_ch + c;
                 const float best = y[o], g = dy[o];
                 int y0 = oy * s->stride, x0 = ox * s->stride;
-                for (int dyy = 0; dyy < s->size; dyy++)
-                    for (int dxx = 0; dxx < s->size; dxx++) {
-                        if (x[((size_t)(y0 + dyy) * in_w + x0 + dxx) * n_ch + c] != best) continue;
+                for (int wy = 0; wy < s->size; wy++)
+                    for (int wx = 0; wx < s->size; wx++) {
+                        if (x[((size_t)(y0 + wy) * in_w + x0 + wx) * n_ch + c] != best) continue;
                         if (s->report_index_bug)
-                            dx[((size_t)(oy + dyy) * in_w + ox + dxx) * n_ch + c] = g;
+                            dx[((size_t)(oy + wy) * in_w + ox + wx) * n_ch + c] = g;
                         else
-                            dx[((size_t)(y0 + dyy) * in_w + x0 + dxx) * n_ch + c] += g;
+                            dx[((size_t)(y0 + wy) * in_w + x0 + wx) * n_ch + c] += g;
                         if (s->ties_first) goto next_window;
                     }
             next_window:;
             }
     }
+}
+
+static void maxpool_backward(const layer *l, const float *params, const float *in,
+                             const float *out, const float *dout, float *din, float *dparams,
+                             const run_ctx *run) {
+    const maxpool_settings *s = l->settings;
+    (void)params, (void)dparams;
+    if (!din) return;
+    memset(din, 0, (size_t)run->n * shape_size(l->in) * sizeof *din);
+    if (s->stride >= s->size && !s->report_index_bug)
+        maxpool_backward_rows(l, in, out, dout, din, run);
+    else
+        maxpool_backward_planes(l, in, out, dout, din, run);
 }
 
 static void maxpool_describe(const void *settings, char *buf, size_t size) {

@@ -9,7 +9,9 @@
 
 #include <stddef.h>
 
+#ifndef PAR_MIN_WORK
 #define PAR_MIN_WORK 16384
+#endif
 
 static inline int par_ok(int nt, size_t work) {
     return nt > 1 && work >= PAR_MIN_WORK;

@@ -116,12 +116,21 @@ static void sgd_update(trainer *t, int n_lanes, float step) {
     }
 }
 
+/* The same step for a single lane, in a loop the compiler vectorises. */
+static void sgd_update_one(trainer *t, float step) {
+    const size_t n_params = t->net.n_params;
+    float *restrict params = t->params;
+    const float *restrict grads = t->grads;
+#pragma omp parallel for schedule(static) num_threads(t->threads) if (par_ok(t->threads, n_params))
+    for (size_t i = 0; i < n_params; i++) params[i] -= step * grads[i];
+}
+
 /* The report's per-sample SGD: forward, backward, w -= lr * dw, with the threads working inside
  * each layer. */
 static void step_single(trainer *t, int index, float *loss, unsigned char *hit) {
     memset(t->grads, 0, t->net.n_params * sizeof *t->grads);
     train_chunk(t, 0, &index, 1, t->grads, t->threads, loss, hit);
-    sgd_update(t, 1, (float)t->cfg->learning_rate);
+    sgd_update_one(t, (float)t->cfg->learning_rate);
 }
 
 void trainer_step(trainer *t, const int *samples, int count, double *loss_sum, int *hits) {
@@ -141,7 +150,10 @@ void trainer_step(trainer *t, const int *samples, int count, double *loss_sum, i
         train_chunk(t, l, samples + k0, k1 - k0, g, inner_threads, &loss[k0], &hit[k0]);
     }
     /* One step with the mean gradient; for count == 1 the step is lr, as in step_single. */
-    sgd_update(t, n_lanes, (float)(t->cfg->learning_rate / count));
+    if (n_lanes == 1)
+        sgd_update_one(t, (float)(t->cfg->learning_rate / count));
+    else
+        sgd_update(t, n_lanes, (float)(t->cfg->learning_rate / count));
     double sum = 0.0;
     int correct = 0;
     for (int k = 0; k < count; k++) {

@@ -1,7 +1,8 @@
 /*
- * The matrix multiply behind conv2d and dense: B is packed into panels of NR columns for a block
- * of at most KC values of k, A is read in place (only a ragged last panel of MR rows is packed,
- * zero-padded), and an MR x NR register-blocked
+ * The matrix multiply behind conv2d and dense, in blocks of at most KC values of k. A is read in
+ * place, and so is B unless it is transposed; only what cannot be (a ragged last panel of MR rows
+ * of A, ragged or transposed NR-column panels of B) is packed, zero-padded. An MR x NR
+ * register-blocked
  * micro-kernel, written with GCC vector extensions, accumulates each tile with fused multiply-adds
  * (this file is compiled with -ffp-contract=fast, and only the micro-kernel multiplies). Edge tiles
  * run the same kernel on zero-padded panels and copy out the valid part, so an element's result
@@ -67,16 +68,16 @@ static void pack_cols(float *dst, const float *B, int ldb, int trans, int N, int
     }
 }
 
-/* One MR x NR tile: acc = sum_k a(i, k) * b[k][j] in ascending k, where a(i, k) is
- * a[k * a_k + i * a_i]; C = (add ? C : 0) + acc for the valid part. Always inlined so that each
+/* One MR x NR tile: acc = sum_k a(i, k) * b(k, j) in ascending k, where a(i, k) is
+ * a[k * a_k + i * a_i] and b(k, j) is b[k * b_k + j]; C = (add ? C : 0) + acc for the valid part. Always inlined so that each
  * caller's strides are constants where they can be. */
 static inline __attribute__((always_inline)) void
 micro_kernel(int kb, const float *restrict a, size_t a_k, size_t a_i, const float *restrict b,
-             float *C, int ldc, int rows, int cols, int add) {
+             size_t b_k, float *C, int ldc, int rows, int cols, int add) {
     vec16 acc[GEMM_MR];
     for (int i = 0; i < GEMM_MR; i++) acc[i] = (vec16){0};
     for (int k = 0; k < kb; k++) {
-        vec16 bk = *(const vec16 *)(b + (size_t)k * GEMM_NR);
+        vec16 bk = *(const vec16u *)(b + (size_t)k * b_k);
         const float *ak = a + (size_t)k * a_k;
         for (int i = 0; i < GEMM_MR; i++) acc[i] += ak[i * a_i] * bk;
     }
@@ -104,36 +105,47 @@ void gemm(int trans_a, int trans_b, int M, int N, int K, const float *A, int lda
         return;
     }
     const int row_panels = (M + GEMM_MR - 1) / GEMM_MR, col_panels = (N + GEMM_NR - 1) / GEMM_NR;
-    const int full_rows = M / GEMM_MR; /* panels read in place; only a ragged last one is packed */
+    /* Panels read in place: all full row panels of A; the full column panels of B when B is not
+     * transposed. The rest is packed, zero-padded. */
+    const int full_rows = M / GEMM_MR, direct_cols = trans_b ? 0 : N / GEMM_NR;
+    const int packed_cols = col_panels - direct_cols;
     const int kc = K < GEMM_KC ? K : GEMM_KC;
     float *pa = scratch(&pack_a, &cap_a, (size_t)GEMM_MR * kc);
-    float *pb = scratch(&pack_b, &cap_b, (size_t)col_panels * GEMM_NR * kc);
-    if (!pa || !pb) abort(); /* a few hundred KiB; the arenas were already allocated */
+    float *pb = scratch(&pack_b, &cap_b, (size_t)(packed_cols ? packed_cols : 1) * GEMM_NR * kc);
+    if (!pa || !pb) abort(); /* at most a few MiB; the arenas were already allocated */
     const int tiles = row_panels * col_panels;
     const int threads = par_ok(nt, (size_t)M * N * K) ? nt : 1;
     for (int k0 = 0; k0 < K; k0 += GEMM_KC) {
         const int kb = K - k0 < GEMM_KC ? K - k0 : GEMM_KC;
         const int add = accumulate || k0 > 0;
         if (full_rows < row_panels) {
-            /* The last, partial row panel, zero-padded (the packed layout: a_k = MR, a_i = 1). */
+            /* The last, partial row panel (the packed layout: a_k = MR, a_i = 1). */
             const float *src = trans_a ? A + full_rows * GEMM_MR : A + (size_t)full_rows * GEMM_MR * lda;
             pack_rows(pa, src, lda, trans_a, M - full_rows * GEMM_MR, k0, kb);
         }
-        pack_cols(pb, B, ldb, trans_b, N, k0, kb);
+        if (packed_cols) {
+            const int j0 = direct_cols * GEMM_NR;
+            const float *src = trans_b ? B + (size_t)j0 * ldb : B + j0;
+            pack_cols(pb, src, ldb, trans_b, N - j0, k0, kb);
+        }
         /* Tiles in row-panel-major order; each tile belongs to one thread. */
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
         for (int t = 0; t < tiles; t++) {
             int ip = t / col_panels, jp = t % col_panels;
             int i0 = ip * GEMM_MR, j0 = jp * GEMM_NR;
-            const float *b = pb + (size_t)jp * kb * GEMM_NR;
+            const float *b = jp < direct_cols ? B + (size_t)k0 * ldb + j0
+                                              : pb + (size_t)(jp - direct_cols) * kb * GEMM_NR;
+            size_t b_k = jp < direct_cols ? (size_t)ldb : GEMM_NR;
             float *c = C + (size_t)i0 * ldc + j0;
             int rows = M - i0 < GEMM_MR ? M - i0 : GEMM_MR, cols = N - j0 < GEMM_NR ? N - j0 : GEMM_NR;
             if (ip == full_rows)
-                micro_kernel(kb, pa, GEMM_MR, 1, b, c, ldc, rows, cols, add);
+                micro_kernel(kb, pa, GEMM_MR, 1, b, b_k, c, ldc, rows, cols, add);
             else if (trans_a) /* A is K x M: row k holds a(i0 .. i0+MR-1, k) together */
-                micro_kernel(kb, A + (size_t)k0 * lda + i0, (size_t)lda, 1, b, c, ldc, rows, cols, add);
+                micro_kernel(kb, A + (size_t)k0 * lda + i0, (size_t)lda, 1, b, b_k, c, ldc, rows,
+                             cols, add);
             else /* A is M x K: each of the MR rows is read along k */
-                micro_kernel(kb, A + (size_t)i0 * lda + k0, 1, (size_t)lda, b, c, ldc, rows, cols, add);
+                micro_kernel(kb, A + (size_t)i0 * lda + k0, 1, (size_t)lda, b, b_k, c, ldc, rows,
+                             cols, add);
         }
     }
 }

@@ -234,8 +234,9 @@ static conv_geom geometry(const layer *l) {
                        s->filters,   s->kernel, s->stride, s->padding};
 }
 
-static size_t conv2d_scratch_size(const layer *l) {
+static size_t conv2d_scratch_size(const layer *l, int max_n) {
     const conv2d_settings *s = l->settings;
+    (void)max_n; /* samples are done one at a time */
     return (size_t)l->out.h * l->out.w * s->kernel * s->kernel * l->in.c;
 }
 

@@ -92,14 +92,25 @@ void dense_forward(float *out, const float *in, const float *weight, const float
 }
 
 void dense_backward(float *din, float *dweight, float *dbias, const float *dout, const float *in,
-                    const float *weight, int n, int n_in, int n_out, int nt) {
+                    const float *weight, int n, int n_in, int n_out, float *scratch, int nt) {
     if (dbias)
         for (int s = 0; s < n; s++)
             for (int o = 0; o < n_out; o++) dbias[o] += dout[(size_t)s * n_out + o];
     /* dW (n_in x n_out) += in^T . dout, summed over the samples in order. */
     gemm(1, 0, n_in, n_out, n, in, n_in, dout, n_out, 1, dweight, n_out, nt);
-    /* din (n x n_in) = dout . W^T */
-    if (din) gemm(0, 1, n, n_in, n_out, dout, n_out, weight, n_out, 0, din, n_in, nt);
+    if (!din) return;
+    /* din (n x n_in) = dout . W^T, computed as din^T = W . dout^T so that the large W is read in
+     * place rather than packed; for one sample din^T is din, else it goes through scratch. */
+    float *dt = n == 1 ? din : scratch;
+    gemm(0, 1, n_in, n, n_out, weight, n_out, dout, n_out, 0, dt, n, nt);
+    if (n > 1)
+        for (int i = 0; i < n_in; i++)
+            for (int s = 0; s < n; s++) din[(size_t)s * n_in + i] = dt[(size_t)i * n + s];
+}
+
+/* The transposed input gradient of a chunk of n > 1 samples. */
+static size_t dense_scratch_size(const layer *l, int max_n) {
+    return max_n > 1 ? (size_t)max_n * shape_size(l->in) : 0;
 }
 
 static void dense_layer_forward(const layer *l, const float *params, const float *in, float *out,
@@ -115,7 +126,7 @@ static void dense_layer_backward(const layer *l, const float *params, const floa
     const dense_settings *s = l->settings;
     (void)out;
     dense_backward(din, dparams, s->bias ? dparams + l->tensors[0].size : NULL, dout, in, params,
-                   run->n, (int)shape_size(l->in), s->units, run->nt);
+                   run->n, (int)shape_size(l->in), s->units, run->scratch, run->nt);
 }
 
 static void dense_describe(const void *settings, char *buf, size_t size) {
@@ -130,6 +141,7 @@ const layer_ops dense_ops = {
     .parse = dense_parse,
     .shape = dense_shape,
     .params = dense_params,
+    .scratch_size = dense_scratch_size,
     .init = dense_init,
     .forward = dense_layer_forward,
     .backward = dense_layer_backward,

@@ -29,8 +29,6 @@ int net_build(net *n, const config *cfg, shape3 input, errbuf *err) {
             return -1;
         }
         l->n_tensors = l->ops->params(l->settings, l->in, l->out, l->tensors);
-        if (l->ops->scratch_size && l->ops->scratch_size(l) > n->scratch)
-            n->scratch = l->ops->scratch_size(l);
         l->param_off = n->n_params;
         for (int t = 0; t < l->n_tensors; t++) l->n_params += l->tensors[t].size;
         n->n_params += l->n_params;
@@ -87,7 +85,13 @@ int workspace_alloc(workspace *ws, const net *n, int max_n, errbuf *err) {
     ws->offset = malloc((size_t)(n->n_layers + 1) * sizeof *ws->offset);
     ws->delta[0] = floats_alloc(n->max_act * (size_t)max_n);
     ws->delta[1] = floats_alloc(n->max_act * (size_t)max_n);
-    ws->scratch = floats_alloc(n->scratch);
+    size_t scratch = 0;
+    for (int i = 0; i < n->n_layers; i++) {
+        const layer *l = &n->layers[i];
+        size_t need = l->ops->scratch_size ? l->ops->scratch_size(l, max_n) : 0;
+        if (need > scratch) scratch = need;
+    }
+    ws->scratch = floats_alloc(scratch);
     if (!ws->acts || !ws->offset || !ws->delta[0] || !ws->delta[1] || !ws->scratch) {
         workspace_free(ws);
         return errorf(err, "out of memory for the activations of %d samples", max_n);

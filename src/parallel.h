@@ -10,7 +10,7 @@
 #include <stddef.h>
 
 #ifndef PAR_MIN_WORK
-#define PAR_MIN_WORK 16384
+#define PAR_MIN_WORK 1048576
 #endif
 
 static inline int par_ok(int nt, size_t work) {

@@ -78,7 +78,7 @@ static void check_layer(const char *json, shape3 in_shape, double eps) {
     float *in = floats_alloc(n_in), *out = floats_alloc(n_out), *r = floats_alloc(n_out);
     float *params = floats_alloc(n_p + 1), *dparams = floats_alloc(n_p + 1);
     float *din = floats_alloc(n_in);
-    float *scratch = floats_alloc(l->ops->scratch_size ? l->ops->scratch_size(l) : 1);
+    float *scratch = floats_alloc(l->ops->scratch_size ? l->ops->scratch_size(l, N_SAMPLES) + 1 : 1);
     run_ctx run = {N_SAMPLES, 1, scratch};
     for (size_t i = 0; i < n_in; i++) in[i] = (float)(2.0 * (double)i / n_in - 1.0);
     for (size_t i = n_in - 1; i > 0; i--) { /* shuffle the ramp */

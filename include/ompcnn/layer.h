@@ -51,8 +51,8 @@ typedef struct layer_ops {
     int (*shape)(const void *settings, shape3 in, shape3 *out, const char *path, errbuf *err);
     /* Fills desc with the layer's parameter tensors (at most 2) and returns how many. */
     int (*params)(const void *settings, shape3 in, shape3 out, tensor_desc desc[2]);
-    /* Floats of scratch one call needs (NULL: none). */
-    size_t (*scratch_size)(const layer *l);
+    /* Floats of scratch one call on up to max_n samples needs (NULL: none). */
+    size_t (*scratch_size)(const layer *l, int max_n);
     /* Draws the initial parameters (NULL for layers without parameters). */
     void (*init)(const layer *l, float *params, init_kind kind, mt19937 *rng);
     void (*forward)(const layer *l, const float *params, const float *in, float *out,
@@ -116,8 +116,9 @@ void conv2d_backward_ref(float *din, float *dweight, float *dbias, const float *
                          const float *in, const float *weight, int n, const conv_geom *g);
 void dense_forward(float *out, const float *in, const float *weight, const float *bias, int n,
                    int n_in, int n_out, int nt);
+/* scratch: n * n_in floats when n > 1. */
 void dense_backward(float *din, float *dweight, float *dbias, const float *dout, const float *in,
-                    const float *weight, int n, int n_in, int n_out, int nt);
+                    const float *weight, int n, int n_in, int n_out, float *scratch, int nt);
 void dense_forward_ref(float *out, const float *in, const float *weight, const float *bias, int n,
                        int n_in, int n_out);
 void dense_backward_ref(float *din, float *dweight, float *dbias, const float *dout,

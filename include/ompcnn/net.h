@@ -19,7 +19,6 @@ typedef struct net {
     size_t n_params;
     size_t max_act;    /* largest activation of one sample (for the gradient buffers) */
     size_t total_act;  /* all activations of one sample, the input included */
-    size_t scratch;    /* floats of scratch the hungriest layer needs */
 } net;
 
 /* Builds the layers of cfg on an input of the given shape; errors name the config path. */

@@ -1,0 +1,144 @@
+/*
+ * The fast kernels against the plain reference kernels kept beside them: the blocked GEMM
+ * against a triple loop for every transpose combination and ragged sizes, and conv2d and dense
+ * forward and backward against their direct loops, within float tolerance. Also: the GEMM's
+ * result does not depend on the number of threads, bit for bit.
+ */
+#include <math.h>
+
+#include "../src/gemm.h"
+#include "ompcnn/layer.h"
+#include "testutil.h"
+
+static uint64_t state = 0x243f6a8885a308d3ull;
+static float rnd(void) {
+    state ^= state << 13, state ^= state >> 7, state ^= state << 17;
+    return (float)((double)(state >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+}
+
+static float *random_floats(size_t n) {
+    float *v = floats_alloc(n);
+    for (size_t i = 0; i < n; i++) v[i] = rnd();
+    return v;
+}
+
+/* |got - want| <= 1e-4 * (1 + |want|) * sqrt(terms) covers float rounding of a sum of `terms`. */
+static void expect_near(const float *got, const float *want, size_t n, int terms, const char *what) {
+    double tol = 1e-5 * sqrt((double)terms + 1.0);
+    for (size_t i = 0; i < n; i++)
+        ck_assert_msg(fabs(got[i] - want[i]) <= tol * (1.0 + fabs(want[i])),
+                      "%s: element %zu: fast %.9g, reference %.9g", what, i, got[i], want[i]);
+}
+
+START_TEST(test_gemm_matches_reference) {
+    const int sizes[][3] = {{1, 1, 1},   {7, 5, 3},    {8, 16, 9},   {9, 17, 300},
+                            {33, 40, 7}, {64, 31, 513}, {3, 100, 257}, {100, 3, 64}};
+    for (size_t c = 0; c < sizeof sizes / sizeof sizes[0]; c++)
+        for (int ta = 0; ta < 2; ta++)
+            for (int tb = 0; tb < 2; tb++)
+                for (int acc = 0; acc < 2; acc++) {
+                    int M = sizes[c][0], N = sizes[c][1], K = sizes[c][2];
+                    int lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 1, ldc = N + 2;
+                    float *A = random_floats((size_t)lda * (ta ? K : M));
+                    float *B = random_floats((size_t)ldb * (tb ? N : K));
+                    float *C = random_floats((size_t)ldc * M), *R = floats_alloc((size_t)ldc * M);
+                    memcpy(R, C, (size_t)ldc * M * sizeof *C);
+                    gemm(ta, tb, M, N, K, A, lda, B, ldb, acc, C, ldc, 1);
+                    gemm_ref(ta, tb, M, N, K, A, lda, B, ldb, acc, R, ldc);
+                    char what[96];
+                    snprintf(what, sizeof what, "gemm %dx%dx%d ta=%d tb=%d acc=%d", M, N, K, ta, tb,
+                             acc);
+                    expect_near(C, R, (size_t)ldc * M, K, what);
+                    aligned_free(A), aligned_free(B), aligned_free(C), aligned_free(R);
+                }
+}
+END_TEST
+
+START_TEST(test_gemm_thread_count_does_not_matter) {
+    const int M = 203, N = 77, K = 300; /* large enough to be split over threads */
+    float *A = random_floats((size_t)M * K), *B = random_floats((size_t)K * N);
+    float *C1 = floats_alloc((size_t)M * N), *C4 = floats_alloc((size_t)M * N);
+    for (int tb = 0; tb < 2; tb++) {
+        gemm(0, tb, M, N, K, A, K, B, tb ? K : N, 0, C1, N, 1);
+        gemm(0, tb, M, N, K, A, K, B, tb ? K : N, 0, C4, N, 4);
+        ck_assert_int_eq(memcmp(C1, C4, (size_t)M * N * sizeof *C1), 0);
+    }
+    aligned_free(A), aligned_free(B), aligned_free(C1), aligned_free(C4);
+}
+END_TEST
+
+START_TEST(test_conv2d_matches_reference) {
+    const conv_geom cases[] = {
+        {28, 28, 1, 26, 26, 8, 3, 1, 0},  {9, 8, 3, 5, 4, 6, 3, 2, 1}, {6, 7, 2, 6, 7, 5, 5, 1, 2},
+        {8, 8, 4, 3, 3, 2, 2, 3, 0},      {5, 5, 7, 5, 5, 9, 1, 1, 0}, {14, 14, 6, 10, 10, 16, 5, 1, 0},
+    };
+    const int n = 3;
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const conv_geom *g = &cases[c];
+        size_t in_size = (size_t)n * g->in_h * g->in_w * g->in_c;
+        size_t out_size = (size_t)n * g->out_h * g->out_w * g->n_filters;
+        size_t w_size = (size_t)g->n_filters * g->kernel * g->kernel * g->in_c;
+        float *x = random_floats(in_size), *w = random_floats(w_size), *b = random_floats(g->n_filters);
+        float *dy = random_floats(out_size);
+        float *y = floats_alloc(out_size), *y_ref = floats_alloc(out_size);
+        float *col = floats_alloc((size_t)g->out_h * g->out_w * g->kernel * g->kernel * g->in_c);
+        conv2d_forward(y, x, w, b, n, g, col, 1);
+        conv2d_forward_ref(y_ref, x, w, b, n, g);
+        int terms = g->kernel * g->kernel * g->in_c;
+        expect_near(y, y_ref, out_size, terms, "conv2d forward");
+
+        float *dx = floats_alloc(in_size), *dx_ref = floats_alloc(in_size);
+        float *dw = random_floats(w_size), *dw_ref = floats_alloc(w_size);
+        float *db = random_floats(g->n_filters), *db_ref = floats_alloc(g->n_filters);
+        memcpy(dw_ref, dw, w_size * sizeof *dw); /* both accumulate onto the same start */
+        memcpy(db_ref, db, g->n_filters * sizeof *db);
+        conv2d_backward(dx, dw, db, dy, x, w, n, g, col, 1);
+        conv2d_backward_ref(dx_ref, dw_ref, db_ref, dy, x, w, n, g);
+        expect_near(dx, dx_ref, in_size, g->kernel * g->kernel * g->n_filters, "conv2d din");
+        expect_near(dw, dw_ref, w_size, n * g->out_h * g->out_w, "conv2d dweight");
+        expect_near(db, db_ref, g->n_filters, n * g->out_h * g->out_w, "conv2d dbias");
+        aligned_free(x), aligned_free(w), aligned_free(b), aligned_free(dy), aligned_free(y);
+        aligned_free(y_ref), aligned_free(col), aligned_free(dx), aligned_free(dx_ref);
+        aligned_free(dw), aligned_free(dw_ref), aligned_free(db), aligned_free(db_ref);
+    }
+}
+END_TEST
+
+START_TEST(test_dense_matches_reference) {
+    const int shapes[][3] = {{1, 1352, 20}, {4, 1352, 20}, {7, 33, 10}, {8, 256, 120}};
+    for (size_t c = 0; c < sizeof shapes / sizeof shapes[0]; c++) {
+        int n = shapes[c][0], n_in = shapes[c][1], n_out = shapes[c][2];
+        float *x = random_floats((size_t)n * n_in), *w = random_floats((size_t)n_in * n_out);
+        float *b = random_floats(n_out), *dy = random_floats((size_t)n * n_out);
+        float *y = floats_alloc((size_t)n * n_out), *y_ref = floats_alloc((size_t)n * n_out);
+        dense_forward(y, x, w, b, n, n_in, n_out, 1);
+        dense_forward_ref(y_ref, x, w, b, n, n_in, n_out);
+        expect_near(y, y_ref, (size_t)n * n_out, n_in, "dense forward");
+        float *dx = floats_alloc((size_t)n * n_in), *dx_ref = floats_alloc((size_t)n * n_in);
+        float *dw = floats_alloc((size_t)n_in * n_out), *dw_ref = floats_alloc((size_t)n_in * n_out);
+        float *db = floats_alloc(n_out), *db_ref = floats_alloc(n_out);
+        float *scratch = floats_alloc((size_t)n * n_in);
+        dense_backward(dx, dw, db, dy, x, w, n, n_in, n_out, scratch, 1);
+        dense_backward_ref(dx_ref, dw_ref, db_ref, dy, x, w, n, n_in, n_out);
+        expect_near(dx, dx_ref, (size_t)n * n_in, n_out, "dense din");
+        expect_near(dw, dw_ref, (size_t)n_in * n_out, n, "dense dweight");
+        expect_near(db, db_ref, n_out, n, "dense dbias");
+        aligned_free(x), aligned_free(w), aligned_free(b), aligned_free(dy), aligned_free(y);
+        aligned_free(y_ref), aligned_free(dx), aligned_free(dx_ref), aligned_free(dw);
+        aligned_free(dw_ref), aligned_free(db), aligned_free(db_ref), aligned_free(scratch);
+    }
+}
+END_TEST
+
+static Suite *kernels_suite(void) {
+    Suite *s = suite_create("kernels");
+    TCase *tc = tcase_create("fast vs reference");
+    tcase_add_test(tc, test_gemm_matches_reference);
+    tcase_add_test(tc, test_gemm_thread_count_does_not_matter);
+    tcase_add_test(tc, test_conv2d_matches_reference);
+    tcase_add_test(tc, test_dense_matches_reference);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+TEST_MAIN(kernels_suite)

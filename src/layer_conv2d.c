@@ -144,21 +144,27 @@ static int is_pointwise(const conv_geom *g) {
     return g->kernel == 1 && g->stride == 1 && g->padding == 0;
 }
 
+/* Patch row p holds, for each kernel row ky, the K*C values x[iy][ix0 .. ix0+K-1][0 .. C-1],
+ * which lie side by side in HWC memory: one contiguous copy per (p, ky), with zeros where the
+ * window hangs over the padding. */
 static void im2col(float *col, const float *x, const conv_geom *g) {
-    const int K = g->kernel, C = g->in_c;
-    const size_t row = (size_t)K * K * C;
+    const int K = g->kernel, C = g->in_c, span = K * C;
+    float *dst = col;
     for (int oy = 0; oy < g->out_h; oy++)
         for (int ox = 0; ox < g->out_w; ox++) {
-            float *dst = col + ((size_t)oy * g->out_w + ox) * row;
-            for (int ky = 0; ky < K; ky++) {
-                int iy = oy * g->stride - g->padding + ky;
-                for (int kx = 0; kx < K; kx++, dst += C) {
-                    int ix = ox * g->stride - g->padding + kx;
-                    const float *src = x + ((size_t)iy * g->in_w + ix) * C;
-                    int inside = iy >= 0 && iy < g->in_h && ix >= 0 && ix < g->in_w;
-                    /* A loop, not memcpy: C is often 1 to 3, where a call costs more. */
-                    for (int c = 0; c < C; c++) dst[c] = inside ? src[c] : 0.0f;
+            const int ix0 = ox * g->stride - g->padding;
+            const int lo = ix0 < 0 ? -ix0 : 0;                             /* first kx inside */
+            const int hi = ix0 + K > g->in_w ? g->in_w - ix0 : K;          /* one past the last */
+            for (int ky = 0; ky < K; ky++, dst += span) {
+                const int iy = oy * g->stride - g->padding + ky;
+                if (iy < 0 || iy >= g->in_h || hi <= lo) {
+                    for (int i = 0; i < span; i++) dst[i] = 0.0f;
+                    continue;
                 }
+                const float *src = x + ((size_t)iy * g->in_w + ix0) * C;
+                for (int i = 0; i < lo * C; i++) dst[i] = 0.0f;
+                for (int i = lo * C; i < hi * C; i++) dst[i] = src[i];
+                for (int i = hi * C; i < span; i++) dst[i] = 0.0f;
             }
         }
 }

@@ -189,7 +189,7 @@ static void col2im(float *dx, const float *dcol, const conv_geom *g) {
 }
 
 void conv2d_forward(float *out, const float *in, const float *weight, const float *bias, int n,
-                    const conv_geom *g, float *col, int nt) {
+                    const conv_geom *g, float *cols, int nt) {
     const int F = g->n_filters, Kc = g->kernel * g->kernel * g->in_c;
     const int P = g->out_h * g->out_w;
     for (int s = 0; s < n; s++) {
@@ -197,6 +197,7 @@ void conv2d_forward(float *out, const float *in, const float *weight, const floa
         float *y = out + (size_t)s * P * F;
         const float *patches = x;
         if (!is_pointwise(g)) {
+            float *col = cols + (size_t)s * P * Kc;
             im2col(col, x, g);
             patches = col;
         }
@@ -208,7 +209,8 @@ void conv2d_forward(float *out, const float *in, const float *weight, const floa
 }
 
 void conv2d_backward(float *din, float *dweight, float *dbias, const float *dout, const float *in,
-                     const float *weight, int n, const conv_geom *g, float *col, int nt) {
+                     const float *weight, int n, const conv_geom *g, const float *cols,
+                     float *dcol, int nt) {
     const int F = g->n_filters, Kc = g->kernel * g->kernel * g->in_c;
     const int P = g->out_h * g->out_w;
     for (int s = 0; s < n; s++) {
@@ -217,19 +219,15 @@ void conv2d_backward(float *din, float *dweight, float *dbias, const float *dout
         if (dbias)
             for (int p = 0; p < P; p++)
                 for (int f = 0; f < F; f++) dbias[f] += dy[(size_t)p * F + f];
-        const float *patches = x;
-        if (!is_pointwise(g)) {
-            im2col(col, x, g);
-            patches = col;
-        }
+        const float *patches = is_pointwise(g) ? x : cols + (size_t)s * P * Kc;
         gemm(1, 0, F, Kc, P, dy, F, patches, Kc, 1, dweight, Kc, nt);
         if (!din) continue;
         float *dx = din + (size_t)s * g->in_h * g->in_w * g->in_c;
         if (is_pointwise(g)) {
             gemm(0, 0, P, Kc, F, dy, F, weight, Kc, 0, dx, Kc, nt);
         } else {
-            gemm(0, 0, P, Kc, F, dy, F, weight, Kc, 0, col, Kc, nt);
-            col2im(dx, col, g);
+            gemm(0, 0, P, Kc, F, dy, F, weight, Kc, 0, dcol, Kc, nt);
+            col2im(dx, dcol, g);
         }
     }
 }
@@ -240,10 +238,18 @@ static conv_geom geometry(const layer *l) {
                        s->filters,   s->kernel, s->stride, s->padding};
 }
 
+/* One sample's patches: the input gradient's dcol. */
 static size_t conv2d_scratch_size(const layer *l, int max_n) {
     const conv2d_settings *s = l->settings;
-    (void)max_n; /* samples are done one at a time */
+    (void)max_n;
     return (size_t)l->out.h * l->out.w * s->kernel * s->kernel * l->in.c;
+}
+
+/* Each sample's patches, kept from forward for the weight gradient. */
+static size_t conv2d_saved_size(const layer *l) {
+    const conv2d_settings *s = l->settings;
+    conv_geom g = geometry(l);
+    return is_pointwise(&g) ? 0 : (size_t)l->out.h * l->out.w * s->kernel * s->kernel * l->in.c;
 }
 
 static void conv2d_layer_forward(const layer *l, const float *params, const float *in, float *out,
@@ -251,7 +257,7 @@ static void conv2d_layer_forward(const layer *l, const float *params, const floa
     const conv2d_settings *s = l->settings;
     conv_geom g = geometry(l);
     conv2d_forward(out, in, params, s->bias ? params + l->tensors[0].size : NULL, run->n, &g,
-                   run->scratch, run->nt);
+                   run->saved, run->nt);
 }
 
 static void conv2d_layer_backward(const layer *l, const float *params, const float *in,
@@ -261,7 +267,7 @@ static void conv2d_layer_backward(const layer *l, const float *params, const flo
     conv_geom g = geometry(l);
     (void)out;
     conv2d_backward(din, dparams, s->bias ? dparams + l->tensors[0].size : NULL, dout, in, params,
-                    run->n, &g, run->scratch, run->nt);
+                    run->n, &g, run->saved, run->scratch, run->nt);
 }
 
 static void conv2d_describe(const void *settings, char *buf, size_t size) {
@@ -282,6 +288,7 @@ const layer_ops conv2d_ops = {
     .shape = conv2d_shape,
     .params = conv2d_params,
     .scratch_size = conv2d_scratch_size,
+    .saved_size = conv2d_saved_size,
     .init = conv2d_init,
     .forward = conv2d_layer_forward,
     .backward = conv2d_layer_backward,

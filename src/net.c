@@ -81,6 +81,7 @@ void net_init_params(const net *n, float *params, init_kind kind, uint32_t seed)
 int workspace_alloc(workspace *ws, const net *n, int max_n, errbuf *err) {
     memset(ws, 0, sizeof *ws);
     ws->max_n = max_n;
+    ws->n_layers = n->n_layers;
     ws->acts = floats_alloc(n->total_act * (size_t)max_n);
     ws->offset = malloc((size_t)(n->n_layers + 1) * sizeof *ws->offset);
     ws->delta[0] = floats_alloc(n->max_act * (size_t)max_n);
@@ -92,7 +93,14 @@ int workspace_alloc(workspace *ws, const net *n, int max_n, errbuf *err) {
         if (need > scratch) scratch = need;
     }
     ws->scratch = floats_alloc(scratch);
-    if (!ws->acts || !ws->offset || !ws->delta[0] || !ws->delta[1] || !ws->scratch) {
+    ws->saved = calloc((size_t)n->n_layers, sizeof *ws->saved);
+    int saved_ok = ws->saved != NULL;
+    for (int i = 0; saved_ok && i < n->n_layers; i++) {
+        const layer *l = &n->layers[i];
+        size_t need = l->ops->saved_size ? l->ops->saved_size(l) : 0;
+        if (need) saved_ok = (ws->saved[i] = floats_alloc(need * (size_t)max_n)) != NULL;
+    }
+    if (!ws->acts || !ws->offset || !ws->delta[0] || !ws->delta[1] || !ws->scratch || !saved_ok) {
         workspace_free(ws);
         return errorf(err, "out of memory for the activations of %d samples", max_n);
     }
@@ -111,6 +119,9 @@ void workspace_free(workspace *ws) {
     aligned_free(ws->delta[0]);
     aligned_free(ws->delta[1]);
     aligned_free(ws->scratch);
+    if (ws->saved)
+        for (int i = 0; i < ws->n_layers; i++) aligned_free(ws->saved[i]);
+    free(ws->saved);
     memset(ws, 0, sizeof *ws);
 }
 
@@ -119,9 +130,9 @@ float *workspace_input(const workspace *ws) {
 }
 
 void net_forward(const net *n, const float *params, workspace *ws, int count, int nt) {
-    run_ctx run = {count, nt, ws->scratch};
     for (int i = 0; i < n->n_layers; i++) {
         const layer *l = &n->layers[i];
+        run_ctx run = {count, nt, ws->scratch, ws->saved[i]};
         l->ops->forward(l, params + l->param_off, ws->acts + ws->offset[i],
                         ws->acts + ws->offset[i + 1], &run);
     }
@@ -146,10 +157,10 @@ void net_backward(const net *n, const float *params, workspace *ws, const int *l
         float *d = delta + (size_t)s * n->n_classes;
         for (int k = 0; k < n->n_classes; k++) d[k] = probs[k] - (k == labels[s] ? 1.0f : 0.0f);
     }
-    run_ctx run = {count, nt, ws->scratch};
     int cur = 0;
     for (int i = n->n_layers - 2; i >= 0; i--) {
         const layer *l = &n->layers[i];
+        run_ctx run = {count, nt, ws->scratch, ws->saved[i]};
         /* The first layer's input gradient is never used. */
         float *din = i > 0 ? ws->delta[1 - cur] : NULL;
         l->ops->backward(l, params + l->param_off, ws->acts + ws->offset[i],

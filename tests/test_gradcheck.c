@@ -38,7 +38,7 @@ static void free_layer(test_layer *tl) {
     free(tl->settings);
 }
 
-static const run_ctx one = {1, 1, NULL};
+static const run_ctx one = {1, 1, NULL, NULL};
 
 static uint64_t rng_state = 88172645463325252ull;
 static double uniform(void) { /* xorshift64, deterministic across runs */
@@ -79,7 +79,8 @@ static void check_layer(const char *json, shape3 in_shape, double eps) {
     float *params = floats_alloc(n_p + 1), *dparams = floats_alloc(n_p + 1);
     float *din = floats_alloc(n_in);
     float *scratch = floats_alloc(l->ops->scratch_size ? l->ops->scratch_size(l, N_SAMPLES) + 1 : 1);
-    run_ctx run = {N_SAMPLES, 1, scratch};
+    float *saved = floats_alloc(l->ops->saved_size ? N_SAMPLES * l->ops->saved_size(l) + 1 : 1);
+    run_ctx run = {N_SAMPLES, 1, scratch, saved};
     for (size_t i = 0; i < n_in; i++) in[i] = (float)(2.0 * (double)i / n_in - 1.0);
     for (size_t i = n_in - 1; i > 0; i--) { /* shuffle the ramp */
         size_t j = (size_t)(uniform() * (i + 1));
@@ -114,7 +115,7 @@ static void check_layer(const char *json, shape3 in_shape, double eps) {
         expect_close(dparams[i], (up - down) / (2 * eps), "param", i, json);
     }
     aligned_free(in), aligned_free(out), aligned_free(r), aligned_free(params);
-    aligned_free(dparams), aligned_free(din), aligned_free(scratch);
+    aligned_free(dparams), aligned_free(din), aligned_free(scratch), aligned_free(saved);
     free_layer(&tl);
 }
 

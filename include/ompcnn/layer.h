@@ -34,11 +34,13 @@ typedef struct tensor_desc {
 typedef struct layer layer;
 
 /* How one layer call runs: on n samples stored one after another, with up to nt OpenMP threads,
- * and a scratch buffer of at least scratch_size() floats. */
+ * a scratch buffer of at least scratch_size() floats, and the layer's own buffer of
+ * n * saved_size() floats that forward fills and backward reads. */
 typedef struct run_ctx {
     int n;
     int nt;
     float *scratch;
+    float *saved;
 } run_ctx;
 
 typedef struct layer_ops {
@@ -53,6 +55,8 @@ typedef struct layer_ops {
     int (*params)(const void *settings, shape3 in, shape3 out, tensor_desc desc[2]);
     /* Floats of scratch one call on up to max_n samples needs (NULL: none). */
     size_t (*scratch_size)(const layer *l, int max_n);
+    /* Floats per sample that forward keeps for backward (NULL: none). */
+    size_t (*saved_size)(const layer *l);
     /* Draws the initial parameters (NULL for layers without parameters). */
     void (*init)(const layer *l, float *params, init_kind kind, mt19937 *rng);
     void (*forward)(const layer *l, const float *params, const float *in, float *out,
@@ -104,12 +108,15 @@ typedef struct conv_geom {
 } conv_geom;
 
 /* Kernels behind the ops, usable directly (tests compare each fast kernel with its plain
- * reference). Activations are n samples of HWC; weights as saved (see docs/cli.md). `col` is
- * scratch of out_h*out_w*kernel*kernel*in_c floats. */
+ * reference). Activations are n samples of HWC; weights as saved (see docs/cli.md). `cols` holds
+ * the n samples' input patches (n*out_h*out_w*kernel*kernel*in_c floats): forward fills it and
+ * backward reads it (unused for 1x1 convolutions at stride 1 without padding); `dcol` is scratch
+ * of one sample's patches. */
 void conv2d_forward(float *out, const float *in, const float *weight, const float *bias, int n,
-                    const conv_geom *g, float *col, int nt);
+                    const conv_geom *g, float *cols, int nt);
 void conv2d_backward(float *din, float *dweight, float *dbias, const float *dout, const float *in,
-                     const float *weight, int n, const conv_geom *g, float *col, int nt);
+                     const float *weight, int n, const conv_geom *g, const float *cols,
+                     float *dcol, int nt);
 void conv2d_forward_ref(float *out, const float *in, const float *weight, const float *bias, int n,
                         const conv_geom *g);
 void conv2d_backward_ref(float *din, float *dweight, float *dbias, const float *dout,

@@ -33,10 +33,12 @@ void net_init_params(const net *n, float *params, init_kind kind, uint32_t seed)
  * and the layers' scratch. Activation i of sample s is at acts + offset[i] + s * size(i). */
 typedef struct workspace {
     int max_n;
+    int n_layers;
     float *acts;
     size_t *offset; /* n_layers + 1 offsets: activation i is the input of layer i */
     float *delta[2];
     float *scratch;
+    float **saved; /* per layer: what its forward keeps for its backward (or NULL) */
 } workspace;
 
 int workspace_alloc(workspace *ws, const net *n, int max_n, errbuf *err);

@@ -8,6 +8,8 @@ as array operations with the same arithmetic. Switches:
   --correct-sigmoid   use the true sigmoid derivative instead of the printed Sigmoid.backprop
                       (which applies the sigmoid a second time to its stored output)
   --pool-index-bug    route the max-pool gradient as the printed loop does, to d_input[i+i2, j+j2]
+  --printed-loops     run the report's per-region Python loops literally (conv and max-pool), the
+                      same arithmetic, only slow: to time the report's code as printed
 
 Usage:
   tools/report_reference.py run [--seed S] [--epochs E] [--lr LR] [--limit N] [switches]
@@ -21,6 +23,7 @@ import gzip
 import os
 import struct
 import sys
+import time
 
 import numpy as np
 
@@ -59,6 +62,34 @@ class ConvLayer:
     def backprop(self, d_out, lr):
         # d_filters[f] += d_out[i, j, f] * im_region, summed over all regions
         d_filters = np.einsum("ijf,ijkl->fkl", d_out, self.regions(self.last_input))
+        self.filters -= lr * d_filters
+
+
+class LoopConvLayer(ConvLayer):
+    """The printed ConvLayer with its region loops as printed."""
+
+    def get_regions(self, image):
+        h, w = image.shape
+        regions_list = []
+        for i in range(h - 2):
+            for j in range(w - 2):
+                im_region = image[i:(i + 3), j:(j + 3)]
+                regions_list.append([im_region, i, j])
+        return regions_list
+
+    def forward(self, input):
+        self.last_input = input
+        h, w = input.shape
+        output = np.zeros((h - 2, w - 2, self.num_filters))
+        for im_region, i, j in self.get_regions(input):
+            output[i, j] = np.sum(im_region * self.filters, axis=(1, 2))
+        return output
+
+    def backprop(self, d_out, lr):
+        d_filters = np.zeros(self.filters.shape)
+        for im_region, i, j in self.get_regions(self.last_input):
+            for f in range(self.num_filters):
+                d_filters[f] += d_out[i, j, f] * im_region
         self.filters -= lr * d_filters
 
 
@@ -106,6 +137,42 @@ class MaxPool:
                     for j2 in range(2):
                         hit = is_max[i, i2, j, j2]
                         d_input[i + i2, j + j2][hit] = d_out[i, j][hit]
+        return d_input
+
+
+class LoopMaxPool(MaxPool):
+    """The printed MaxPool with its region loops as printed."""
+
+    def get_regions(self, image):
+        h, w, _ = image.shape
+        regions_list = []
+        for i in range(h // 2):
+            for j in range(w // 2):
+                im_region = image[(i * 2):(i * 2 + 2), (j * 2):(j * 2 + 2)]
+                regions_list.append([im_region, i, j])
+        return regions_list
+
+    def forward(self, input):
+        self.last_input = input
+        h, w, num_filters = input.shape
+        output = np.zeros((h // 2, w // 2, num_filters))
+        for im_region, i, j in self.get_regions(input):
+            output[i, j] = np.amax(im_region, axis=(0, 1))
+        return output
+
+    def backprop(self, d_out):
+        d_input = np.zeros(self.last_input.shape)
+        for im_region, i, j in self.get_regions(self.last_input):
+            h, w, f = im_region.shape
+            amax = np.amax(im_region, axis=(0, 1))
+            for i2 in range(h):
+                for j2 in range(w):
+                    for f2 in range(f):
+                        if im_region[i2, j2, f2] == amax[f2]:
+                            if self.index_bug:
+                                d_input[i + i2, j + j2, f2] = d_out[i, j, f2]
+                            else:
+                                d_input[i * 2 + i2, j * 2 + j2, f2] = d_out[i, j, f2]
         return d_input
 
 
@@ -165,11 +232,11 @@ class Softmax:
 
 
 class ReportCNN:
-    def __init__(self, seed, printed_sigmoid, pool_index_bug):
+    def __init__(self, seed, printed_sigmoid, pool_index_bug, printed_loops=False):
         np.random.seed(seed)
-        self.conv = ConvLayer(8)
+        self.conv = (LoopConvLayer if printed_loops else ConvLayer)(8)
         self.act = Sigmoid(printed_sigmoid)
-        self.pool = MaxPool(pool_index_bug)
+        self.pool = (LoopMaxPool if printed_loops else MaxPool)(pool_index_bug)
         self.dense = Dense(20, 13 * 13 * 8)
         self.softmax = Softmax(20, 10)
 
@@ -217,9 +284,10 @@ def main():
     ap.add_argument("--limit", type=int, default=1000)
     ap.add_argument("--correct-sigmoid", action="store_true")
     ap.add_argument("--pool-index-bug", action="store_true")
+    ap.add_argument("--printed-loops", action="store_true")
     args = ap.parse_args()
     tr_x, tr_y, te_x, te_y = load(args.limit)
-    cnn = ReportCNN(args.seed, not args.correct_sigmoid, args.pool_index_bug)
+    cnn = ReportCNN(args.seed, not args.correct_sigmoid, args.pool_index_bug, args.printed_loops)
     if args.mode == "fixture":
         if not args.out:
             ap.error("fixture needs OUT_PREFIX")
@@ -228,8 +296,9 @@ def main():
         flat = np.concatenate([p.ravel() for p in cnn.parameters()])
         np.savetxt(args.out + ".weights.txt", flat, fmt="%.9e")
         return
-    print("epoch,train_loss,train_acc,test_loss,test_acc")
+    print("epoch,train_loss,train_acc,test_loss,test_acc,seconds")
     for epoch in range(args.epochs):
+        start = time.perf_counter()
         loss = correct = 0
         for im, label in zip(tr_x, tr_y):
             l, acc = cnn.train(im, label, args.lr)
@@ -241,7 +310,8 @@ def main():
             tl += l
             tc += acc
         n, m = len(tr_x), len(te_x)
-        print("%d,%.6f,%.4f,%.6f,%.4f" % (epoch + 1, loss / n, correct / n, tl / m, tc / m))
+        print("%d,%.6f,%.4f,%.6f,%.4f,%.2f" % (epoch + 1, loss / n, correct / n, tl / m, tc / m,
+                                              time.perf_counter() - start))
         sys.stdout.flush()
 
 

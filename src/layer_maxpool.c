@@ -103,14 +103,21 @@ static void maxpool_backward_rows(const layer *l, const float *in, const float *
                     }
                 continue;
             }
-            for (int c = 0; c < n_ch; c++)
-                for (int k = 0; k < s->size * s->size; k++) {
-                    size_t at = base + ((size_t)(k / s->size) * in_w + k % s->size) * n_ch + c;
-                    if (x[at] == best[c]) {
-                        dx[at] = g[c];
-                        break;
+            /* Ties "first": positions in row-major order, a channel taken by the first of its
+             * maxima; channels in blocks so the flags stay on the stack. */
+            for (int c0 = 0; c0 < n_ch; c0 += 256) {
+                const int c1 = c0 + 256 < n_ch ? c0 + 256 : n_ch;
+                unsigned char taken[256] = {0};
+                for (int wy = 0; wy < s->size; wy++)
+                    for (int wx = 0; wx < s->size; wx++) {
+                        size_t at = base + ((size_t)wy * in_w + wx) * n_ch;
+                        for (int c = c0; c < c1; c++) {
+                            int hit = !taken[c - c0] && x[at + c] == best[c];
+                            dx[at + c] = hit ? g[c] : 0.0f;
+                            taken[c - c0] |= (unsigned char)hit;
+                        }
                     }
-                }
+            }
         }
     }
 }

@@ -35,7 +35,7 @@ static const char usage_text[] =
     "  -V, --version      show the version and exit\n"
     "\n"
     "Exit status: 0 success, 1 a file could not be written or memory ran out,\n"
-    "2 bad command line, config, data or parameter file.\n"
+    "2 bad command line, config, data or parameter file, 3 training diverged (NaN).\n"
     "Config reference: docs/config.md\n";
 
 typedef struct options {
@@ -202,6 +202,19 @@ int main(int argc, char **argv) {
         ps.start = omp_get_wtime();
         epoch_stats st;
         trainer_epoch(&t, epoch, &st);
+        if (st.diverged) {
+            if (st.diverged_layer < 0)
+                errorf(&err, "training diverged at epoch %d, step %d: the loss is not finite "
+                       "(lower training.learning_rate?); nothing was saved",
+                       epoch + 1, st.diverged_step);
+            else
+                errorf(&err, "training diverged at epoch %d, step %d: %s (%s) has a NaN or "
+                       "infinite weight (lower training.learning_rate?); nothing was saved",
+                       epoch + 1, st.diverged_step, cfg.layers[st.diverged_layer].path,
+                       t.net.layers[st.diverged_layer].ops->type);
+            exit_code = EXIT_DIVERGED;
+            goto fail;
+        }
         double ips = train.n / (st.train_seconds > 0 ? st.train_seconds : 1e-9);
         char tl[32], ta[32];
         fmt_metric(tl, sizeof tl, "%.6f", st.test_loss, "-");

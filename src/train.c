@@ -8,6 +8,7 @@
  */
 #include "ompcnn/train.h"
 
+#include <float.h>
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -103,34 +104,53 @@ static void train_chunk(trainer *t, int lane, const int *samples, int count, flo
 
 /* Sums `n_lanes` gradient lanes in lane order and takes one SGD step of size `step`. Each
  * parameter belongs to one thread, so the sum's order never depends on the thread count. */
-static void sgd_update(trainer *t, int n_lanes, float step) {
+static int sgd_update(trainer *t, int n_lanes, float step) {
     const size_t n_params = t->net.n_params;
     float *params = t->params;
     const float *grads = t->grads;
-#pragma omp parallel for schedule(static) num_threads(t->threads)                                 \
+    int bad = 0;
+#pragma omp parallel for schedule(static) num_threads(t->threads) reduction(| : bad)             \
     if (par_ok(t->threads, n_params * (size_t)n_lanes))
     for (size_t i = 0; i < n_params; i++) {
         float g = grads[i];
         for (int l = 1; l < n_lanes; l++) g += grads[(size_t)l * n_params + i];
         params[i] -= step * g;
+        bad |= !(fabsf(params[i]) <= FLT_MAX); /* NaN or infinity */
     }
+    return bad;
 }
 
-/* The same step for a single lane, in a loop the compiler vectorises. */
-static void sgd_update_one(trainer *t, float step) {
+/* The same step for a single lane, in a loop the compiler vectorises. Returns nonzero when a
+ * parameter is no longer finite. */
+static int sgd_update_one(trainer *t, float step) {
     const size_t n_params = t->net.n_params;
     float *restrict params = t->params;
     const float *restrict grads = t->grads;
-#pragma omp parallel for schedule(static) num_threads(t->threads) if (par_ok(t->threads, n_params))
-    for (size_t i = 0; i < n_params; i++) params[i] -= step * grads[i];
+    int bad = 0;
+#pragma omp parallel for schedule(static) num_threads(t->threads) reduction(| : bad)             \
+    if (par_ok(t->threads, n_params))
+    for (size_t i = 0; i < n_params; i++) {
+        params[i] -= step * grads[i];
+        bad |= !(fabsf(params[i]) <= FLT_MAX);
+    }
+    return bad;
+}
+
+int trainer_bad_layer(const trainer *t) {
+    for (int i = 0; i < t->net.n_layers; i++) {
+        const layer *l = &t->net.layers[i];
+        for (size_t k = 0; k < l->n_params; k++)
+            if (!(fabsf(t->params[l->param_off + k]) <= FLT_MAX)) return i;
+    }
+    return -1;
 }
 
 /* The report's per-sample SGD: forward, backward, w -= lr * dw, with the threads working inside
  * each layer. */
-static void step_single(trainer *t, int index, float *loss, unsigned char *hit) {
+static int step_single(trainer *t, int index, float *loss, unsigned char *hit) {
     memset(t->grads, 0, t->net.n_params * sizeof *t->grads);
     train_chunk(t, 0, &index, 1, t->grads, t->threads, loss, hit);
-    sgd_update_one(t, (float)t->cfg->learning_rate);
+    return sgd_update_one(t, (float)t->cfg->learning_rate);
 }
 
 void trainer_step(trainer *t, const int *samples, int count, double *loss_sum, int *hits) {
@@ -151,9 +171,9 @@ void trainer_step(trainer *t, const int *samples, int count, double *loss_sum, i
     }
     /* One step with the mean gradient; for count == 1 the step is lr, as in step_single. */
     if (n_lanes == 1)
-        sgd_update_one(t, (float)(t->cfg->learning_rate / count));
+        t->weights_bad = sgd_update_one(t, (float)(t->cfg->learning_rate / count));
     else
-        sgd_update(t, n_lanes, (float)(t->cfg->learning_rate / count));
+        t->weights_bad = sgd_update(t, n_lanes, (float)(t->cfg->learning_rate / count));
     double sum = 0.0;
     int correct = 0;
     for (int k = 0; k < count; k++) {
@@ -184,18 +204,26 @@ void trainer_epoch(trainer *t, int epoch, epoch_stats *st) {
     epoch_order(t->order, n, cfg->shuffle, cfg->seed, epoch);
     double loss_sum = 0.0;
     long correct = 0;
-    for (int b = 0; b < n; b += batch) {
+    st->diverged = 0;
+    int step = 0;
+    for (int b = 0; b < n; b += batch, step++) {
         int count = min_int(batch, n - b);
+        double batch_loss;
+        int batch_hits;
         if (batch == 1) {
-            step_single(t, t->order[b], &t->sample_loss[0], &t->sample_hit[0]);
-            loss_sum += t->sample_loss[0];
-            correct += t->sample_hit[0];
+            t->weights_bad = step_single(t, t->order[b], &t->sample_loss[0], &t->sample_hit[0]);
+            batch_loss = t->sample_loss[0];
+            batch_hits = t->sample_hit[0];
         } else {
-            double batch_loss;
-            int batch_hits;
             trainer_step(t, t->order + b, count, &batch_loss, &batch_hits);
-            loss_sum += batch_loss;
-            correct += batch_hits;
+        }
+        loss_sum += batch_loss;
+        correct += batch_hits;
+        if (!isfinite(batch_loss) || t->weights_bad) {
+            st->diverged = 1;
+            st->diverged_step = step + 1;
+            st->diverged_layer = isfinite(batch_loss) ? trainer_bad_layer(t) : -1;
+            break;
         }
         if (t->progress) t->progress(t->progress_ctx, b + count, n);
     }
@@ -204,7 +232,7 @@ void trainer_epoch(trainer *t, int epoch, epoch_stats *st) {
     st->train_acc = (double)correct / n;
     st->test_loss = st->test_acc = NAN;
     int last = epoch + 1 == cfg->epochs;
-    if (t->test && cfg->eval_every > 0 && ((epoch + 1) % cfg->eval_every == 0 || last))
+    if (!st->diverged && t->test && cfg->eval_every > 0 && ((epoch + 1) % cfg->eval_every == 0 || last))
         trainer_evaluate(t, t->test, &st->test_loss, &st->test_acc);
     st->seconds = omp_get_wtime() - start;
 }

@@ -2,6 +2,9 @@
  * The trainer as users run it: help and version, exit codes, one-line messages naming the file
  * and path, output files written whole, and --set/--threads reaching the config.
  */
+#include <math.h>
+
+#include "ompcnn/npz.h"
 #include "testutil.h"
 
 #define TRAINER "'" TRAINER_PATH "'"
@@ -147,6 +150,29 @@ START_TEST(test_eval_every_zero_prints_no_test_figures) {
 }
 END_TEST
 
+/* A NaN weight makes the first loss NaN: training stops with exit 3 and says where. */
+START_TEST(test_divergence_exits_3) {
+    config cfg;
+    parse_config_or_die(&cfg, SRC_PATH("config/report.json"), NULL, 0);
+    net n;
+    errbuf err;
+    ck_assert_int_eq(net_build(&n, &cfg, (shape3){28, 28, 1}, &err), 0);
+    float *params = floats_alloc(n.n_params);
+    net_init_params(&n, params, INIT_REPORT, 0);
+    params[n.layers[3].param_off + 5] = NAN;
+    char path[512], args[1024];
+    snprintf(path, sizeof path, "%s/nan.npz", dir);
+    ck_assert_int_eq(params_save(path, &n, params, &err), 0);
+    snprintf(args, sizeof args, REPORT SMALL " --load '%s'", path);
+    ck_assert_int_eq(trainer(args), 3);
+    ck_assert_msg(strstr(out, "training diverged at epoch 1, step 1: the loss is not finite"), "%s",
+                  out);
+    aligned_free(params);
+    net_free(&n);
+    config_free(&cfg);
+}
+END_TEST
+
 static Suite *cli_suite(void) {
     Suite *s = suite_create("cli");
     TCase *tc = tcase_create("cli");
@@ -159,6 +185,7 @@ static Suite *cli_suite(void) {
     tcase_add_test(tc, test_output_folder_checked_before_training);
     tcase_add_test(tc, test_training_run_outputs);
     tcase_add_test(tc, test_eval_every_zero_prints_no_test_figures);
+    tcase_add_test(tc, test_divergence_exits_3);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -188,6 +188,23 @@ START_TEST(test_shuffle_is_keyed) {
 }
 END_TEST
 
+/* A non-finite weight is found in its layer; finite weights are not flagged. */
+START_TEST(test_bad_layer_is_named) {
+    config cfg;
+    parse_config_or_die(&cfg, SRC_PATH("config/report.json"), NULL, 0);
+    trainer t;
+    errbuf err;
+    ck_assert_int_eq(trainer_open(&t, &cfg, &train_set, NULL, &err), 0);
+    ck_assert_int_eq(trainer_bad_layer(&t), -1);
+    t.params[t.net.layers[5].param_off + 3] = INFINITY;
+    ck_assert_int_eq(trainer_bad_layer(&t), 5);
+    t.params[t.net.layers[0].param_off] = NAN;
+    ck_assert_int_eq(trainer_bad_layer(&t), 0);
+    trainer_close(&t);
+    config_free(&cfg);
+}
+END_TEST
+
 static Suite *threads_suite(void) {
     Suite *s = suite_create("threads");
     TCase *tc = tcase_create("determinism");
@@ -198,6 +215,7 @@ static Suite *threads_suite(void) {
     tcase_add_test(tc, test_lenet_batch7_partial);
     tcase_add_test(tc, test_batch1_paths_agree);
     tcase_add_test(tc, test_shuffle_is_keyed);
+    tcase_add_test(tc, test_bad_layer_is_named);
     suite_add_tcase(s, tc);
     return s;
 }

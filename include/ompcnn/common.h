@@ -15,7 +15,8 @@
 enum {
     EXIT_OK = 0,
     EXIT_RUNTIME = 1, /* I/O failure while writing, out of memory */
-    EXIT_INPUT = 2    /* bad command line, config, data file or parameter file */
+    EXIT_INPUT = 2,   /* bad command line, config, data file or parameter file */
+    EXIT_DIVERGED = 3 /* a loss or a weight became NaN or infinite; training stopped */
 };
 
 typedef struct errbuf {

@@ -29,6 +29,7 @@ typedef struct trainer {
     float *sample_loss;    /* per-sample loss of the current pass */
     unsigned char *sample_hit; /* per-sample correctness of the current pass */
     int *labels;               /* lanes * chunk labels of the samples in flight */
+    int weights_bad;           /* the last step left a parameter NaN or infinite */
     /* Called between batches with the samples done so far (may be NULL). */
     void (*progress)(void *ctx, int done, int total);
     void *progress_ctx;
@@ -39,6 +40,10 @@ typedef struct epoch_stats {
     double test_loss, test_acc; /* NaN when the test set was not evaluated */
     double train_seconds; /* the training pass alone */
     double seconds;       /* the whole epoch, evaluation included */
+    /* Set when a loss or a weight stopped being finite; the epoch stopped at that step. */
+    int diverged;
+    int diverged_step;  /* 1-based step (batch) of the epoch */
+    int diverged_layer; /* index of the first layer with a non-finite weight, or -1: the loss */
 } epoch_stats;
 
 /* Builds the net for train's input shape, allocates everything and initialises the parameters
@@ -46,7 +51,8 @@ typedef struct epoch_stats {
 int trainer_open(trainer *t, const config *cfg, const dataset *train, const dataset *test,
                  errbuf *err);
 void trainer_close(trainer *t);
-/* Trains epoch `epoch` (0-based) and evaluates the test set when the config asks for it. */
+/* Trains epoch `epoch` (0-based) and evaluates the test set when the config asks for it. Stops
+ * early, with st->diverged set, at the first step whose loss or updated weights are not finite. */
 void trainer_epoch(trainer *t, int epoch, epoch_stats *st);
 /* Mean loss and accuracy on ds with the current parameters. */
 void trainer_evaluate(trainer *t, const dataset *ds, double *loss, double *acc);
@@ -54,5 +60,7 @@ void trainer_evaluate(trainer *t, const dataset *ds, double *loss, double *acc);
  * with the mean gradient (trainer_epoch uses it for batch_size > 1; with batch_size 1 it takes
  * the per-sample path, which a test holds equal to this one for count 1). */
 void trainer_step(trainer *t, const int *samples, int count, double *loss_sum, int *hits);
+/* The first layer whose parameters hold a NaN or an infinity, or -1. */
+int trainer_bad_layer(const trainer *t);
 
 #endif

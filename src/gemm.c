@@ -10,6 +10,7 @@
  */
 #include "gemm.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,9 +19,33 @@
 typedef float vec16 __attribute__((vector_size(64)));
 typedef float vec16u __attribute__((vector_size(64), aligned(4)));
 
-/* Grow-only scratch for the packed panels, one per calling thread. */
-static _Thread_local float *pack_a, *pack_b;
-static _Thread_local size_t cap_a, cap_b;
+/* Grow-only scratch for the packed panels, one pair per calling thread, freed when the thread
+ * ends (OpenMP may retire worker threads when team sizes change). */
+typedef struct pack_buffers {
+    float *a, *b;
+    size_t cap_a, cap_b;
+} pack_buffers;
+
+static pthread_key_t buffers_key;
+static pthread_once_t buffers_once = PTHREAD_ONCE_INIT;
+
+static void buffers_free(void *p) {
+    pack_buffers *bufs = p;
+    free(bufs->a);
+    free(bufs->b);
+    free(bufs);
+}
+
+static void buffers_key_create(void) {
+    pthread_key_create(&buffers_key, buffers_free);
+}
+
+static pack_buffers *thread_buffers(void) {
+    pthread_once(&buffers_once, buffers_key_create);
+    pack_buffers *bufs = pthread_getspecific(buffers_key);
+    if (!bufs && (bufs = calloc(1, sizeof *bufs)) != NULL) pthread_setspecific(buffers_key, bufs);
+    return bufs;
+}
 
 static float *scratch(float **buf, size_t *cap, size_t n) {
     if (n > *cap) {
@@ -110,8 +135,10 @@ void gemm(int trans_a, int trans_b, int M, int N, int K, const float *A, int lda
     const int full_rows = M / GEMM_MR, direct_cols = trans_b ? 0 : N / GEMM_NR;
     const int packed_cols = col_panels - direct_cols;
     const int kc = K < GEMM_KC ? K : GEMM_KC;
-    float *pa = scratch(&pack_a, &cap_a, (size_t)GEMM_MR * kc);
-    float *pb = scratch(&pack_b, &cap_b, (size_t)(packed_cols ? packed_cols : 1) * GEMM_NR * kc);
+    pack_buffers *bufs = thread_buffers();
+    if (!bufs) abort(); /* a few bytes; the arenas were already allocated */
+    float *pa = scratch(&bufs->a, &bufs->cap_a, (size_t)GEMM_MR * kc);
+    float *pb = scratch(&bufs->b, &bufs->cap_b, (size_t)(packed_cols ? packed_cols : 1) * GEMM_NR * kc);
     if (!pa || !pb) abort(); /* at most a few MiB; the arenas were already allocated */
     const int tiles = row_panels * col_panels;
     const int threads = par_ok(nt, (size_t)M * N * K) ? nt : 1;

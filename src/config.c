@@ -194,10 +194,22 @@ static int parse_network(config *cfg, const cJSON *network, errbuf *err) {
     return 0;
 }
 
-static int parse_training(config *cfg, const cJSON *training, errbuf *err) {
-    static const char *const keys[] = {"epochs",  "batch_size", "learning_rate", "shuffle", "seed",
-                                       "threads", "lanes",      "init",          "eval_every",
-                                       NULL};
+static int parse_checkpoint(config *cfg, const cJSON *obj, const char *base_dir, errbuf *err) {
+    static const char *const keys[] = {"path", "every_epochs", "every_steps", NULL};
+    const char *path = "training.checkpoint";
+    if (expect_object(obj, path, err) || check_keys(obj, keys, 0, path, err) ||
+        get_path_string(obj, "path", path, base_dir, &cfg->checkpoint_path, err) ||
+        json_get_int(obj, "every_epochs", 1, 0, 1000000, path, &cfg->checkpoint_every_epochs,
+                     err) ||
+        json_get_int(obj, "every_steps", 0, 0, INT_MAX, path, &cfg->checkpoint_every_steps, err))
+        return -1;
+    return 0;
+}
+
+static int parse_training(config *cfg, const cJSON *training, const char *base_dir, errbuf *err) {
+    static const char *const keys[] = {"epochs",     "batch_size", "learning_rate", "shuffle",
+                                       "seed",       "threads",    "lanes",         "init",
+                                       "eval_every", "checkpoint", NULL};
     static const char *const inits[] = {"report", "he", "xavier", NULL};
     static const cJSON empty = {0};
     const char *path = "training";
@@ -214,6 +226,8 @@ static int parse_training(config *cfg, const cJSON *training, errbuf *err) {
         json_get_int(training, "eval_every", 1, 0, 1000000, path, &cfg->eval_every, err))
         return -1;
     cfg->init = (init_kind)init;
+    const cJSON *checkpoint = cJSON_GetObjectItemCaseSensitive(training, "checkpoint");
+    if (checkpoint && parse_checkpoint(cfg, checkpoint, base_dir, err)) return -1;
 
     const cJSON *lr = cJSON_GetObjectItemCaseSensitive(training, "learning_rate");
     cfg->learning_rate = 0.01;
@@ -505,7 +519,7 @@ static int parse_tree(config *cfg, const char *base_dir, errbuf *err) {
     if (desc && !cJSON_IsString(desc)) return errorf(err, "description: expected a string");
     if (parse_data(cfg, cJSON_GetObjectItemCaseSensitive(root, "data"), base_dir, err) ||
         parse_network(cfg, cJSON_GetObjectItemCaseSensitive(root, "network"), err) ||
-        parse_training(cfg, cJSON_GetObjectItemCaseSensitive(root, "training"), err))
+        parse_training(cfg, cJSON_GetObjectItemCaseSensitive(root, "training"), base_dir, err))
         return -1;
     return 0;
 }
@@ -514,7 +528,11 @@ int config_parse_text(config *cfg, const char *text, const char *file, const cha
                       const char *const *overrides, int n_overrides, errbuf *err) {
     memset(cfg, 0, sizeof *cfg);
     cfg->file = strdup(file);
-    if (!cfg->file) return errorf(err, "out of memory");
+    cfg->base_dir = strdup(base_dir);
+    if (!cfg->file || !cfg->base_dir) {
+        config_free(cfg);
+        return errorf(err, "out of memory");
+    }
     const char *end = NULL;
     /* Strict RFC 8259 syntax first (cJSON alone would take "01"), with an exact position. */
     size_t off = 0;
@@ -588,6 +606,8 @@ void config_free(config *cfg) {
     free(cfg->train.labels);
     free(cfg->test.images);
     free(cfg->test.labels);
+    free(cfg->checkpoint_path);
+    free(cfg->base_dir);
     for (int i = 0; i < cfg->n_layers; i++) free(cfg->layers[i].settings);
     free(cfg->layers);
     memset(cfg, 0, sizeof *cfg);

@@ -5,6 +5,7 @@
  * (docs/cli.md lists the codes).
  */
 #include <errno.h>
+#include <signal.h>
 #include <getopt.h>
 #include <math.h>
 #include <omp.h>
@@ -14,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "ompcnn/checkpoint.h"
 #include "ompcnn/config.h"
 #include "ompcnn/idx.h"
 #include "ompcnn/npz.h"
@@ -21,6 +23,7 @@
 
 static const char usage_text[] =
     "Usage: trainer [OPTIONS] CONFIG.json\n"
+    "       trainer [OPTIONS] --resume CHECKPOINT.npz\n"
     "Train the convolutional network described by CONFIG.json on all cores.\n"
     "\n"
     "Options:\n"
@@ -31,16 +34,20 @@ static const char usage_text[] =
     "  --save FILE.npz    write the trained parameters (numpy .npz) at the end\n"
     "  --save-init FILE.npz  write the initial parameters before training\n"
     "  --metrics FILE.csv write the per-epoch figures as CSV (rewritten after each epoch)\n"
+    "  --checkpoint FILE.npz  write the full run state there after every epoch (or as\n"
+    "                     training.checkpoint says) and on SIGINT/SIGTERM\n"
+    "  --resume FILE.npz  continue the run saved in a checkpoint, to the same weights\n"
     "  -h, --help         show this help and exit\n"
     "  -V, --version      show the version and exit\n"
     "\n"
     "Exit status: 0 success, 1 a file could not be written or memory ran out,\n"
-    "2 bad command line, config, data or parameter file, 3 training diverged (NaN).\n"
+    "2 bad command line, config, data, parameter or checkpoint file, 3 training diverged\n"
+    "(NaN), 130/143 stopped by SIGINT/SIGTERM after writing the checkpoint.\n"
     "Config reference: docs/config.md\n";
 
 typedef struct options {
     const char *config_path;
-    const char *load, *save, *save_init, *metrics;
+    const char *load, *save, *save_init, *metrics, *resume, *checkpoint;
     const char **overrides;
     int n_overrides;
 } options;
@@ -51,6 +58,7 @@ static int parse_args(int argc, char **argv, options *opt, char *threads_overrid
         {"set", required_argument, NULL, 's'},       {"threads", required_argument, NULL, 't'},
         {"load", required_argument, NULL, 'l'},      {"save", required_argument, NULL, 'o'},
         {"save-init", required_argument, NULL, 'i'}, {"metrics", required_argument, NULL, 'm'},
+        {"resume", required_argument, NULL, 'r'},    {"checkpoint", required_argument, NULL, 'c'},
         {"help", no_argument, NULL, 'h'},            {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0}};
     opt->overrides = calloc((size_t)argc + 1, sizeof *opt->overrides);
@@ -80,6 +88,8 @@ static int parse_args(int argc, char **argv, options *opt, char *threads_overrid
         case 'o': opt->save = optarg; break;
         case 'i': opt->save_init = optarg; break;
         case 'm': opt->metrics = optarg; break;
+        case 'r': opt->resume = optarg; break;
+        case 'c': opt->checkpoint = optarg; break;
         case 'h': fputs(usage_text, stdout); return EXIT_OK + 1;
         case 'V': printf("trainer (ompcnn) %s\n", OMPCNN_VERSION); return EXIT_OK + 1;
         default:
@@ -92,12 +102,22 @@ static int parse_args(int argc, char **argv, options *opt, char *threads_overrid
             return EXIT_INPUT + 1;
         }
     }
-    if (argc - optind != 1) {
+    if (opt->resume && argc - optind != 0) {
+        fprintf(stderr, "trainer: --resume continues a run with the config saved in its "
+                        "checkpoint; give no config file\nTry 'trainer --help'.\n");
+        return EXIT_INPUT + 1;
+    }
+    if (opt->resume && (opt->load || opt->save_init)) {
+        fprintf(stderr, "trainer: --resume takes the parameters from the checkpoint; it cannot "
+                        "go with --load or --save-init\n");
+        return EXIT_INPUT + 1;
+    }
+    if (!opt->resume && argc - optind != 1) {
         fprintf(stderr, "trainer: %s\nTry 'trainer --help'.\n",
                 argc - optind == 0 ? "missing the config file" : "expected exactly one config file");
         return EXIT_INPUT + 1;
     }
-    opt->config_path = argv[optind];
+    opt->config_path = opt->resume ? NULL : argv[optind];
     return 0;
 }
 
@@ -116,28 +136,78 @@ static int check_output_dir(const char *option, const char *path, errbuf *err) {
     return 0;
 }
 
-typedef struct progress_state {
-    int epoch, epochs;
-    double start;
-} progress_state;
+/* ---- signals: SIGINT and SIGTERM stop training at the next step, with a checkpoint ---- */
 
-static void progress_bar(void *ctx, int done, int total) {
-    progress_state *ps = ctx;
+static volatile sig_atomic_t stop_signal;
+
+static void on_signal(int sig) {
+    stop_signal = sig;
+}
+
+static void install_signal_handlers(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
+/* What the step hook needs: the progress bar, and the checkpoint every N steps. */
+typedef struct run_state {
+    trainer *t;
+    const config *cfg;
+    int epoch, show_progress;
+    double start;
+    const char *csv;
+    int checkpoint_failed;
+    errbuf err;
+} run_state;
+
+static void progress_bar(const run_state *rs, int done, int total) {
     static double last;
     double now = omp_get_wtime();
     if (done < total && now - last < 0.1) return;
     last = now;
     int width = 30, filled = (int)((long)width * done / total);
-    fprintf(stderr, "\r  epoch %d/%d [%.*s%*s] %d/%d  %.0f img/s ", ps->epoch, ps->epochs,
+    fprintf(stderr, "\r  epoch %d/%d [%.*s%*s] %d/%d  %.0f img/s ", rs->epoch + 1, rs->cfg->epochs,
             filled, "##############################", width - filled, "", done, total,
-            done / (now - ps->start + 1e-9));
+            done / (now - rs->start + 1e-9));
     if (done == total) fprintf(stderr, "\r%*s\r", 78, "");
     fflush(stderr);
+}
+
+static int after_step(void *ctx, int done, int total) {
+    run_state *rs = ctx;
+    if (rs->show_progress) progress_bar(rs, done, total);
+    if (stop_signal) return 1;
+    int every = rs->cfg->checkpoint_every_steps;
+    if (every > 0 && rs->t->pos.step % every == 0 && done < total &&
+        checkpoint_save(rs->cfg->checkpoint_path, rs->t, rs->epoch, rs->csv, &rs->err)) {
+        rs->checkpoint_failed = 1;
+        return 1;
+    }
+    return 0;
 }
 
 static void fmt_metric(char *buf, size_t size, const char *fmt, double v, const char *missing) {
     if (isnan(v)) snprintf(buf, size, "%s", missing);
     else snprintf(buf, size, fmt, v);
+}
+
+/* Appends text to the growing buffer *buf; -1 when memory runs out. */
+static int append(char **buf, size_t *len, size_t *cap, const char *text) {
+    size_t n = strlen(text);
+    if (*len + n + 1 > *cap) {
+        size_t grown_cap = (*cap + n + 1) * 2;
+        char *grown = realloc(*buf, grown_cap);
+        if (!grown) return -1;
+        *buf = grown;
+        *cap = grown_cap;
+    }
+    memcpy(*buf + *len, text, n + 1);
+    *len += n;
+    return 0;
 }
 
 int main(int argc, char **argv) {
@@ -149,21 +219,39 @@ int main(int argc, char **argv) {
         return rc - 1;
     }
     errbuf err;
-    config cfg;
+    config cfg = {0};
     dataset train = {0}, test = {0};
     trainer t = {0};
+    checkpoint_meta meta = {0};
     char *csv = NULL;
     size_t csv_len = 0, csv_cap = 0;
     int exit_code = EXIT_INPUT;
+    static const char csv_header[] =
+        "epoch,train_loss,train_acc,test_loss,test_acc,seconds,images_per_s\n";
 
-    if (config_load(&cfg, opt.config_path, opt.overrides, opt.n_overrides, &err)) {
-        fprintf(stderr, "trainer: %s\n", err.msg);
-        free(opt.overrides);
-        return EXIT_INPUT;
+    if (opt.resume) {
+        /* The run's own config, as it was made, with this command's overrides on top. */
+        if (checkpoint_read(opt.resume, &meta, &err) ||
+            config_parse_text(&cfg, meta.config_text, opt.resume, meta.base_dir, opt.overrides,
+                              opt.n_overrides, &err))
+            goto fail;
+    } else if (config_load(&cfg, opt.config_path, opt.overrides, opt.n_overrides, &err)) {
+        goto fail;
+    }
+    if (opt.checkpoint) {
+        free(cfg.checkpoint_path);
+        cfg.checkpoint_path = strdup(opt.checkpoint);
+        if (!cfg.checkpoint_path) {
+            errorf(&err, "out of memory");
+            goto fail;
+        }
+        if (!cfg.checkpoint_every_epochs && !cfg.checkpoint_every_steps)
+            cfg.checkpoint_every_epochs = 1;
     }
     if (check_output_dir("--save", opt.save, &err) ||
         check_output_dir("--save-init", opt.save_init, &err) ||
-        check_output_dir("--metrics", opt.metrics, &err))
+        check_output_dir("--metrics", opt.metrics, &err) ||
+        check_output_dir("checkpoint", cfg.checkpoint_path, &err))
         goto fail;
     /* Labels are checked against the softmax size once the net is built (it needs the data's
      * image shape first); 256 admits any byte for now. */
@@ -176,7 +264,26 @@ int main(int argc, char **argv) {
     if (dataset_check_labels(&train, cfg.train.labels, t.net.n_classes, &err) ||
         (cfg.has_test && dataset_check_labels(&test, cfg.test.labels, t.net.n_classes, &err)))
         goto fail;
-    if (opt.load && params_load(opt.load, &t.net, t.params, &err)) goto fail;
+    int first_epoch = 0;
+    if (opt.resume) {
+        if (params_load(opt.resume, &t.net, t.params, &err)) goto fail;
+        if (meta.epoch > cfg.epochs || meta.position > train.n) {
+            errorf(&err, "%s: the checkpoint is at epoch %d, sample %d, past this run's %d epochs "
+                   "of %d samples", opt.resume, meta.epoch + 1, meta.position, cfg.epochs, train.n);
+            goto fail;
+        }
+        first_epoch = meta.epoch;
+        t.pos.position = meta.position;
+        t.pos.loss_sum = meta.loss_sum;
+        t.pos.correct = meta.correct;
+        t.pos.seconds = meta.seconds;
+        t.pos.step = meta.step;
+        if (append(&csv, &csv_len, &csv_cap, meta.metrics_csv[0] ? meta.metrics_csv : csv_header))
+            goto out_of_memory;
+    } else {
+        if (opt.load && params_load(opt.load, &t.net, t.params, &err)) goto fail;
+        if (append(&csv, &csv_len, &csv_cap, csv_header)) goto out_of_memory;
+    }
     exit_code = EXIT_RUNTIME;
     if (opt.save_init && params_save(opt.save_init, &t.net, t.params, &err)) goto fail;
 
@@ -184,39 +291,46 @@ int main(int argc, char **argv) {
     net_describe(&t.net, shape, sizeof shape);
     static const char *const init_names[] = {"report", "he", "xavier"};
     printf("ompcnn %s | config %s | seed %u | threads %d | batch %d | lr %g | init %s\n",
-           OMPCNN_VERSION, opt.config_path, cfg.seed, t.threads, cfg.batch_size,
-           cfg.learning_rate, opt.load ? opt.load : init_names[cfg.init]);
+           OMPCNN_VERSION, opt.resume ? cfg.file : opt.config_path, cfg.seed, t.threads,
+           cfg.batch_size, cfg.learning_rate,
+           opt.resume ? opt.resume : opt.load ? opt.load : init_names[cfg.init]);
     printf("network %s\n", shape);
     printf("train %d images, test %d images\n", train.n, cfg.has_test ? test.n : 0);
+    if (opt.resume)
+        printf("resumed from %s at epoch %d, sample %d of its order\n", opt.resume,
+               first_epoch + 1, t.pos.position);
     fflush(stdout);
 
-    progress_state ps = {0, cfg.epochs, 0};
-    if (isatty(STDERR_FILENO)) {
-        t.progress = progress_bar;
-        t.progress_ctx = &ps;
-    }
-    static const char csv_header[] =
-        "epoch,train_loss,train_acc,test_loss,test_acc,seconds,images_per_s\n";
-    for (int epoch = 0; epoch < cfg.epochs; epoch++) {
-        ps.epoch = epoch + 1;
-        ps.start = omp_get_wtime();
+    run_state rs = {&t, &cfg, 0, isatty(STDERR_FILENO), 0.0, NULL, 0, {{0}}};
+    t.step_hook = after_step;
+    t.step_ctx = &rs;
+    install_signal_handlers();
+    for (int epoch = first_epoch; epoch < cfg.epochs; epoch++) {
+        rs.epoch = epoch;
+        rs.start = omp_get_wtime();
+        rs.csv = csv;
         epoch_stats st;
         trainer_epoch(&t, epoch, &st);
+        if (rs.checkpoint_failed) {
+            err = rs.err;
+            goto fail;
+        }
         if (st.diverged) {
             if (st.diverged_layer < 0)
                 errorf(&err, "training diverged at epoch %d, step %d: the loss is not finite "
-                       "(lower training.learning_rate?); nothing was saved",
+                       "(lower training.learning_rate?); parameters not saved",
                        epoch + 1, st.diverged_step);
             else
                 errorf(&err, "training diverged at epoch %d, step %d: %s (%s) has a NaN or "
-                       "infinite weight (lower training.learning_rate?); nothing was saved",
+                       "infinite weight (lower training.learning_rate?); parameters not saved",
                        epoch + 1, st.diverged_step, cfg.layers[st.diverged_layer].path,
                        t.net.layers[st.diverged_layer].ops->type);
             exit_code = EXIT_DIVERGED;
             goto fail;
         }
-        double ips = train.n / (st.train_seconds > 0 ? st.train_seconds : 1e-9);
-        char tl[32], ta[32];
+        if (st.stopped) break; /* a signal: checkpoint below */
+        double ips = t.train->n / (st.train_seconds > 0 ? st.train_seconds : 1e-9);
+        char tl[32], ta[32], line[256];
         fmt_metric(tl, sizeof tl, "%.6f", st.test_loss, "-");
         fmt_metric(ta, sizeof ta, "%.4f", st.test_acc, "-");
         printf("epoch %*d/%d  train_loss %.6f  train_acc %.4f  test_loss %s  test_acc %s  "
@@ -224,30 +338,39 @@ int main(int argc, char **argv) {
                (int)strlen("1000000") - 5, epoch + 1, cfg.epochs, st.train_loss, st.train_acc, tl,
                ta, st.seconds, ips);
         fflush(stdout);
-        if (opt.metrics) {
-            char line[256];
-            fmt_metric(tl, sizeof tl, "%.9g", st.test_loss, "");
-            fmt_metric(ta, sizeof ta, "%.6g", st.test_acc, "");
-            int len = snprintf(line, sizeof line, "%s%d,%.9g,%.6g,%s,%s,%.4f,%.1f\n",
-                               epoch == 0 ? csv_header : "", epoch + 1, st.train_loss,
-                               st.train_acc, tl, ta, st.seconds, ips);
-            if (csv_len + (size_t)len + 1 > csv_cap) {
-                csv_cap = (csv_cap + (size_t)len + 1) * 2;
-                char *grown = realloc(csv, csv_cap);
-                if (!grown) {
-                    errorf(&err, "out of memory");
-                    goto fail;
-                }
-                csv = grown;
-            }
-            memcpy(csv + csv_len, line, (size_t)len + 1);
-            csv_len += (size_t)len;
-            if (write_file_atomic(opt.metrics, csv, csv_len, &err)) goto fail;
+        fmt_metric(tl, sizeof tl, "%.9g", st.test_loss, "");
+        fmt_metric(ta, sizeof ta, "%.6g", st.test_acc, "");
+        snprintf(line, sizeof line, "%d,%.9g,%.6g,%s,%s,%.4f,%.1f\n", epoch + 1, st.train_loss,
+                 st.train_acc, tl, ta, st.seconds, ips);
+        if (append(&csv, &csv_len, &csv_cap, line)) goto out_of_memory;
+        if (opt.metrics && write_file_atomic(opt.metrics, csv, csv_len, &err)) goto fail;
+        int every = cfg.checkpoint_every_epochs;
+        if (cfg.checkpoint_path && ((every > 0 && (epoch + 1) % every == 0) || stop_signal) &&
+            checkpoint_save(cfg.checkpoint_path, &t, epoch + 1, csv, &err))
+            goto fail;
+        if (stop_signal) break;
+    }
+    if (stop_signal) {
+        exit_code = 128 + stop_signal;
+        if (!cfg.checkpoint_path) {
+            errorf(&err, "interrupted (%s); no checkpoint path is set, so nothing was saved",
+                   stop_signal == SIGINT ? "SIGINT" : "SIGTERM");
+            goto fail;
         }
+        /* Mid-epoch: the position in the epoch goes into the checkpoint. */
+        if (t.pos.position > 0 && checkpoint_save(cfg.checkpoint_path, &t, rs.epoch, csv, &err))
+            goto fail;
+        fprintf(stderr, "trainer: interrupted (%s); checkpoint written to %s (continue with "
+                "--resume %s)\n", stop_signal == SIGINT ? "SIGINT" : "SIGTERM",
+                cfg.checkpoint_path, cfg.checkpoint_path);
+        goto done;
     }
     if (opt.save && params_save(opt.save, &t.net, t.params, &err)) goto fail;
     exit_code = EXIT_OK;
     goto done;
+out_of_memory:
+    errorf(&err, "out of memory");
+    exit_code = EXIT_RUNTIME;
 fail:
     fprintf(stderr, "trainer: %s\n", err.msg);
 done:
@@ -256,6 +379,7 @@ done:
     dataset_free(&train);
     dataset_free(&test);
     config_free(&cfg);
+    checkpoint_meta_free(&meta);
     free(opt.overrides);
     return exit_code;
 }

@@ -137,7 +137,34 @@ int write_file_atomic(const char *path, const void *data, size_t size, errbuf *e
     return 0;
 }
 
+/* Appends one stored member (name, data) to the archive and its directory entry. */
+static void zip_add(bytes *zip, bytes *dir, const char *name, const void *data, size_t size) {
+    uint32_t crc = (uint32_t)crc32(0L, data, (uInt)size);
+    uint32_t offset = (uint32_t)zip->len;
+    uint16_t name_len = (uint16_t)strlen(name);
+    /* Local header: version 2.0, no flags, stored, DOS time 00:00 on 1980-01-01. */
+    put32(zip, 0x04034b50);
+    put16(zip, 20), put16(zip, 0), put16(zip, 0), put16(zip, 0), put16(zip, 0x21);
+    put32(zip, crc), put32(zip, (uint32_t)size), put32(zip, (uint32_t)size);
+    put16(zip, name_len), put16(zip, 0);
+    put(zip, name, name_len);
+    put(zip, data, size);
+    /* Central directory entry. */
+    put32(dir, 0x02014b50);
+    put16(dir, 20), put16(dir, 20), put16(dir, 0), put16(dir, 0), put16(dir, 0);
+    put16(dir, 0x21);
+    put32(dir, crc), put32(dir, (uint32_t)size), put32(dir, (uint32_t)size);
+    put16(dir, name_len), put16(dir, 0), put16(dir, 0), put16(dir, 0), put16(dir, 0);
+    put32(dir, 0), put32(dir, offset);
+    put(dir, name, name_len);
+}
+
 int params_save(const char *path, const net *n, const float *params, errbuf *err) {
+    return npz_save(path, n, params, NULL, 0, err);
+}
+
+int npz_save(const char *path, const net *n, const float *params, const npz_member *extra,
+             int n_extra, errbuf *err) {
     bytes zip = {0}, dir = {0}, npy = {0};
     int entries = 0;
     for (int i = 0; i < n->n_layers; i++) {
@@ -151,26 +178,13 @@ int params_save(const char *path, const net *n, const float *params, errbuf *err
             npy_encode(&npy, &l->tensors[t], values);
             values += l->tensors[t].size;
             if (npy.oom) break;
-            uint32_t crc = (uint32_t)crc32(0L, npy.data, (uInt)npy.len);
-            uint32_t offset = (uint32_t)zip.len;
-            uint16_t name_len = (uint16_t)strlen(name);
-            /* Local header: version 2.0, no flags, stored, DOS time 00:00 on 1980-01-01. */
-            put32(&zip, 0x04034b50);
-            put16(&zip, 20), put16(&zip, 0), put16(&zip, 0), put16(&zip, 0), put16(&zip, 0x21);
-            put32(&zip, crc), put32(&zip, (uint32_t)npy.len), put32(&zip, (uint32_t)npy.len);
-            put16(&zip, name_len), put16(&zip, 0);
-            put(&zip, name, name_len);
-            put(&zip, npy.data, npy.len);
-            /* Central directory entry. */
-            put32(&dir, 0x02014b50);
-            put16(&dir, 20), put16(&dir, 20), put16(&dir, 0), put16(&dir, 0), put16(&dir, 0);
-            put16(&dir, 0x21);
-            put32(&dir, crc), put32(&dir, (uint32_t)npy.len), put32(&dir, (uint32_t)npy.len);
-            put16(&dir, name_len), put16(&dir, 0), put16(&dir, 0), put16(&dir, 0), put16(&dir, 0);
-            put32(&dir, 0), put32(&dir, offset);
-            put(&dir, name, name_len);
+            zip_add(&zip, &dir, name, npy.data, npy.len);
             entries++;
         }
+    }
+    for (int e = 0; e < n_extra; e++) {
+        zip_add(&zip, &dir, extra[e].name, extra[e].data, extra[e].size);
+        entries++;
     }
     uint32_t dir_offset = (uint32_t)zip.len;
     put(&zip, dir.data, dir.len);
@@ -434,7 +448,7 @@ int params_load(const char *path, const net *n, float *params, errbuf *err) {
             values += l->tensors[t].size;
         }
     }
-    if (rc == 0 && used != count) {
+    if (rc == 0) {
         for (int k = 0; k < count; k++) {
             int known = 0;
             for (int i = 0; i < n->n_layers && !known; i++)
@@ -444,12 +458,41 @@ int params_load(const char *path, const net *n, float *params, errbuf *err) {
                     strcat(name, ".npy");
                     if (strcmp(members[k].name, name) == 0) known = 1;
                 }
-            if (!known) {
+            size_t len = strlen(members[k].name);
+            int is_array = len > 4 && strcmp(members[k].name + len - 4, ".npy") == 0;
+            if (!known && is_array) { /* other members (a checkpoint's state) are not arrays */
                 rc = errorf(err, "%s: array %s does not belong to this network", path,
-                          members[k].name);
+                            members[k].name);
                 break;
             }
         }
+    }
+    free_members(members, count);
+    free(buf);
+    return rc;
+}
+
+int npz_read_member(const char *path, const char *name, char **data, size_t *size, errbuf *err) {
+    unsigned char *buf = NULL;
+    size_t len = 0;
+    if (read_whole(path, &buf, &len, err)) return -1;
+    member *members;
+    int count, rc = -1;
+    if (zip_members(path, buf, len, &members, &count, err) == 0) {
+        rc = errorf(err, "%s: has no %s (is it a checkpoint?)", path, name);
+        for (int k = 0; k < count; k++)
+            if (strcmp(members[k].name, name) == 0) {
+                *data = malloc(members[k].size + 1);
+                if (!*data) {
+                    rc = errorf(err, "%s: out of memory", path);
+                    break;
+                }
+                memcpy(*data, members[k].data, members[k].size);
+                (*data)[members[k].size] = '\0';
+                *size = members[k].size;
+                rc = 0;
+                break;
+            }
     }
     free_members(members, count);
     free(buf);

@@ -202,11 +202,8 @@ void trainer_epoch(trainer *t, int epoch, epoch_stats *st) {
     const int n = t->train->n, batch = cfg->batch_size;
     double start = omp_get_wtime();
     epoch_order(t->order, n, cfg->shuffle, cfg->seed, epoch);
-    double loss_sum = 0.0;
-    long correct = 0;
-    st->diverged = 0;
-    int step = 0;
-    for (int b = 0; b < n; b += batch, step++) {
+    memset(st, 0, sizeof *st);
+    for (int b = t->pos.position; b < n; b += batch) {
         int count = min_int(batch, n - b);
         double batch_loss;
         int batch_hits;
@@ -217,24 +214,40 @@ void trainer_epoch(trainer *t, int epoch, epoch_stats *st) {
         } else {
             trainer_step(t, t->order + b, count, &batch_loss, &batch_hits);
         }
-        loss_sum += batch_loss;
-        correct += batch_hits;
+        t->pos.loss_sum += batch_loss;
+        t->pos.correct += batch_hits;
+        t->pos.position = b + count;
+        t->pos.step++;
         if (!isfinite(batch_loss) || t->weights_bad) {
             st->diverged = 1;
-            st->diverged_step = step + 1;
+            st->diverged_step = (b + batch - 1) / batch + 1;
             st->diverged_layer = isfinite(batch_loss) ? trainer_bad_layer(t) : -1;
             break;
         }
-        if (t->progress) t->progress(t->progress_ctx, b + count, n);
+        if (t->step_hook && t->step_hook(t->step_ctx, b + count, n)) {
+            st->stopped = b + count < n;
+            if (st->stopped) break;
+        }
     }
-    st->train_seconds = omp_get_wtime() - start;
-    st->train_loss = loss_sum / n;
-    st->train_acc = (double)correct / n;
+    t->pos.seconds += omp_get_wtime() - start;
+    st->train_seconds = t->pos.seconds;
+    st->train_loss = t->pos.loss_sum / n;
+    st->train_acc = (double)t->pos.correct / n;
     st->test_loss = st->test_acc = NAN;
+    if (st->stopped || st->diverged) {
+        st->seconds = st->train_seconds;
+        return;
+    }
     int last = epoch + 1 == cfg->epochs;
-    if (!st->diverged && t->test && cfg->eval_every > 0 && ((epoch + 1) % cfg->eval_every == 0 || last))
+    double eval_start = omp_get_wtime();
+    if (t->test && cfg->eval_every > 0 && ((epoch + 1) % cfg->eval_every == 0 || last))
         trainer_evaluate(t, t->test, &st->test_loss, &st->test_acc);
-    st->seconds = omp_get_wtime() - start;
+    st->seconds = st->train_seconds + (omp_get_wtime() - eval_start);
+    /* The next epoch starts from its beginning. */
+    t->pos.position = 0;
+    t->pos.loss_sum = 0.0;
+    t->pos.correct = 0;
+    t->pos.seconds = 0.0;
 }
 
 void trainer_evaluate(trainer *t, const dataset *ds, double *loss, double *acc) {

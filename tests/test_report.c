@@ -27,7 +27,7 @@ typedef struct step_log {
     int steps;
 } step_log;
 
-static void check_step(void *ctx, int done, int total) {
+static int check_step(void *ctx, int done, int total) {
     step_log *log = ctx;
     double loss = log->sample_loss[0], want = log->want[done - 1];
     (void)total;
@@ -35,6 +35,7 @@ static void check_step(void *ctx, int done, int total) {
     ck_assert_msg(fabs(loss - want) <= 1e-4 * fabs(want), "%s: step %d: loss %.9g, numpy %.9g",
                   log->fixture, done - 1, loss, want);
     log->steps++;
+    return 0;
 }
 
 static void check_against_reference(const char *fixture, const char *const *overrides,
@@ -57,8 +58,8 @@ static void check_against_reference(const char *fixture, const char *const *over
     ck_assert_uint_eq(t.net.n_params, n_weights);
     /* One epoch through the batch-1 path; the progress hook sees each step's loss. */
     step_log log = {t.sample_loss, losses, fixture, 0};
-    t.progress = check_step;
-    t.progress_ctx = &log;
+    t.step_hook = check_step;
+    t.step_ctx = &log;
     epoch_stats st;
     trainer_epoch(&t, 0, &st);
     ck_assert_int_eq(log.steps, 1000);

@@ -39,6 +39,10 @@ typedef struct config {
     int lanes;      /* gradient accumulation lanes for minibatches */
     init_kind init;
     int eval_every; /* evaluate the test set every N epochs (and after the last); 0: never */
+    char *checkpoint_path;       /* NULL: no checkpoints */
+    int checkpoint_every_epochs; /* 0: not at epoch ends */
+    int checkpoint_every_steps;  /* 0: not by steps */
+    char *base_dir;              /* the folder relative paths were resolved against */
 } config;
 
 /* Reads and checks the file, applying overrides ("dotted.path=JSON", see config_apply_override). */

@@ -9,8 +9,22 @@
 #include "ompcnn/net.h"
 
 int params_save(const char *path, const net *n, const float *params, errbuf *err);
-/* Loads every tensor of n from path, checking names, shapes and types (float32 or float64). */
+/* Loads every tensor of n from path, checking names, shapes and types (float32 or float64).
+ * Members that are not .npy arrays (a checkpoint's state) are ignored; a foreign array is not. */
 int params_load(const char *path, const net *n, float *params, errbuf *err);
+
+/* A raw member stored beside the arrays (a checkpoint's JSON state, its metrics). */
+typedef struct npz_member {
+    const char *name;
+    const void *data;
+    size_t size;
+} npz_member;
+
+/* params_save with extra raw members after the arrays. */
+int npz_save(const char *path, const net *n, const float *params, const npz_member *extra,
+             int n_extra, errbuf *err);
+/* Reads member `name` of the archive at path into a NUL-terminated malloc'd buffer. */
+int npz_read_member(const char *path, const char *name, char **data, size_t *size, errbuf *err);
 
 /* Writes the file at path atomically from a buffer. */
 int write_file_atomic(const char *path, const void *data, size_t size, errbuf *err);

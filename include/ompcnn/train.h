@@ -30,9 +30,20 @@ typedef struct trainer {
     unsigned char *sample_hit; /* per-sample correctness of the current pass */
     int *labels;               /* lanes * chunk labels of the samples in flight */
     int weights_bad;           /* the last step left a parameter NaN or infinite */
-    /* Called between batches with the samples done so far (may be NULL). */
-    void (*progress)(void *ctx, int done, int total);
-    void *progress_ctx;
+    /* Called after every step with the epoch's samples done so far (may be NULL); a nonzero
+     * return stops the epoch there (st->stopped), resumable from `pos`. */
+    int (*step_hook)(void *ctx, int done, int total);
+    void *step_ctx;
+    /* Where the current epoch stands: the next sample of the order, the figures so far, and the
+     * steps taken since training began. trainer_epoch starts from here (all zero: the start of
+     * the epoch) and leaves it at the end, or where a hook stopped it. */
+    struct {
+        int position;
+        double loss_sum;
+        long correct;
+        double seconds;
+        long step;
+    } pos;
 } trainer;
 
 typedef struct epoch_stats {
@@ -44,6 +55,7 @@ typedef struct epoch_stats {
     int diverged;
     int diverged_step;  /* 1-based step (batch) of the epoch */
     int diverged_layer; /* index of the first layer with a non-finite weight, or -1: the loss */
+    int stopped;        /* the step hook stopped the epoch before its end */
 } epoch_stats;
 
 /* Builds the net for train's input shape, allocates everything and initialises the parameters

@@ -1,0 +1,37 @@
+/*
+ * Checkpoints: the full state of a run in one .npz file, so that a run stopped at any step (a
+ * signal, a crash, a kill) continues to the very same weights. Beside the parameter arrays (named
+ * as in parameter files, so --load and numpy.load read them) it holds:
+ *   config.json  the config the run was made with, overrides applied
+ *   state.json   the epoch in progress, the position in its sample order, the epoch's loss and
+ *                accuracy sums so far, the training seconds, the global step, and the folder
+ *                the config's relative paths resolve against
+ *   metrics.csv  the figures of the epochs done, so a resumed run's --metrics file is complete
+ * Shuffling and initialisation draw from streams keyed by (seed, epoch), so no generator state
+ * needs saving; plain SGD has no optimizer state.
+ */
+#ifndef OMPCNN_CHECKPOINT_H
+#define OMPCNN_CHECKPOINT_H
+
+#include "ompcnn/train.h"
+
+typedef struct checkpoint_meta {
+    char *config_text;
+    char *base_dir;
+    char *metrics_csv;
+    int epoch; /* the epoch in progress, 0-based */
+    int position;
+    double loss_sum;
+    long correct;
+    double seconds;
+    long step;
+} checkpoint_meta;
+
+/* Writes t's parameters and position (epoch `epoch`, t->pos) atomically to path. */
+int checkpoint_save(const char *path, const trainer *t, int epoch, const char *metrics_csv,
+                    errbuf *err);
+/* Reads a checkpoint's config and position (not its parameters: params_load does that). */
+int checkpoint_read(const char *path, checkpoint_meta *meta, errbuf *err);
+void checkpoint_meta_free(checkpoint_meta *meta);
+
+#endif

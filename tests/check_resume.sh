@@ -1,0 +1,86 @@
+#!/bin/sh
+# A run killed with SIGKILL at any point and resumed from its last checkpoint ends with weights
+# bit-identical to an uninterrupted run: at batch 1 and with minibatches, with 1 and 2 threads,
+# killed at several moments. Also: SIGINT and SIGTERM write a checkpoint and exit 130 and 143.
+# Usage: check_resume.sh TRAINER SOURCE_DIR
+set -u
+trainer=$1
+src=$2
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+failures=0
+checks=0
+
+fail() {
+    echo "FAIL: $*"
+    failures=$((failures + 1))
+}
+
+# mode name, config, extra settings
+run_case() {
+    name=$1 config=$2 threads=$3 delay=$4
+    shift 4
+    dir="$work/$name-$threads-$delay"
+    mkdir -p "$dir"
+    "$trainer" "$config" "$@" --threads "$threads" --save "$dir/ref.npz" >/dev/null || {
+        fail "$name: the uninterrupted run failed"
+        return
+    }
+    "$trainer" "$config" "$@" --threads "$threads" \
+        --set "training.checkpoint={\"path\":\"$dir/ck.npz\",\"every_steps\":23}" \
+        --save "$dir/killed.npz" >/dev/null 2>&1 &
+    pid=$!
+    sleep "$delay"
+    kill -9 "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+    if [ -f "$dir/killed.npz" ]; then
+        cp "$dir/killed.npz" "$dir/res.npz" # it finished before the kill
+    elif [ -f "$dir/ck.npz" ]; then
+        "$trainer" --resume "$dir/ck.npz" --threads "$threads" --save "$dir/res.npz" >/dev/null ||
+            { fail "$name: --resume failed"; return; }
+    else
+        echo "note: $name killed before its first checkpoint (after ${delay}s); nothing to resume"
+        return
+    fi
+    checks=$((checks + 1))
+    cmp -s "$dir/ref.npz" "$dir/res.npz" ||
+        fail "$name, $threads threads, killed after ${delay}s: resumed weights differ"
+}
+
+report="$src/config/report.json"
+mnist="$src/config/mnist.json"
+for threads in 1 2; do
+    for delay in 0.6 1.1; do
+        run_case report-b1 "$report" "$threads" "$delay" --set training.epochs=8 \
+            --set data.test.limit=100
+        run_case mnist-b16 "$mnist" "$threads" "$delay" --set data.train.limit=8000 \
+            --set data.test.limit=500 --set training.epochs=3
+    done
+done
+
+# SIGINT / SIGTERM: a checkpoint, exit 128 + signal, and the resumed run still ends identical.
+for sig in INT TERM; do
+    dir="$work/signal-$sig"
+    mkdir -p "$dir"
+    "$trainer" "$mnist" --set data.train.limit=8000 --set training.epochs=3 \
+        --checkpoint "$dir/ck.npz" --save "$dir/never.npz" >/dev/null 2>"$dir/err" &
+    pid=$!
+    sleep 0.8
+    kill -"$sig" "$pid"
+    wait "$pid"
+    code=$?
+    want=130
+    [ "$sig" = TERM ] && want=143
+    checks=$((checks + 1))
+    [ "$code" -eq "$want" ] || fail "SIG$sig: exit $code, expected $want ($(cat "$dir/err"))"
+    [ -f "$dir/ck.npz" ] || fail "SIG$sig: no checkpoint written"
+    [ -f "$dir/never.npz" ] && fail "SIG$sig: --save written by an interrupted run"
+    grep -q "interrupted (SIG$sig); checkpoint written" "$dir/err" || fail "SIG$sig: message: $(cat "$dir/err")"
+    "$trainer" "$mnist" --set data.train.limit=8000 --set training.epochs=3 \
+        --save "$dir/ref.npz" >/dev/null
+    "$trainer" --resume "$dir/ck.npz" --save "$dir/res.npz" >/dev/null
+    cmp -s "$dir/ref.npz" "$dir/res.npz" || fail "SIG$sig: resumed weights differ"
+done
+
+echo "$((checks - failures)) passed, $failures failed"
+[ "$failures" -eq 0 ]

@@ -16,8 +16,10 @@
 int checkpoint_save(const char *path, const trainer *t, int epoch, const char *metrics_csv,
                     errbuf *err) {
     char *config_text = cJSON_Print(t->cfg->json);
+    char *model_text = model_json(&t->net, t->cfg->base_dir);
+    char *base_dir = realpath(t->cfg->base_dir, NULL); /* so --resume works from any folder */
     cJSON *state = cJSON_CreateObject();
-    int ok = config_text && state &&
+    int ok = config_text && model_text && state &&
              cJSON_AddStringToObject(state, "format", CHECKPOINT_FORMAT) &&
              cJSON_AddNumberToObject(state, "version", CHECKPOINT_VERSION) &&
              cJSON_AddNumberToObject(state, "epoch", epoch) &&
@@ -26,21 +28,24 @@ int checkpoint_save(const char *path, const trainer *t, int epoch, const char *m
              cJSON_AddNumberToObject(state, "correct", (double)t->pos.correct) &&
              cJSON_AddNumberToObject(state, "seconds", t->pos.seconds) &&
              cJSON_AddNumberToObject(state, "step", (double)t->pos.step) &&
-             cJSON_AddStringToObject(state, "base_dir", t->cfg->base_dir);
+             cJSON_AddStringToObject(state, "base_dir", base_dir ? base_dir : t->cfg->base_dir);
     /* cJSON prints doubles with up to 17 significant digits: they read back exactly. */
     char *state_text = ok ? cJSON_Print(state) : NULL;
     int rc;
     if (!state_text) {
         rc = errorf(err, "%s: out of memory while encoding the checkpoint", path);
     } else {
-        npz_member extra[3] = {{"config.json", config_text, strlen(config_text)},
+        npz_member extra[4] = {{"config.json", config_text, strlen(config_text)},
+                               {"model.json", model_text, strlen(model_text)},
                                {"state.json", state_text, strlen(state_text)},
                                {"metrics.csv", metrics_csv ? metrics_csv : "",
                                 metrics_csv ? strlen(metrics_csv) : 0}};
-        rc = npz_save(path, &t->net, t->params, extra, 3, err);
+        rc = npz_save(path, &t->net, t->params, extra, 4, err);
     }
     cJSON_free(config_text);
+    cJSON_free(model_text);
     cJSON_free(state_text);
+    free(base_dir);
     cJSON_Delete(state);
     return rc;
 }
@@ -59,9 +64,9 @@ int checkpoint_read(const char *path, checkpoint_meta *meta, errbuf *err) {
     memset(meta, 0, sizeof *meta);
     char *state_text = NULL;
     size_t size;
-    if (npz_read_member(path, "state.json", &state_text, &size, err) ||
-        npz_read_member(path, "config.json", &meta->config_text, &size, err) ||
-        npz_read_member(path, "metrics.csv", &meta->metrics_csv, &size, err)) {
+    if (npz_read_member(path, "state.json", &state_text, &size, err) != 0 ||
+        npz_read_member(path, "config.json", &meta->config_text, &size, err) != 0 ||
+        npz_read_member(path, "metrics.csv", &meta->metrics_csv, &size, err) != 0) {
         free(state_text);
         checkpoint_meta_free(meta);
         return -1;

@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cli.h"
 #include "ompcnn/checkpoint.h"
 #include "ompcnn/config.h"
 #include "ompcnn/idx.h"
@@ -24,6 +25,8 @@
 static const char usage_text[] =
     "Usage: trainer [OPTIONS] CONFIG.json\n"
     "       trainer [OPTIONS] --resume CHECKPOINT.npz\n"
+    "       trainer eval [CONFIG.json] --load FILE.npz [--csv FILE.csv]\n"
+    "       trainer predict --load FILE.npz [--config CONFIG.json] IMAGE.pgm|IMAGES.idx...\n"
     "Train the convolutional network described by CONFIG.json on all cores.\n"
     "\n"
     "Options:\n"
@@ -211,6 +214,8 @@ static int append(char **buf, size_t *len, size_t *cap, const char *text) {
 }
 
 int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "eval") == 0) return cmd_eval(argc - 1, argv + 1);
+    if (argc > 1 && strcmp(argv[1], "predict") == 0) return cmd_predict(argc - 1, argv + 1);
     options opt = {0};
     char threads_override[64];
     int rc = parse_args(argc, argv, &opt, threads_override);
@@ -285,7 +290,7 @@ int main(int argc, char **argv) {
         if (append(&csv, &csv_len, &csv_cap, csv_header)) goto out_of_memory;
     }
     exit_code = EXIT_RUNTIME;
-    if (opt.save_init && params_save(opt.save_init, &t.net, t.params, &err)) goto fail;
+    if (opt.save_init && model_save(opt.save_init, &t.net, t.params, &cfg, &err)) goto fail;
 
     char shape[1024];
     net_describe(&t.net, shape, sizeof shape);
@@ -365,7 +370,7 @@ int main(int argc, char **argv) {
                 cfg.checkpoint_path, cfg.checkpoint_path);
         goto done;
     }
-    if (opt.save && params_save(opt.save, &t.net, t.params, &err)) goto fail;
+    if (opt.save && model_save(opt.save, &t.net, t.params, &cfg, &err)) goto fail;
     exit_code = EXIT_OK;
     goto done;
 out_of_memory:

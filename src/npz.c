@@ -159,6 +159,37 @@ static void zip_add(bytes *zip, bytes *dir, const char *name, const void *data, 
     put(dir, name, name_len);
 }
 
+char *model_json(const net *n, const char *base_dir) {
+    cJSON *model = cJSON_CreateObject();
+    cJSON *input = cJSON_AddArrayToObject(model, "input");
+    int dims[3] = {n->input.h, n->input.w, n->input.c};
+    for (int d = 0; d < 3 && input; d++) cJSON_AddItemToArray(input, cJSON_CreateNumber(dims[d]));
+    cJSON_AddNumberToObject(model, "classes", n->n_classes);
+    /* Absolute, so that the carried config's relative data paths resolve from anywhere. */
+    char *absolute = realpath(base_dir, NULL);
+    cJSON_AddStringToObject(model, "base_dir", absolute ? absolute : base_dir);
+    free(absolute);
+    char *text = cJSON_Print(model);
+    cJSON_Delete(model);
+    return text;
+}
+
+int model_save(const char *path, const net *n, const float *params, const config *cfg,
+               errbuf *err) {
+    char *config_text = cJSON_Print(cfg->json), *model_text = model_json(n, cfg->base_dir);
+    int rc;
+    if (!config_text || !model_text) {
+        rc = errorf(err, "%s: out of memory", path);
+    } else {
+        npz_member extra[2] = {{"config.json", config_text, strlen(config_text)},
+                               {"model.json", model_text, strlen(model_text)}};
+        rc = npz_save(path, n, params, extra, 2, err);
+    }
+    cJSON_free(config_text);
+    cJSON_free(model_text);
+    return rc;
+}
+
 int params_save(const char *path, const net *n, const float *params, errbuf *err) {
     return npz_save(path, n, params, NULL, 0, err);
 }
@@ -479,7 +510,8 @@ int npz_read_member(const char *path, const char *name, char **data, size_t *siz
     member *members;
     int count, rc = -1;
     if (zip_members(path, buf, len, &members, &count, err) == 0) {
-        rc = errorf(err, "%s: has no %s (is it a checkpoint?)", path, name);
+        errorf(err, "%s: has no %s (is it a checkpoint?)", path, name);
+        rc = 1;
         for (int k = 0; k < count; k++)
             if (strcmp(members[k].name, name) == 0) {
                 *data = malloc(members[k].size + 1);

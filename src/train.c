@@ -251,6 +251,10 @@ void trainer_epoch(trainer *t, int epoch, epoch_stats *st) {
 }
 
 void trainer_evaluate(trainer *t, const dataset *ds, double *loss, double *acc) {
+    trainer_classify(t, ds, NULL, loss, acc);
+}
+
+void trainer_classify(trainer *t, const dataset *ds, int *predicted, double *loss, double *acc) {
     const int n = ds->n, n_lanes = t->lanes, chunk = t->chunk;
     const int n_chunks = (n + chunk - 1) / chunk;
     const size_t in_size = shape_size(t->net.input);
@@ -268,8 +272,10 @@ void trainer_evaluate(trainer *t, const dataset *ds, double *loss, double *acc) 
             net_forward(&t->net, t->params, ws, count, 1);
             for (int k = 0; k < count; k++) {
                 int label = ds->labels[first + k];
+                int guess = argmax(net_probs(&t->net, ws, k), t->net.n_classes);
                 sample_loss[first + k] = net_loss(&t->net, ws, k, label);
-                sample_hit[first + k] = argmax(net_probs(&t->net, ws, k), t->net.n_classes) == label;
+                sample_hit[first + k] = guess == label;
+                if (predicted) predicted[first + k] = guess;
             }
         }
     }

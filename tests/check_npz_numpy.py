@@ -21,7 +21,12 @@ with tempfile.TemporaryDirectory() as tmp:
     z = np.load(path)
     want = {"0_conv2d_weight": (8, 3, 3, 1), "3_dense_weight": (1352, 20), "3_dense_bias": (20,),
             "5_dense_weight": (20, 10), "5_dense_bias": (10,)}
-    assert sorted(z.files) == sorted(want), z.files
+    assert sorted(f for f in z.files if not f.endswith(".json")) == sorted(want), z.files
+    # Beside the arrays: the config it was trained with and the input shape, as JSON text.
+    import json
+    model = json.loads(z["model.json"])
+    assert model["input"] == [28, 28, 1] and model["classes"] == 10, model
+    assert json.loads(z["config.json"])["training"]["init"] == "report"
     for name, shape in want.items():
         assert z[name].shape == shape and z[name].dtype == np.float32, (name, z[name].shape)
     np.random.seed(0)

@@ -23,7 +23,16 @@ typedef struct npz_member {
 /* params_save with extra raw members after the arrays. */
 int npz_save(const char *path, const net *n, const float *params, const npz_member *extra,
              int n_extra, errbuf *err);
-/* Reads member `name` of the archive at path into a NUL-terminated malloc'd buffer. */
+/* Parameters plus what is needed to use them alone: config.json (the config, overrides applied)
+ * and model.json ({"input": [h, w, c], "classes": k, "base_dir": the absolute folder the config's
+ * relative paths resolve against}), for `trainer eval` and `trainer predict`. */
+int model_save(const char *path, const net *n, const float *params, const config *cfg,
+               errbuf *err);
+/* The model.json text (malloc'd by cJSON; free with cJSON_free). */
+char *model_json(const net *n, const char *base_dir);
+
+/* Reads member `name` of the archive at path into a NUL-terminated malloc'd buffer. Returns 0,
+ * 1 when the archive has no such member, -1 when it cannot be read. */
 int npz_read_member(const char *path, const char *name, char **data, size_t *size, errbuf *err);
 
 /* Writes the file at path atomically from a buffer. */

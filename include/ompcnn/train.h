@@ -68,6 +68,9 @@ void trainer_close(trainer *t);
 void trainer_epoch(trainer *t, int epoch, epoch_stats *st);
 /* Mean loss and accuracy on ds with the current parameters. */
 void trainer_evaluate(trainer *t, const dataset *ds, double *loss, double *acc);
+/* The same, also writing each sample's predicted class to predicted[ds->n] (if not NULL). The
+ * dataset may hold at most as many samples as the trainer's training or test set. */
+void trainer_classify(trainer *t, const dataset *ds, int *predicted, double *loss, double *acc);
 /* The minibatch path: trains one batch of samples given by index, in lanes, and takes one step
  * with the mean gradient (trainer_epoch uses it for batch_size > 1; with batch_size 1 it takes
  * the per-sample path, which a test holds equal to this one for count 1). */

@@ -153,13 +153,13 @@ int dataset_load(dataset *ds, const char *images_path, const char *labels_path, 
     }
     int rc = -1;
     uint32_t n = images.dims[0];
-    if (labels.ndim != 1) {
+    if (n == 0) {
+        errorf(err, "%s: holds no images", images_path);
+    } else if (labels.ndim != 1) {
         errorf(err, "%s: labels need 1 dimension, got %d", labels_path, labels.ndim);
     } else if (labels.dims[0] != n) {
         errorf(err, "%s: %u labels for the %u images of %s", labels_path, labels.dims[0], n,
-             images_path);
-    } else if (n == 0) {
-        errorf(err, "%s: holds no images", images_path);
+               images_path);
     } else if (images.dims[1] == 0 || images.dims[2] == 0 ||
                (images.ndim == 4 && images.dims[3] == 0)) {
         errorf(err, "%s: images of size zero", images_path);

@@ -265,6 +265,12 @@ int main(int argc, char **argv) {
     if (cfg.has_test &&
         dataset_load(&test, cfg.test.images, cfg.test.labels, cfg.test.limit, 256, &err))
         goto fail;
+    if (cfg.has_test && (test.h != train.h || test.w != train.w || test.c != train.c)) {
+        errorf(&err, "%s: the test images are %dx%dx%d, the training images %dx%dx%d (%s)",
+               cfg.test.images, test.h, test.w, test.c, train.h, train.w, train.c,
+               cfg.train.images);
+        goto fail;
+    }
     if (trainer_open(&t, &cfg, &train, cfg.has_test ? &test : NULL, &err)) goto fail;
     if (dataset_check_labels(&train, cfg.train.labels, t.net.n_classes, &err) ||
         (cfg.has_test && dataset_check_labels(&test, cfg.test.labels, t.net.n_classes, &err)))

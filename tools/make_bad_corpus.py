@@ -1,0 +1,167 @@
+#!/usr/bin/python3
+"""Writes the corpus of malformed inputs under tests/bad/ that tests/check_bad_inputs.sh feeds to
+the trainer: configs (tests/bad/config/*.json) and damaged data files (tests/bad/data/*), with
+tests/bad/expect.tsv saying, for each, how it is used and a piece of the one-line message it must
+give. Run it from the repository root after changing the corpus; the files are committed.
+"""
+import gzip
+import os
+import struct
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+BAD = os.path.join(ROOT, "tests", "bad")
+DATA = "../../../data/mnist/"
+
+def good(**over):
+    cfg = {
+        "data": {"train": {"images": DATA + "train-images-idx3-ubyte.gz",
+                           "labels": DATA + "train-labels-idx1-ubyte.gz", "limit": 20},
+                 "test": {"images": DATA + "t10k-images-idx3-ubyte.gz",
+                          "labels": DATA + "t10k-labels-idx1-ubyte.gz", "limit": 10}},
+        "network": [{"type": "conv2d", "filters": 4, "kernel": 3}, {"type": "relu"},
+                    {"type": "maxpool", "size": 2}, {"type": "dense", "units": 10},
+                    {"type": "softmax"}],
+        "training": {"epochs": 1, "batch_size": 4, "learning_rate": 0.05},
+    }
+    return cfg
+
+def dump(cfg):
+    import json
+    return json.dumps(cfg, indent=2) + "\n"
+
+def with_training(key, value):
+    cfg = good()
+    cfg["training"][key] = value
+    return dump(cfg)
+
+def with_layer(i, layer):
+    cfg = good()
+    cfg["network"][i] = layer
+    return dump(cfg)
+
+def with_network(net):
+    cfg = good()
+    cfg["network"] = net
+    return dump(cfg)
+
+SOFT = {"type": "softmax"}
+configs = [
+    # (name, text, expected message piece)
+    ("syntax-trailing-comma", '{\n  "data": {},\n}\n', ":3:1: invalid JSON: trailing comma"),
+    ("syntax-unclosed", '{\n  "data": {\n', "invalid JSON: the text ends early"),
+    ("syntax-unquoted-key", '{data: 1}\n', ":1:2: invalid JSON: expected a key in double quotes"),
+    ("syntax-single-quotes", "{'data': 1}\n", ":1:2: invalid JSON: expected a key in double quotes"),
+    ("syntax-comment", '// a comment\n{}\n', ":1:1: invalid JSON: expected a value"),
+    ("syntax-leading-zero", '{"training": {"epochs": 01}}\n', ":1:26: invalid JSON: expected ',' or '}'"),
+    ("syntax-nan", '{"training": {"learning_rate": NaN}}\n', ":1:32: invalid JSON: expected a value"),
+    ("syntax-empty", "", ":1:1: invalid JSON: the text ends early"),
+    ("syntax-bad-escape", '{"description": "a\\q"}\n', ":1:20: invalid JSON: bad escape"),
+    ("syntax-control-char", '{"description": "a\tb"}\n', ":1:19: invalid JSON: control character"),
+    ("syntax-two-values", '{} {}\n', ":1:4: invalid JSON: unexpected text after the end"),
+    ("top-level-list", '[1, 2]\n', "the top level must be a JSON object"),
+    ("unknown-top-key", dump(dict(good(), netwrok=[])), 'netwrok: unknown key (did you mean "network"?)'),
+    ("unknown-training-key", with_training("learning_rat", 0.1), 'training.learning_rat: unknown key (did you mean "learning_rate"?)'),
+    ("unknown-layer-type", with_layer(3, {"type": "dens", "units": 10}), 'network[3].type: unknown layer type "dens" (did you mean "dense"?)'),
+    ("unknown-layer-type-far", with_layer(1, {"type": "swish"}), 'network[1].type: unknown layer type "swish" (expected one of'),
+    ("unknown-layer-key", with_layer(0, {"type": "conv2d", "filter": 4, "kernel": 3}), 'network[0].filter: unknown key (did you mean "filters"?)'),
+    ("unknown-data-key", dump(dict(good(), data=dict(good()["data"], tran={}))), 'data.tran: unknown key (did you mean "train"?)'),
+    ("type-epochs-string", with_training("epochs", "10"), 'training.epochs: expected a positive integer, got "10"'),
+    ("type-shuffle-string", with_training("shuffle", "yes"), 'training.shuffle: expected true or false, got "yes"'),
+    ("type-network-object", with_network({"type": "dense"}), "network: expected a non-empty list of layers"),
+    ("type-layer-number", with_network([3, SOFT]), "network[0]: expected an object, got 3"),
+    ("type-lr-string", with_training("learning_rate", "fast"), 'training.learning_rate: expected a positive number, got "fast"'),
+    ("type-units-float", with_layer(3, {"type": "dense", "units": 10.5}), "network[3].units: expected a positive integer, got 10.5"),
+    ("zero-units", with_layer(3, {"type": "dense", "units": 0}), "network[3].units: expected a positive integer, got 0"),
+    ("negative-filters", with_layer(0, {"type": "conv2d", "filters": -8, "kernel": 3}), "network[0].filters: expected a positive integer, got -8"),
+    ("absurd-kernel", with_layer(0, {"type": "conv2d", "filters": 4, "kernel": 100000}), "network[0].kernel: expected an integer no larger than 1024, got 100000"),
+    ("absurd-units", with_layer(3, {"type": "dense", "units": 1e9}), "network[3].units: expected an integer no larger than 1048576"),
+    ("negative-padding", with_layer(0, {"type": "conv2d", "filters": 4, "kernel": 3, "padding": -1}), "network[0].padding: expected a non-negative integer, got -1"),
+    ("zero-stride", with_layer(2, {"type": "maxpool", "size": 2, "stride": 0}), "network[2].stride: expected a positive integer, got 0"),
+    ("zero-batch", with_training("batch_size", 0), "training.batch_size: expected a positive integer, got 0"),
+    ("absurd-epochs", with_training("epochs", 1e12), "training.epochs: expected an integer no larger than 1000000"),
+    ("negative-lr", with_training("learning_rate", -0.1), "training.learning_rate: expected a positive number, got -0.1"),
+    ("negative-seed", with_training("seed", -3), "training.seed: expected an integer from 0 to 4294967295, got -3"),
+    ("absurd-threads", with_training("threads", 99999), "training.threads: expected an integer no larger than 1024"),
+    ("bad-init", with_training("init", "glorot"), 'training.init: expected one of "report", "he", "xavier", got "glorot"'),
+    ("bad-ties", with_layer(2, {"type": "maxpool", "ties": "random"}), 'network[2].ties: expected one of "all", "first", got "random"'),
+    ("kernel-too-large", with_layer(0, {"type": "conv2d", "filters": 4, "kernel": 30}), "network[0].kernel: 30 is larger than the 28x28 input"),
+    ("pool-too-large", with_layer(2, {"type": "maxpool", "size": 27}), "network[2].size: 27 is larger than the 26x26 input"),
+    ("channels-mismatch", with_layer(0, {"type": "conv2d", "filters": 4, "kernel": 3, "in_channels": 3}), "network[0].in_channels: the input has 1 channels, not 3"),
+    ("padding-too-large", with_layer(0, {"type": "conv2d", "filters": 4, "kernel": 3, "padding": 3}), "network[0].padding: 3 must be smaller than the kernel (3)"),
+    ("weights-overflow", with_network([{"type": "conv2d", "filters": 65536, "kernel": 1}, {"type": "dense", "units": 1048576}, SOFT]), "network[1].units: 1048576 units on 51380224 inputs is too many weights"),
+    ("no-softmax", with_network([{"type": "dense", "units": 10}]), "network[0]: the network must end with a softmax layer"),
+    ("softmax-in-middle", with_network([SOFT, {"type": "dense", "units": 10}, SOFT]), "network[0]: softmax must be the last layer"),
+    ("one-class", with_network([{"type": "dense", "units": 1}, SOFT]), "network[1]: softmax over 1 value needs at least 2 classes"),
+    # Config mistakes that show as data problems: the message names the data file.
+    ("too-few-classes", with_network([{"type": "dense", "units": 5}, SOFT]), "train-labels-idx1-ubyte.gz: label 5 of sample 0 is out of range for 5 classes"),
+    ("limit-too-large", dump(dict(good(), data=dict(good()["data"], test=dict(good()["data"]["test"], limit=20000)))), "t10k-images-idx3-ubyte.gz: limit 20000 is larger than the 10000 samples in the file"),
+    ("zero-limit", dump(dict(good(), data=dict(good()["data"], test=dict(good()["data"]["test"], limit=0)))), "data.test.limit: expected a positive integer, got 0"),
+    ("missing-labels", dump(dict(good(), data={"train": {"images": DATA + "train-images-idx3-ubyte.gz"}})), "data.train.labels: missing, expected a file path"),
+    ("missing-data-file", dump(dict(good(), data={"train": {"images": "nowhere/images.gz", "labels": "nowhere/labels.gz"}})), "config/nowhere/images.gz: cannot open: No such file or directory"),
+    ("checkpoint-no-path", with_training("checkpoint", {"every_steps": 10}), "training.checkpoint.path: missing, expected a file path"),
+    ("missing-network", dump({"data": good()["data"]}), "network: missing, expected a list of layers"),
+]
+
+def idx(type_code, dims, body):
+    head = bytes([0, 0, type_code, len(dims)]) + b"".join(struct.pack(">I", d) for d in dims)
+    return head + body
+
+images_ok = idx(8, [6, 28, 28], bytes((i * 7919 + 13) % 251 for i in range(6 * 784)))
+labels_ok = idx(8, [6], bytes([1, 2, 3, 4, 5, 6]))
+data_files = [
+    # (name, bytes, used as "images" or "labels", expected message piece)
+    ("wrong-magic", b"\x12\x34" + images_ok[2:], "images", "not an IDX file: magic bytes 12 34, expected 00 00"),
+    ("wrong-type", idx(0x0D, [6, 28, 28], bytes(6 * 784 * 4)), "images", "IDX element type 0x0d is not supported"),
+    ("truncated-header", images_ok[:9], "images", "truncated header: 9 bytes, the 3 dimensions need 16"),
+    ("truncated-body", images_ok[:-100], "images", "truncated: the header's dimensions need 4704 data bytes, the file has 4604"),
+    ("trailing-data", images_ok + b"extra", "images", "trailing data: the header's dimensions need 4704 data bytes, the file has 4709"),
+    ("empty", b"", "images", "not an IDX file: only 0 bytes"),
+    ("seven-dimensions", idx(8, [1] * 7, b"\0"), "images", "IDX file with 7 dimensions (expected 1 to 4)"),
+    ("zero-images", idx(8, [0, 28, 28], b""), "images", "holds no images"),
+    ("zero-size-images", idx(8, [6, 0, 28], b""), "images", "images of size zero"),
+    ("labels-as-images", labels_ok, "images", "images need 3 dimensions (count, rows, columns) or 4 (with channels), got 1"),
+    ("images-as-labels", images_ok, "labels", "labels need 1 dimension, got 3"),
+    ("count-mismatch", idx(8, [5], bytes([1, 2, 3, 4, 5])), "labels", "5 labels for the 6 images"),
+    ("label-out-of-range", idx(8, [6], bytes([1, 2, 3, 12, 5, 6])), "labels", "label 12 of sample 3 is out of range for 10 classes"),
+    ("text-file", b"hello, this is not an IDX file\n", "images", "not an IDX file: magic bytes 68 65"),
+    ("corrupt-gzip-cut.gz", gzip.compress(images_ok, mtime=0)[:60], "images", "corrupt compressed data"),
+    ("corrupt-gzip-crc.gz", (lambda z: z[:-8] + bytes([z[-8] ^ 0xFF]) + z[-7:])(gzip.compress(images_ok, mtime=0)), "images", "corrupt compressed data"),
+    ("small-images", idx(8, [6, 20, 20], bytes(6 * 400)), "test-images", "the test images are 20x20x1, the training images 28x28x1"),
+]
+
+def main():
+    os.makedirs(os.path.join(BAD, "config"), exist_ok=True)
+    os.makedirs(os.path.join(BAD, "data"), exist_ok=True)
+    lines = ["# kind\tfile\texpected piece of the one-line message (made by tools/make_bad_corpus.py)"]
+    for name, text, want in configs:
+        path = os.path.join("config", name + ".json")
+        with open(os.path.join(BAD, path), "w") as f:
+            f.write(text)
+        # Where the message names a data file instead, the runner looks for that name.
+        kind = "config-data" if ".gz: " in want else "config"
+        lines.append("%s\t%s\t%s" % (kind, path, want))
+    with open(os.path.join(BAD, "config", "nul-byte.json"), "wb") as f:
+        f.write(b'{"description": "a\x00b"}\n')
+    lines.append("config\tconfig/nul-byte.json\tcontains a NUL byte (not a JSON text file)")
+    import json
+    base = {"description": "A good config for the damaged data files: each replaces one file.",
+            "data": {"train": {"images": "data/images.idx", "labels": "data/labels.idx"},
+                     "test": {"images": "data/images.idx", "labels": "data/labels.idx"}},
+            "network": good()["network"], "training": {"epochs": 1, "batch_size": 2}}
+    with open(os.path.join(BAD, "base.json"), "w") as f:
+        f.write(json.dumps(base, indent=2) + "\n")
+    with open(os.path.join(BAD, "data", "images.idx"), "wb") as f:
+        f.write(images_ok)
+    with open(os.path.join(BAD, "data", "labels.idx"), "wb") as f:
+        f.write(labels_ok)
+    for name, data, role, want in data_files:
+        path = os.path.join("data", name)
+        with open(os.path.join(BAD, path), "wb") as f:
+            f.write(data)
+        lines.append("%s\t%s\t%s" % (role, path, want))
+    with open(os.path.join(BAD, "expect.tsv"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("%d configs, %d data files" % (len(configs) + 1, len(data_files)))
+
+if __name__ == "__main__":
+    main()

@@ -22,12 +22,16 @@ run_case() {
     shift 4
     dir="$work/$name-$threads-$delay"
     mkdir -p "$dir"
-    "$trainer" "$config" "$@" --threads "$threads" --save "$dir/ref.npz" >/dev/null || {
+    # Both runs have the same config (checkpoint settings included), so that the saved files,
+    # which carry the config, can be compared whole.
+    checkpoint="training.checkpoint={\"path\":\"$dir/ck.npz\",\"every_steps\":23}"
+    "$trainer" "$config" "$@" --threads "$threads" --set "$checkpoint" \
+        --save "$dir/ref.npz" >/dev/null || {
         fail "$name: the uninterrupted run failed"
         return
     }
-    "$trainer" "$config" "$@" --threads "$threads" \
-        --set "training.checkpoint={\"path\":\"$dir/ck.npz\",\"every_steps\":23}" \
+    rm -f "$dir/ck.npz"
+    "$trainer" "$config" "$@" --threads "$threads" --set "$checkpoint" \
         --save "$dir/killed.npz" >/dev/null 2>&1 &
     pid=$!
     sleep "$delay"

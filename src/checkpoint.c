@@ -71,8 +71,15 @@ int checkpoint_read(const char *path, checkpoint_meta *meta, errbuf *err) {
         checkpoint_meta_free(meta);
         return -1;
     }
-    cJSON *state = cJSON_Parse(state_text);
+    int rc = checkpoint_parse_state(state_text, path, meta, err);
     free(state_text);
+    if (rc) checkpoint_meta_free(meta);
+    return rc;
+}
+
+int checkpoint_parse_state(const char *state_text, const char *path, checkpoint_meta *meta,
+                           errbuf *err) {
+    cJSON *state = cJSON_Parse(state_text);
     const cJSON *format = cJSON_GetObjectItemCaseSensitive(state, "format");
     const cJSON *base = cJSON_GetObjectItemCaseSensitive(state, "base_dir");
     double version = 0, epoch = 0, position = 0, loss_sum = 0, correct = 0, seconds = 0, step = 0;
@@ -101,7 +108,6 @@ int checkpoint_read(const char *path, checkpoint_meta *meta, errbuf *err) {
         rc = 0;
     }
     cJSON_Delete(state);
-    if (rc) checkpoint_meta_free(meta);
     return rc;
 }
 

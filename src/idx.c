@@ -79,6 +79,11 @@ int idx_load(idx_array *out, const char *path, errbuf *err) {
     uint8_t *buf = NULL;
     size_t len = 0;
     if (read_all(path, &buf, &len, err)) return -1;
+    return idx_parse(out, buf, len, path, err);
+}
+
+int idx_parse(idx_array *out, uint8_t *buf, size_t len, const char *path, errbuf *err) {
+    memset(out, 0, sizeof *out);
     if (len < 4) {
         free(buf);
         return errorf(err, "%s: not an IDX file: only %zu bytes", path, len);

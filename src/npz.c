@@ -434,11 +434,17 @@ int params_load(const char *path, const net *n, float *params, errbuf *err) {
     unsigned char *buf = NULL;
     size_t len = 0;
     if (read_whole(path, &buf, &len, err)) return -1;
+    int rc = params_load_buffer(buf, len, path, n, params, err);
+    free(buf);
+    return rc;
+}
+
+int params_load_buffer(const unsigned char *buf, size_t len, const char *path, const net *n,
+                       float *params, errbuf *err) {
     member *members;
     int count, rc = 0;
     if (zip_members(path, buf, len, &members, &count, err)) {
         free_members(members, count);
-        free(buf);
         return -1;
     }
     int used = 0;
@@ -499,7 +505,6 @@ int params_load(const char *path, const net *n, float *params, errbuf *err) {
         }
     }
     free_members(members, count);
-    free(buf);
     return rc;
 }
 

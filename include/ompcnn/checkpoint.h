@@ -32,6 +32,9 @@ int checkpoint_save(const char *path, const trainer *t, int epoch, const char *m
                     errbuf *err);
 /* Reads a checkpoint's config and position (not its parameters: params_load does that). */
 int checkpoint_read(const char *path, checkpoint_meta *meta, errbuf *err);
+/* Reads state.json's text into meta's position fields and base_dir; path names the file. */
+int checkpoint_parse_state(const char *state_text, const char *path, checkpoint_meta *meta,
+                           errbuf *err);
 void checkpoint_meta_free(checkpoint_meta *meta);
 
 #endif

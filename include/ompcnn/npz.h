@@ -12,6 +12,9 @@ int params_save(const char *path, const net *n, const float *params, errbuf *err
 /* Loads every tensor of n from path, checking names, shapes and types (float32 or float64).
  * Members that are not .npy arrays (a checkpoint's state) are ignored; a foreign array is not. */
 int params_load(const char *path, const net *n, float *params, errbuf *err);
+/* The same from the file's bytes in memory; path names it in messages. */
+int params_load_buffer(const unsigned char *buf, size_t len, const char *path, const net *n,
+                       float *params, errbuf *err);
 
 /* A raw member stored beside the arrays (a checkpoint's JSON state, its metrics). */
 typedef struct npz_member {

@@ -21,6 +21,19 @@
 #include "ompcnn/pgm.h"
 #include "ompcnn/train.h"
 
+int threads_option(const char *program, const char *value, char *buf, size_t size) {
+    char *end;
+    errno = 0;
+    long v = strtol(value, &end, 10);
+    if (*value == '\0' || *end != '\0' || v < 0 || v > 1024 || errno) {
+        fprintf(stderr, "%s: --threads: expected an integer from 0 to 1024, got %s\n", program,
+                value);
+        return -1;
+    }
+    snprintf(buf, size, "training.threads=%ld", v);
+    return 0;
+}
+
 typedef struct tool_options {
     const char *load, *config, *csv;
     const char **overrides;
@@ -48,15 +61,11 @@ static int parse_tool_args(int argc, char **argv, const char *usage, tool_option
         case 'v': opt->csv = optarg; break;
         case 's': opt->overrides[opt->n_overrides++] = optarg; break;
         case 't': {
-            char *end;
-            errno = 0;
-            long v = strtol(optarg, &end, 10);
-            if (*optarg == '\0' || *end != '\0' || v < 0 || v > 1024 || errno) {
-                fprintf(stderr, "trainer %s: --threads: expected an integer from 0 to 1024, got %s\n",
-                        argv[0], optarg);
+            char program[64];
+            snprintf(program, sizeof program, "trainer %s", argv[0]);
+            if (threads_option(program, optarg, opt->threads_override,
+                               sizeof opt->threads_override))
                 return EXIT_INPUT + 1;
-            }
-            snprintf(opt->threads_override, sizeof opt->threads_override, "training.threads=%ld", v);
             opt->overrides[opt->n_overrides++] = opt->threads_override;
             break;
         }

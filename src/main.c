@@ -74,19 +74,10 @@ static int parse_args(int argc, char **argv, options *opt, char *threads_overrid
     while ((c = getopt_long(argc, argv, "hV", longopts, NULL)) != -1) {
         switch (c) {
         case 's': opt->overrides[opt->n_overrides++] = optarg; break;
-        case 't': {
-            char *end;
-            errno = 0;
-            long v = strtol(optarg, &end, 10);
-            if (*optarg == '\0' || *end != '\0' || v < 0 || v > 1024 || errno) {
-                fprintf(stderr, "trainer: --threads: expected an integer from 0 to 1024, got %s\n",
-                        optarg);
-                return EXIT_INPUT + 1;
-            }
-            snprintf(threads_override, 64, "training.threads=%ld", v);
+        case 't':
+            if (threads_option("trainer", optarg, threads_override, 64)) return EXIT_INPUT + 1;
             opt->overrides[opt->n_overrides++] = threads_override;
             break;
-        }
         case 'l': opt->load = optarg; break;
         case 'o': opt->save = optarg; break;
         case 'i': opt->save_init = optarg; break;

@@ -136,10 +136,16 @@ void gemm(int trans_a, int trans_b, int M, int N, int K, const float *A, int lda
     const int packed_cols = col_panels - direct_cols;
     const int kc = K < GEMM_KC ? K : GEMM_KC;
     pack_buffers *bufs = thread_buffers();
-    if (!bufs) abort(); /* a few bytes; the arenas were already allocated */
-    float *pa = scratch(&bufs->a, &bufs->cap_a, (size_t)GEMM_MR * kc);
-    float *pb = scratch(&bufs->b, &bufs->cap_b, (size_t)(packed_cols ? packed_cols : 1) * GEMM_NR * kc);
-    if (!pa || !pb) abort(); /* at most a few MiB; the arenas were already allocated */
+    float *pa = bufs ? scratch(&bufs->a, &bufs->cap_a, (size_t)GEMM_MR * kc) : NULL;
+    float *pb = bufs ? scratch(&bufs->b, &bufs->cap_b,
+                               (size_t)(packed_cols ? packed_cols : 1) * GEMM_NR * kc)
+                     : NULL;
+    if (!pa || !pb) {
+        /* No memory for the packed panels (a few MiB at most): the plain loop needs none. Its
+         * rounding differs, but it is chosen by the shapes and the allocator, never by threads. */
+        gemm_ref(trans_a, trans_b, M, N, K, A, lda, B, ldb, accumulate, C, ldc);
+        return;
+    }
     const int tiles = row_panels * col_panels;
     const int threads = par_ok(nt, (size_t)M * N * K) ? nt : 1;
     for (int k0 = 0; k0 < K; k0 += GEMM_KC) {

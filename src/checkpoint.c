@@ -40,7 +40,9 @@ int checkpoint_save(const char *path, const trainer *t, int epoch, const char *m
                                {"state.json", state_text, strlen(state_text)},
                                {"metrics.csv", metrics_csv ? metrics_csv : "",
                                 metrics_csv ? strlen(metrics_csv) : 0}};
-        rc = npz_save(path, &t->net, t->params, extra, 4, err);
+        size_t state = (size_t)optimizer_state_count(t->cfg->optimizer.kind) * t->net.n_params;
+        npz_array arrays[1] = {{"optimizer_state", state, t->opt_state}};
+        rc = npz_save(path, &t->net, t->params, arrays, state ? 1 : 0, extra, 4, err);
     }
     cJSON_free(config_text);
     cJSON_free(model_text);

@@ -172,8 +172,8 @@ static int parse_network(config *cfg, const cJSON *network, errbuf *err) {
                         layer_type_list());
         spec->ops = layer_find(type->valuestring);
         if (!spec->ops) {
-            static const char *const types[] = {"conv2d", "maxpool", "dense",  "sigmoid",
-                                                "relu",   "tanh",    "softmax", NULL};
+            static const char *const types[] = {"conv2d", "maxpool", "avgpool", "dense", "dropout",
+                                                "sigmoid", "relu",   "tanh",    "softmax", NULL};
             const char *hint = closest(type->valuestring, types);
             if (hint)
                 return errorf(err, "%s.type: unknown layer type \"%s\" (did you mean \"%s\"?)",
@@ -207,9 +207,14 @@ static int parse_checkpoint(config *cfg, const cJSON *obj, const char *base_dir,
 }
 
 static int parse_training(config *cfg, const cJSON *training, const char *base_dir, errbuf *err) {
-    static const char *const keys[] = {"epochs",     "batch_size", "learning_rate", "shuffle",
-                                       "seed",       "threads",    "lanes",         "init",
-                                       "eval_every", "checkpoint", NULL};
+    static const char *const keys[] = {
+        "epochs",     "batch_size",  "learning_rate", "shuffle",        "seed",
+        "threads",    "lanes",       "init",          "eval_every",     "checkpoint",
+        "optimizer",  "momentum",    "weight_decay",  "adam_beta1",     "adam_beta2",
+        "adam_eps",   "lr_schedule", "lr_step_epochs", "lr_gamma",      "warmup_epochs",
+        "augment_shift", NULL};
+    static const char *const optimizers[] = {"sgd", "momentum", "nesterov", "adam", NULL};
+    static const char *const schedules[] = {"constant", "step", "cosine", NULL};
     static const char *const inits[] = {"report", "he", "xavier", NULL};
     static const cJSON empty = {0};
     const char *path = "training";
@@ -226,6 +231,25 @@ static int parse_training(config *cfg, const cJSON *training, const char *base_d
         json_get_int(training, "eval_every", 1, 0, 1000000, path, &cfg->eval_every, err))
         return -1;
     cfg->init = (init_kind)init;
+    int optimizer, schedule;
+    optimizer_config *o = &cfg->optimizer;
+    schedule_config *sc = &cfg->schedule;
+    if (json_get_choice(training, "optimizer", OPT_SGD, optimizers, path, &optimizer, err) ||
+        json_get_double(training, "momentum", 0.9, 0.0, 1.0, 0, path, &o->momentum, err) ||
+        json_get_double(training, "weight_decay", 0.0, 0.0, 1.0, 0, path, &o->weight_decay, err) ||
+        json_get_double(training, "adam_beta1", 0.9, 0.0, 0.999999, 0, path, &o->beta1, err) ||
+        json_get_double(training, "adam_beta2", 0.999, 0.0, 0.999999999, 0, path, &o->beta2, err) ||
+        json_get_double(training, "adam_eps", 1e-8, 0.0, 1.0, 1, path, &o->eps, err) ||
+        json_get_choice(training, "lr_schedule", SCHEDULE_CONSTANT, schedules, path, &schedule,
+                        err) ||
+        json_get_int(training, "lr_step_epochs", 1, 1, 1000000, path, &sc->step_epochs, err) ||
+        json_get_double(training, "lr_gamma", 0.1, 0.0, 1.0, 1, path, &sc->gamma, err) ||
+        json_get_double(training, "warmup_epochs", 0.0, 0.0, 1e6, 0, path, &sc->warmup_epochs,
+                        err) ||
+        json_get_int(training, "augment_shift", 0, 0, 64, path, &cfg->augment_shift, err))
+        return -1;
+    o->kind = (optimizer_kind)optimizer;
+    sc->kind = (schedule_kind)schedule;
     const cJSON *checkpoint = cJSON_GetObjectItemCaseSensitive(training, "checkpoint");
     if (checkpoint && parse_checkpoint(cfg, checkpoint, base_dir, err)) return -1;
 

@@ -10,8 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const layer_ops *const all_ops[] = {&conv2d_ops, &maxpool_ops, &dense_ops, &sigmoid_ops,
-                                           &relu_ops,   &tanh_ops,    &softmax_ops};
+static const layer_ops *const all_ops[] = {&conv2d_ops,  &maxpool_ops, &avgpool_ops,
+                                           &dense_ops,   &dropout_ops, &sigmoid_ops,
+                                           &relu_ops,    &tanh_ops,    &softmax_ops};
 
 const layer_ops *layer_find(const char *type) {
     for (size_t i = 0; i < sizeof all_ops / sizeof all_ops[0]; i++)
@@ -20,7 +21,7 @@ const layer_ops *layer_find(const char *type) {
 }
 
 const char *layer_type_list(void) {
-    return "conv2d, maxpool, dense, sigmoid, relu, tanh, softmax";
+    return "conv2d, maxpool, avgpool, dense, dropout, sigmoid, relu, tanh, softmax";
 }
 
 /* The JSON value as the user wrote it, for "got ..." in messages. */
@@ -59,6 +60,24 @@ int json_get_int(const cJSON *obj, const char *key, int def, int min, int max, c
     if (!cJSON_IsNumber(item) || v != floor(v) || v < (double)min || v > (double)max)
         return errorf(err, "%s.%s: expected %s, got %s", path, key, want, got);
     *out = (int)v;
+    return 0;
+}
+
+int json_get_double(const cJSON *obj, const char *key, double def, double min, double max,
+                    int min_exclusive, const char *path, double *out, errbuf *err) {
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, key);
+    if (!item) {
+        *out = def;
+        return 0;
+    }
+    double v = cJSON_IsNumber(item) ? item->valuedouble : NAN;
+    if (!(v >= min && v <= max) || (min_exclusive && v == min)) {
+        char got[64];
+        json_repr(item, got, sizeof got);
+        return errorf(err, "%s.%s: expected a number %s %g and at most %g, got %s", path, key,
+                      min_exclusive ? "above" : "from", min, max, got);
+    }
+    *out = v;
     return 0;
 }
 

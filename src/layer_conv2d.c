@@ -25,12 +25,26 @@ typedef struct conv2d_settings {
 static const char *const conv2d_keys[] = {"filters", "kernel",      "stride", "padding",
                                           "in_channels", "bias", NULL};
 
+/* "padding": a number, or "same" for (kernel - 1) / 2 (an odd kernel: the output keeps the
+ * input's size at stride 1, ceil(size / stride) otherwise). */
+static int conv2d_padding(const cJSON *obj, const char *path, conv2d_settings *s, errbuf *err) {
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, "padding");
+    if (!cJSON_IsString(item)) return json_get_int(obj, "padding", 0, 0, 1024, path, &s->padding, err);
+    if (strcmp(item->valuestring, "same") != 0)
+        return errorf(err, "%s.padding: expected a non-negative integer or \"same\", got \"%.40s\"",
+                      path, item->valuestring);
+    if (s->kernel % 2 == 0)
+        return errorf(err, "%s.padding: \"same\" needs an odd kernel, got %d", path, s->kernel);
+    s->padding = (s->kernel - 1) / 2;
+    return 0;
+}
+
 static int conv2d_parse(void *settings, const cJSON *obj, const char *path, errbuf *err) {
     conv2d_settings *s = settings;
     if (json_get_int(obj, "filters", INT_MIN, 1, 65536, path, &s->filters, err) ||
         json_get_int(obj, "kernel", INT_MIN, 1, 1024, path, &s->kernel, err) ||
         json_get_int(obj, "stride", 1, 1, 1024, path, &s->stride, err) ||
-        json_get_int(obj, "padding", 0, 0, 1024, path, &s->padding, err) ||
+        conv2d_padding(obj, path, s, err) ||
         json_get_int(obj, "in_channels", 0, 1, 65536, path, &s->in_channels, err) ||
         json_get_bool(obj, "bias", 1, path, &s->bias, err))
         return -1;

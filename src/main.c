@@ -269,6 +269,9 @@ int main(int argc, char **argv) {
     int first_epoch = 0;
     if (opt.resume) {
         if (params_load(opt.resume, &t.net, t.params, &err)) goto fail;
+        size_t state = (size_t)optimizer_state_count(cfg.optimizer.kind) * t.net.n_params;
+        if (state && npz_load_array(opt.resume, "optimizer_state", t.opt_state, state, &err))
+            goto fail;
         if (meta.epoch > cfg.epochs || meta.position > train.n) {
             errorf(&err, "%s: the checkpoint is at epoch %d, sample %d, past this run's %d epochs "
                    "of %d samples", opt.resume, meta.epoch + 1, meta.position, cfg.epochs, train.n);
@@ -289,6 +292,7 @@ int main(int argc, char **argv) {
     exit_code = EXIT_RUNTIME;
     if (opt.save_init && model_save(opt.save_init, &t.net, t.params, &cfg, &err)) goto fail;
 
+    install_signal_handlers(); /* before the header: from then on a signal means a checkpoint */
     char shape[1024];
     net_describe(&t.net, shape, sizeof shape);
     static const char *const init_names[] = {"report", "he", "xavier"};
@@ -306,7 +310,6 @@ int main(int argc, char **argv) {
     run_state rs = {&t, &cfg, 0, isatty(STDERR_FILENO), 0.0, NULL, 0, {{0}}};
     t.step_hook = after_step;
     t.step_ctx = &rs;
-    install_signal_handlers();
     for (int epoch = first_epoch; epoch < cfg.epochs; epoch++) {
         rs.epoch = epoch;
         rs.start = omp_get_wtime();

@@ -94,13 +94,16 @@ int workspace_alloc(workspace *ws, const net *n, int max_n, errbuf *err) {
     }
     ws->scratch = floats_alloc(scratch);
     ws->saved = calloc((size_t)n->n_layers, sizeof *ws->saved);
+    ws->sample_keys = calloc((size_t)max_n, sizeof *ws->sample_keys);
+    ws->scratch_image = floats_alloc(shape_size(n->input));
     int saved_ok = ws->saved != NULL;
     for (int i = 0; saved_ok && i < n->n_layers; i++) {
         const layer *l = &n->layers[i];
         size_t need = l->ops->saved_size ? l->ops->saved_size(l) : 0;
         if (need) saved_ok = (ws->saved[i] = floats_alloc(need * (size_t)max_n)) != NULL;
     }
-    if (!ws->acts || !ws->offset || !ws->delta[0] || !ws->delta[1] || !ws->scratch || !saved_ok) {
+    if (!ws->acts || !ws->offset || !ws->delta[0] || !ws->delta[1] || !ws->scratch || !saved_ok ||
+        !ws->sample_keys || !ws->scratch_image) {
         workspace_free(ws);
         return errorf(err, "out of memory for the activations of %d samples", max_n);
     }
@@ -122,6 +125,8 @@ void workspace_free(workspace *ws) {
     if (ws->saved)
         for (int i = 0; i < ws->n_layers; i++) aligned_free(ws->saved[i]);
     free(ws->saved);
+    free(ws->sample_keys);
+    aligned_free(ws->scratch_image);
     memset(ws, 0, sizeof *ws);
 }
 
@@ -132,7 +137,7 @@ float *workspace_input(const workspace *ws) {
 void net_forward(const net *n, const float *params, workspace *ws, int count, int nt) {
     for (int i = 0; i < n->n_layers; i++) {
         const layer *l = &n->layers[i];
-        run_ctx run = {count, nt, ws->scratch, ws->saved[i]};
+        run_ctx run = {count, nt, ws->scratch, ws->saved[i], ws->training, ws->sample_keys};
         l->ops->forward(l, params + l->param_off, ws->acts + ws->offset[i],
                         ws->acts + ws->offset[i + 1], &run);
     }
@@ -160,7 +165,7 @@ void net_backward(const net *n, const float *params, workspace *ws, const int *l
     int cur = 0;
     for (int i = n->n_layers - 2; i >= 0; i--) {
         const layer *l = &n->layers[i];
-        run_ctx run = {count, nt, ws->scratch, ws->saved[i]};
+        run_ctx run = {count, nt, ws->scratch, ws->saved[i], ws->training, ws->sample_keys};
         /* The first layer's input gradient is never used. */
         float *din = i > 0 ? ws->delta[1 - cur] : NULL;
         l->ops->backward(l, params + l->param_off, ws->acts + ws->offset[i],

@@ -183,7 +183,7 @@ int model_save(const char *path, const net *n, const float *params, const config
     } else {
         npz_member extra[2] = {{"config.json", config_text, strlen(config_text)},
                                {"model.json", model_text, strlen(model_text)}};
-        rc = npz_save(path, n, params, extra, 2, err);
+        rc = npz_save(path, n, params, NULL, 0, extra, 2, err);
     }
     cJSON_free(config_text);
     cJSON_free(model_text);
@@ -191,13 +191,22 @@ int model_save(const char *path, const net *n, const float *params, const config
 }
 
 int params_save(const char *path, const net *n, const float *params, errbuf *err) {
-    return npz_save(path, n, params, NULL, 0, err);
+    return npz_save(path, n, params, NULL, 0, NULL, 0, err);
 }
 
-int npz_save(const char *path, const net *n, const float *params, const npz_member *extra,
-             int n_extra, errbuf *err) {
+int npz_save(const char *path, const net *n, const float *params, const npz_array *arrays,
+             int n_arrays, const npz_member *extra, int n_extra, errbuf *err) {
     bytes zip = {0}, dir = {0}, npy = {0};
     int entries = 0;
+    for (int a = 0; a < n_arrays; a++) {
+        tensor_desc desc = {arrays[a].name, 1, {(int)arrays[a].size}, arrays[a].size};
+        char name[128];
+        snprintf(name, sizeof name, "%s.npy", arrays[a].name);
+        npy.len = 0;
+        npy_encode(&npy, &desc, arrays[a].values);
+        zip_add(&zip, &dir, name, npy.data, npy.len);
+        entries++;
+    }
     for (int i = 0; i < n->n_layers; i++) {
         const layer *l = &n->layers[i];
         const float *values = params + l->param_off;
@@ -496,8 +505,10 @@ int params_load_buffer(const unsigned char *buf, size_t len, const char *path, c
                     if (strcmp(members[k].name, name) == 0) known = 1;
                 }
             size_t len = strlen(members[k].name);
-            int is_array = len > 4 && strcmp(members[k].name + len - 4, ".npy") == 0;
-            if (!known && is_array) { /* other members (a checkpoint's state) are not arrays */
+            int is_array = len > 4 && strcmp(members[k].name + len - 4, ".npy") == 0 &&
+                           strncmp(members[k].name, "optimizer_", 10) != 0;
+            /* Other members (a checkpoint's state and optimizer state) are not parameters. */
+            if (!known && is_array) {
                 rc = errorf(err, "%s: array %s does not belong to this network", path,
                             members[k].name);
                 break;
@@ -530,6 +541,43 @@ int npz_read_member(const char *path, const char *name, char **data, size_t *siz
                 rc = 0;
                 break;
             }
+    }
+    free_members(members, count);
+    free(buf);
+    return rc;
+}
+
+int npz_load_array(const char *path, const char *name, float *out, size_t n, errbuf *err) {
+    unsigned char *buf = NULL;
+    size_t len = 0;
+    if (read_whole(path, &buf, &len, err)) return -1;
+    member *members;
+    int count, rc = -1;
+    char full[128];
+    snprintf(full, sizeof full, "%s.npy", name);
+    if (zip_members(path, buf, len, &members, &count, err) == 0) {
+        errorf(err, "%s: has no array %s", path, name);
+        for (int k = 0; k < count; k++) {
+            if (strcmp(members[k].name, full) != 0) continue;
+            tensor_desc want = {name, 1, {(int)n}, n};
+            const unsigned char *data;
+            int is_f64;
+            if (npy_decode(&members[k], &want, path, &data, &is_f64, err)) break;
+            for (size_t i = 0; i < n; i++) {
+                if (is_f64) {
+                    uint64_t bits = (uint64_t)get32(data + 8 * i) |
+                                    ((uint64_t)get32(data + 8 * i + 4) << 32);
+                    double v;
+                    memcpy(&v, &bits, 8);
+                    out[i] = (float)v;
+                } else {
+                    uint32_t bits = get32(data + 4 * i);
+                    memcpy(&out[i], &bits, 4);
+                }
+            }
+            rc = 0;
+            break;
+        }
     }
     free_members(members, count);
     free(buf);

@@ -47,8 +47,11 @@ int trainer_open(trainer *t, const config *cfg, const dataset *train, const data
     t->sample_loss = malloc(n_samples * sizeof *t->sample_loss);
     t->sample_hit = malloc(n_samples);
     t->labels = malloc((size_t)t->lanes * t->chunk * sizeof *t->labels);
+    t->steps_per_epoch = (train->n + cfg->batch_size - 1) / cfg->batch_size;
+    size_t state = (size_t)optimizer_state_count(cfg->optimizer.kind) * t->net.n_params;
+    t->opt_state = floats_alloc(state ? state : 1);
     if (!t->params || !t->grads || !t->ws || !t->order || !t->sample_loss || !t->sample_hit ||
-        !t->labels) {
+        !t->labels || !t->opt_state) {
         trainer_close(t);
         return errorf(err, "out of memory (%zu parameters, %d lanes)", t->net.n_params, grad_lanes);
     }
@@ -71,6 +74,7 @@ void trainer_close(trainer *t) {
     free(t->sample_loss);
     free(t->sample_hit);
     free(t->labels);
+    aligned_free(t->opt_state);
     net_free(&t->net);
     memset(t, 0, sizeof *t);
 }
@@ -84,15 +88,43 @@ static int argmax(const float *v, int n) {
 
 /* Forward and backward of `count` consecutive samples of the order on lane `lane`'s workspace,
  * adding their gradient into dparams; their losses and hits go to loss[] and hit[]. */
+/* The key of a sample's random streams (dropout, augmentation) in an epoch. */
+static uint64_t sample_key(uint32_t seed, int epoch, int sample) {
+    return mix64(mix64(((uint64_t)seed << 32) ^ (uint64_t)(uint32_t)epoch) + (uint64_t)sample);
+}
+
+/* Moves the image by (dy, dx) pixels, filling with zeros (augmentation). */
+static void shift_image(float *img, float *tmp, int h, int w, int c, int dy, int dx) {
+    const size_t size = (size_t)h * w * c;
+    memcpy(tmp, img, size * sizeof *img);
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+            int sy = y - dy, sx = x - dx;
+            int inside = sy >= 0 && sy < h && sx >= 0 && sx < w;
+            for (int k = 0; k < c; k++)
+                img[((size_t)y * w + x) * c + k] = inside ? tmp[((size_t)sy * w + sx) * c + k] : 0.0f;
+        }
+}
+
 static void train_chunk(trainer *t, int lane, const int *samples, int count, float *dparams,
                         int nt, float *loss, unsigned char *hit) {
     const dataset *ds = t->train;
     workspace *ws = &t->ws[lane];
     int *labels = t->labels + (size_t)lane * t->chunk;
     const size_t in_size = shape_size(t->net.input);
+    const int shift = t->cfg->augment_shift;
+    ws->training = 1;
     for (int k = 0; k < count; k++) {
+        float *img = workspace_input(ws) + k * in_size;
         labels[k] = ds->labels[samples[k]];
-        dataset_sample(ds, samples[k], workspace_input(ws) + k * in_size);
+        ws->sample_keys[k] = sample_key(t->cfg->seed, t->epoch, samples[k]);
+        dataset_sample(ds, samples[k], img);
+        if (shift > 0) {
+            uint64_t key = mix64(ws->sample_keys[k] ^ 0x5348494654ull);
+            int dy = (int)keyed_below(key, 0, 2 * (uint64_t)shift + 1) - shift;
+            int dx = (int)keyed_below(key, 1, 2 * (uint64_t)shift + 1) - shift;
+            if (dy || dx) shift_image(img, ws->scratch_image, ds->h, ds->w, ds->c, dy, dx);
+        }
     }
     net_forward(&t->net, t->params, ws, count, nt);
     for (int k = 0; k < count; k++) {
@@ -147,10 +179,30 @@ int trainer_bad_layer(const trainer *t) {
 
 /* The report's per-sample SGD: forward, backward, w -= lr * dw, with the threads working inside
  * each layer. */
+/* Plain SGD at a constant rate keeps its own loops: the report's arithmetic, w -= lr * dw. */
+static int plain_sgd(const config *cfg) {
+    return cfg->optimizer.kind == OPT_SGD && cfg->optimizer.weight_decay == 0.0 &&
+           cfg->schedule.kind == SCHEDULE_CONSTANT && cfg->schedule.warmup_epochs == 0.0;
+}
+
+/* The update of one step from n_lanes gradient lanes over `count` samples. */
+static int apply_update(trainer *t, int n_lanes, int count) {
+    const config *cfg = t->cfg;
+    if (plain_sgd(cfg)) {
+        float step = (float)(cfg->learning_rate / count);
+        return n_lanes == 1 ? sgd_update_one(t, step) : sgd_update(t, n_lanes, step);
+    }
+    double lr = schedule_lr(&cfg->schedule, cfg->learning_rate, t->pos.step, t->steps_per_epoch,
+                            cfg->epochs);
+    size_t n = t->net.n_params;
+    return optimizer_step(&cfg->optimizer, t->params, t->opt_state, t->opt_state + n, t->grads,
+                          n_lanes, n, count, lr, t->pos.step + 1, t->threads);
+}
+
 static int step_single(trainer *t, int index, float *loss, unsigned char *hit) {
     memset(t->grads, 0, t->net.n_params * sizeof *t->grads);
     train_chunk(t, 0, &index, 1, t->grads, t->threads, loss, hit);
-    return sgd_update_one(t, (float)t->cfg->learning_rate);
+    return apply_update(t, 1, 1);
 }
 
 void trainer_step(trainer *t, const int *samples, int count, double *loss_sum, int *hits) {
@@ -170,10 +222,7 @@ void trainer_step(trainer *t, const int *samples, int count, double *loss_sum, i
         train_chunk(t, l, samples + k0, k1 - k0, g, inner_threads, &loss[k0], &hit[k0]);
     }
     /* One step with the mean gradient; for count == 1 the step is lr, as in step_single. */
-    if (n_lanes == 1)
-        t->weights_bad = sgd_update_one(t, (float)(t->cfg->learning_rate / count));
-    else
-        t->weights_bad = sgd_update(t, n_lanes, (float)(t->cfg->learning_rate / count));
+    t->weights_bad = apply_update(t, n_lanes, count);
     double sum = 0.0;
     int correct = 0;
     for (int k = 0; k < count; k++) {
@@ -202,6 +251,7 @@ void trainer_epoch(trainer *t, int epoch, epoch_stats *st) {
     const int n = t->train->n, batch = cfg->batch_size;
     double start = omp_get_wtime();
     epoch_order(t->order, n, cfg->shuffle, cfg->seed, epoch);
+    t->epoch = epoch;
     memset(st, 0, sizeof *st);
     for (int b = t->pos.position; b < n; b += batch) {
         int count = min_int(batch, n - b);
@@ -265,6 +315,7 @@ void trainer_classify(trainer *t, const dataset *ds, int *predicted, double *los
 #pragma omp parallel for schedule(static) num_threads(min_int(t->threads, n_lanes))
     for (int l = 0; l < n_lanes; l++) {
         workspace *ws = &t->ws[l];
+        ws->training = 0;
         for (int c = l; c < n_chunks; c += n_lanes) {
             int first = c * chunk, count = min_int(chunk, n - first);
             for (int k = 0; k < count; k++)

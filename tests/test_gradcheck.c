@@ -38,7 +38,8 @@ static void free_layer(test_layer *tl) {
     free(tl->settings);
 }
 
-static const run_ctx one = {1, 1, NULL, NULL};
+static const run_ctx one = {.n = 1, .nt = 1};
+static const uint64_t sample_keys[2] = {11, 12};
 
 static uint64_t rng_state = 88172645463325252ull;
 static double uniform(void) { /* xorshift64, deterministic across runs */
@@ -80,7 +81,9 @@ static void check_layer(const char *json, shape3 in_shape, double eps) {
     float *din = floats_alloc(n_in);
     float *scratch = floats_alloc(l->ops->scratch_size ? l->ops->scratch_size(l, N_SAMPLES) + 1 : 1);
     float *saved = floats_alloc(l->ops->saved_size ? N_SAMPLES * l->ops->saved_size(l) + 1 : 1);
-    run_ctx run = {N_SAMPLES, 1, scratch, saved};
+    /* A training pass with fixed sample keys: dropout's mask is the same in every call. */
+    run_ctx run = {.n = N_SAMPLES, .nt = 1, .scratch = scratch, .saved = saved, .training = 1,
+                   .sample_keys = sample_keys};
     for (size_t i = 0; i < n_in; i++) in[i] = (float)(2.0 * (double)i / n_in - 1.0);
     for (size_t i = n_in - 1; i > 0; i--) { /* shuffle the ramp */
         size_t j = (size_t)(uniform() * (i + 1));
@@ -142,6 +145,47 @@ END_TEST
 START_TEST(test_dense_gradients) {
     check_layer("{\"type\":\"dense\",\"units\":5}", (shape3){3, 4, 2}, 1e-2);
     check_layer("{\"type\":\"dense\",\"units\":37,\"bias\":false}", (shape3){1, 1, 10}, 1e-2);
+}
+END_TEST
+
+START_TEST(test_pool_and_dropout_gradients) {
+    check_layer("{\"type\":\"avgpool\",\"size\":2}", (shape3){6, 5, 3}, 1e-2);
+    check_layer("{\"type\":\"avgpool\",\"size\":3,\"stride\":2}", (shape3){7, 7, 2}, 1e-2);
+    check_layer("{\"type\":\"dropout\",\"rate\":0.4}", (shape3){4, 5, 3}, 1e-2);
+    check_layer("{\"type\":\"conv2d\",\"filters\":3,\"kernel\":5,\"padding\":\"same\"}",
+                (shape3){6, 7, 2}, 1e-2);
+}
+END_TEST
+
+/* Dropout keeps about 1 - rate of the elements, scales them by 1 / (1 - rate), draws the same
+ * mask for the same sample key and another for another key, and passes everything through
+ * outside training. */
+START_TEST(test_dropout_mask) {
+    test_layer tl;
+    make_layer(&tl, "{\"type\":\"dropout\",\"rate\":0.3}", (shape3){20, 20, 25});
+    const size_t n = 10000;
+    float *in = floats_alloc(2 * n), *out = floats_alloc(2 * n), *saved = floats_alloc(2 * n);
+    for (size_t i = 0; i < 2 * n; i++) in[i] = 1.0f;
+    const uint64_t keys[2] = {7, 8};
+    run_ctx run = {.n = 2, .nt = 1, .saved = saved, .training = 1, .sample_keys = keys};
+    tl.l.ops->forward(&tl.l, NULL, in, out, &run);
+    size_t kept = 0, same = 0;
+    for (size_t i = 0; i < n; i++) {
+        ck_assert(out[i] == 0.0f || fabsf(out[i] - 1.0f / 0.7f) < 1e-6f);
+        kept += out[i] != 0.0f;
+        same += (out[i] != 0.0f) == (out[n + i] != 0.0f);
+    }
+    ck_assert_msg(kept > 6800 && kept < 7200, "kept %zu of 10000", kept); /* 7000 +- 4.5 sigma */
+    ck_assert_msg(same < 6300, "two samples' masks agree on %zu of 10000", same); /* ~5800 */
+    float again[10000];
+    run.n = 1;
+    tl.l.ops->forward(&tl.l, NULL, in, again, &run);
+    ck_assert_int_eq(memcmp(again, out, sizeof again), 0);
+    run.training = 0;
+    tl.l.ops->forward(&tl.l, NULL, in, again, &run);
+    for (size_t i = 0; i < n; i++) ck_assert_float_eq(again[i], 1.0f);
+    aligned_free(in), aligned_free(out), aligned_free(saved);
+    free_layer(&tl);
 }
 END_TEST
 
@@ -260,6 +304,8 @@ static Suite *gradcheck_suite(void) {
     tcase_add_test(tc, test_maxpool_gradients);
     tcase_add_test(tc, test_dense_gradients);
     tcase_add_test(tc, test_activation_gradients);
+    tcase_add_test(tc, test_pool_and_dropout_gradients);
+    tcase_add_test(tc, test_dropout_mask);
     tcase_add_test(tc, test_network_gradients);
     tcase_add_test(tc, test_maxpool_tie_rules);
     tcase_add_test(tc, test_maxpool_report_index_bug);

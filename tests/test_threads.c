@@ -124,6 +124,31 @@ START_TEST(test_lenet_batch7_partial) {
 }
 END_TEST
 
+/* With momentum, weight decay, a cosine schedule with warm-up and shuffling all on, the weights
+ * still do not depend on the thread count; adam likewise. */
+START_TEST(test_lenet_optimizers) {
+    config cfg;
+    errbuf err;
+    ck_assert_msg(config_parse_text(&cfg, lenet_like, "lenet", ".", NULL, 0, &err) == 0, "%s",
+                  err.msg);
+    cfg.batch_size = 16;
+    cfg.learning_rate = 0.05;
+    cfg.optimizer = (optimizer_config){OPT_NESTEROV, 0.9, 1e-4, 0.9, 0.999, 1e-8};
+    cfg.schedule = (schedule_config){SCHEDULE_COSINE, 1, 0.1, 0.5};
+    cfg.epochs = 2;
+    check_thread_counts(&cfg, 2, 0.25, "lenet, nesterov");
+    config_free(&cfg);
+    ck_assert_msg(config_parse_text(&cfg, lenet_like, "lenet", ".", NULL, 0, &err) == 0, "%s",
+                  err.msg);
+    cfg.batch_size = 16;
+    cfg.learning_rate = 0.002;
+    cfg.optimizer = (optimizer_config){OPT_ADAM, 0.9, 0, 0.9, 0.999, 1e-8};
+    cfg.epochs = 2;
+    check_thread_counts(&cfg, 2, 0.25, "lenet, adam");
+    config_free(&cfg);
+}
+END_TEST
+
 /* A batch of one through the minibatch path (lanes, mean gradient) must be exactly the
  * per-sample path that batch_size 1 takes. */
 START_TEST(test_batch1_paths_agree) {
@@ -214,6 +239,7 @@ static Suite *threads_suite(void) {
     tcase_add_test(tc, test_lenet_batch32);
     tcase_add_test(tc, test_lenet_batch7_partial);
     tcase_add_test(tc, test_batch1_paths_agree);
+    tcase_add_test(tc, test_lenet_optimizers);
     tcase_add_test(tc, test_shuffle_is_keyed);
     tcase_add_test(tc, test_bad_layer_is_named);
     suite_add_tcase(s, tc);

@@ -10,6 +10,7 @@
 
 #include "ompcnn/common.h"
 #include "ompcnn/layer.h"
+#include "ompcnn/optimizer.h"
 
 typedef struct layer_spec {
     const layer_ops *ops;
@@ -39,6 +40,9 @@ typedef struct config {
     int lanes;      /* gradient accumulation lanes for minibatches */
     init_kind init;
     int eval_every; /* evaluate the test set every N epochs (and after the last); 0: never */
+    int augment_shift; /* random translation by up to this many pixels (0: off) */
+    optimizer_config optimizer;
+    schedule_config schedule;
     char *checkpoint_path;       /* NULL: no checkpoints */
     int checkpoint_every_epochs; /* 0: not at epoch ends */
     int checkpoint_every_steps;  /* 0: not by steps */

@@ -41,6 +41,10 @@ typedef struct run_ctx {
     int nt;
     float *scratch;
     float *saved;
+    /* For layers that draw random numbers (dropout): whether this is a training pass, and the
+     * key of each sample's stream, so draws depend on (seed, epoch, sample) and nothing else. */
+    int training;
+    const uint64_t *sample_keys;
 } run_ctx;
 
 typedef struct layer_ops {
@@ -78,8 +82,8 @@ struct layer {
 };
 
 /* The layer kinds, one per source file. */
-extern const layer_ops conv2d_ops, maxpool_ops, dense_ops, sigmoid_ops, relu_ops, tanh_ops,
-    softmax_ops;
+extern const layer_ops conv2d_ops, maxpool_ops, avgpool_ops, dense_ops, dropout_ops, sigmoid_ops,
+    relu_ops, tanh_ops, softmax_ops;
 
 /* The ops for a config "type" name, or NULL. */
 const layer_ops *layer_find(const char *type);
@@ -91,6 +95,9 @@ int json_get_int(const cJSON *obj, const char *key, int def, int min, int max, c
                  int *out, errbuf *err);
 int json_get_bool(const cJSON *obj, const char *key, int def, const char *path, int *out,
                   errbuf *err);
+/* A number in [min, max] (or (min, max] with min_exclusive). */
+int json_get_double(const cJSON *obj, const char *key, double def, double min, double max,
+                    int min_exclusive, const char *path, double *out, errbuf *err);
 /* A string key that must be one of the NULL-terminated choices; *out is the index. */
 int json_get_choice(const cJSON *obj, const char *key, int def, const char *const *choices,
                     const char *path, int *out, errbuf *err);

@@ -39,6 +39,9 @@ typedef struct workspace {
     float *delta[2];
     float *scratch;
     float **saved; /* per layer: what its forward keeps for its backward (or NULL) */
+    int training;          /* set by the trainer: a training pass (dropout active) */
+    uint64_t *sample_keys; /* max_n stream keys, one per sample of the chunk */
+    float *scratch_image;  /* one input sample, for augmentation */
 } workspace;
 
 int workspace_alloc(workspace *ws, const net *n, int max_n, errbuf *err);

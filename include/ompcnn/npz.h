@@ -10,7 +10,8 @@
 
 int params_save(const char *path, const net *n, const float *params, errbuf *err);
 /* Loads every tensor of n from path, checking names, shapes and types (float32 or float64).
- * Members that are not .npy arrays (a checkpoint's state) are ignored; a foreign array is not. */
+ * Members that are not .npy arrays (a checkpoint's state) and optimizer_* arrays are ignored;
+ * a foreign array is not. */
 int params_load(const char *path, const net *n, float *params, errbuf *err);
 /* The same from the file's bytes in memory; path names it in messages. */
 int params_load_buffer(const unsigned char *buf, size_t len, const char *path, const net *n,
@@ -23,9 +24,18 @@ typedef struct npz_member {
     size_t size;
 } npz_member;
 
-/* params_save with extra raw members after the arrays. */
-int npz_save(const char *path, const net *n, const float *params, const npz_member *extra,
-             int n_extra, errbuf *err);
+/* A one-dimensional float array stored beside the parameters (optimizer state). */
+typedef struct npz_array {
+    const char *name; /* without ".npy" */
+    size_t size;
+    const float *values;
+} npz_array;
+
+/* params_save with extra arrays first and extra raw members after the parameters. */
+int npz_save(const char *path, const net *n, const float *params, const npz_array *arrays,
+             int n_arrays, const npz_member *extra, int n_extra, errbuf *err);
+/* Reads the one-dimensional array `name` (n floats) of the archive at path. */
+int npz_load_array(const char *path, const char *name, float *out, size_t n, errbuf *err);
 /* Parameters plus what is needed to use them alone: config.json (the config, overrides applied)
  * and model.json ({"input": [h, w, c], "classes": k, "base_dir": the absolute folder the config's
  * relative paths resolve against}), for `trainer eval` and `trainer predict`. */

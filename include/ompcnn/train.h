@@ -30,6 +30,9 @@ typedef struct trainer {
     unsigned char *sample_hit; /* per-sample correctness of the current pass */
     int *labels;               /* lanes * chunk labels of the samples in flight */
     int weights_bad;           /* the last step left a parameter NaN or infinite */
+    float *opt_state;          /* the optimizer's state: 0, 1 or 2 floats per parameter */
+    int epoch;                 /* the epoch being trained (keys the random streams) */
+    long steps_per_epoch;
     /* Called after every step with the epoch's samples done so far (may be NULL); a nonzero
      * return stops the epoch there (st->stopped), resumable from `pos`. */
     int (*step_hook)(void *ctx, int done, int total);

@@ -137,7 +137,7 @@ static int parse_split(split_config *split, const cJSON *obj, const char *path,
 }
 
 static int parse_data(config *cfg, const cJSON *data, const char *base_dir, errbuf *err) {
-    static const char *const keys[] = {"train", "test", NULL};
+    static const char *const keys[] = {"train", "test", "validation", NULL};
     if (!data) return errorf(err, "data: missing, expected an object with \"train\" and \"test\"");
     if (expect_object(data, "data", err) || check_keys(data, keys, 0, "data", err)) return -1;
     const cJSON *train = cJSON_GetObjectItemCaseSensitive(data, "train");
@@ -146,6 +146,21 @@ static int parse_data(config *cfg, const cJSON *data, const char *base_dir, errb
     const cJSON *test = cJSON_GetObjectItemCaseSensitive(data, "test");
     cfg->has_test = test != NULL;
     if (test && parse_split(&cfg->test, test, "data.test", base_dir, err)) return -1;
+    const cJSON *validation = cJSON_GetObjectItemCaseSensitive(data, "validation");
+    if (validation) {
+        static const char *const vkeys[] = {"last", "fraction", NULL};
+        const char *path = "data.validation";
+        int last;
+        if (expect_object(validation, path, err) || check_keys(validation, vkeys, 0, path, err) ||
+            json_get_int(validation, "last", 0, 1, INT_MAX, path, &last, err) ||
+            json_get_double(validation, "fraction", 0.0, 0.0, 0.9, 1, path,
+                            &cfg->validation_fraction, err))
+            return -1;
+        cfg->validation_last = last;
+        if ((last > 0) == (cfg->validation_fraction > 0.0))
+            return errorf(err, "%s: expected exactly one of \"last\" (a count) or \"fraction\"",
+                          path);
+    }
     return 0;
 }
 

@@ -36,6 +36,8 @@ static const char usage_text[] =
     "  --load FILE.npz    start from saved parameters instead of the config's init\n"
     "  --save FILE.npz    write the trained parameters (numpy .npz) at the end\n"
     "  --save-init FILE.npz  write the initial parameters before training\n"
+    "  --save-best FILE.npz  keep the parameters of the epoch with the best validation\n"
+    "                     accuracy (needs data.validation)\n"
     "  --metrics FILE.csv write the per-epoch figures as CSV (rewritten after each epoch)\n"
     "  --checkpoint FILE.npz  write the full run state there after every epoch (or as\n"
     "                     training.checkpoint says) and on SIGINT/SIGTERM\n"
@@ -50,7 +52,7 @@ static const char usage_text[] =
 
 typedef struct options {
     const char *config_path;
-    const char *load, *save, *save_init, *metrics, *resume, *checkpoint;
+    const char *load, *save, *save_init, *metrics, *resume, *checkpoint, *save_best;
     const char **overrides;
     int n_overrides;
 } options;
@@ -62,6 +64,7 @@ static int parse_args(int argc, char **argv, options *opt, char *threads_overrid
         {"load", required_argument, NULL, 'l'},      {"save", required_argument, NULL, 'o'},
         {"save-init", required_argument, NULL, 'i'}, {"metrics", required_argument, NULL, 'm'},
         {"resume", required_argument, NULL, 'r'},    {"checkpoint", required_argument, NULL, 'c'},
+        {"save-best", required_argument, NULL, 'b'},
         {"help", no_argument, NULL, 'h'},            {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0}};
     opt->overrides = calloc((size_t)argc + 1, sizeof *opt->overrides);
@@ -84,6 +87,7 @@ static int parse_args(int argc, char **argv, options *opt, char *threads_overrid
         case 'm': opt->metrics = optarg; break;
         case 'r': opt->resume = optarg; break;
         case 'c': opt->checkpoint = optarg; break;
+        case 'b': opt->save_best = optarg; break;
         case 'h': fputs(usage_text, stdout); return EXIT_OK + 1;
         case 'V': printf("trainer (ompcnn) %s\n", OMPCNN_VERSION); return EXIT_OK + 1;
         default:
@@ -224,6 +228,9 @@ int main(int argc, char **argv) {
     int exit_code = EXIT_INPUT;
     static const char csv_header[] =
         "epoch,train_loss,train_acc,test_loss,test_acc,seconds,images_per_s\n";
+    static const char csv_header_val[] =
+        "epoch,train_loss,train_acc,test_loss,test_acc,seconds,images_per_s,val_loss,val_acc\n";
+    double best_val_acc = -1.0;
 
     if (opt.resume) {
         /* The run's own config, as it was made, with this command's overrides on top. */
@@ -247,6 +254,7 @@ int main(int argc, char **argv) {
     if (check_output_dir("--save", opt.save, &err) ||
         check_output_dir("--save-init", opt.save_init, &err) ||
         check_output_dir("--metrics", opt.metrics, &err) ||
+        check_output_dir("--save-best", opt.save_best, &err) ||
         check_output_dir("checkpoint", cfg.checkpoint_path, &err))
         goto fail;
     /* Labels are checked against the softmax size once the net is built (it needs the data's
@@ -256,6 +264,23 @@ int main(int argc, char **argv) {
     if (cfg.has_test &&
         dataset_load(&test, cfg.test.images, cfg.test.labels, cfg.test.limit, 256, &err))
         goto fail;
+    dataset validation = {0};
+    if (cfg.validation_last || cfg.validation_fraction > 0.0) {
+        /* The last samples of the training set, held out: a view into the same memory. */
+        long held = cfg.validation_last ? cfg.validation_last
+                                        : (long)(cfg.validation_fraction * train.n);
+        if (held < 1 || held >= train.n) {
+            errorf(&err, "%s: data.validation: holding out %ld of the %d training samples leaves "
+                   "%s", cfg.file, held, train.n, held < 1 ? "no validation set" : "none to train on");
+            goto fail;
+        }
+        validation = train;
+        validation.n = (int)held;
+        size_t image = (size_t)train.h * train.w * train.c;
+        validation.pixels = train.pixels + (size_t)(train.n - held) * image;
+        validation.labels = train.labels + (train.n - held);
+        train.n -= (int)held;
+    }
     if (cfg.has_test && (test.h != train.h || test.w != train.w || test.c != train.c)) {
         errorf(&err, "%s: the test images are %dx%dx%d, the training images %dx%dx%d (%s)",
                cfg.test.images, test.h, test.w, test.c, train.h, train.w, train.c,
@@ -263,6 +288,15 @@ int main(int argc, char **argv) {
         goto fail;
     }
     if (trainer_open(&t, &cfg, &train, cfg.has_test ? &test : NULL, &err)) goto fail;
+    if (validation.n &&
+        (dataset_check_labels(&validation, cfg.train.labels, t.net.n_classes, &err) ||
+         trainer_set_validation(&t, &validation, &err)))
+        goto fail;
+    if (opt.save_best && !validation.n) {
+        errorf(&err, "--save-best keeps the epoch with the best validation accuracy; the config "
+               "has no data.validation");
+        goto fail;
+    }
     if (dataset_check_labels(&train, cfg.train.labels, t.net.n_classes, &err) ||
         (cfg.has_test && dataset_check_labels(&test, cfg.test.labels, t.net.n_classes, &err)))
         goto fail;
@@ -283,11 +317,13 @@ int main(int argc, char **argv) {
         t.pos.correct = meta.correct;
         t.pos.seconds = meta.seconds;
         t.pos.step = meta.step;
-        if (append(&csv, &csv_len, &csv_cap, meta.metrics_csv[0] ? meta.metrics_csv : csv_header))
+        if (append(&csv, &csv_len, &csv_cap,
+                   meta.metrics_csv[0] ? meta.metrics_csv : validation.n ? csv_header_val : csv_header))
             goto out_of_memory;
     } else {
         if (opt.load && params_load(opt.load, &t.net, t.params, &err)) goto fail;
-        if (append(&csv, &csv_len, &csv_cap, csv_header)) goto out_of_memory;
+        if (append(&csv, &csv_len, &csv_cap, validation.n ? csv_header_val : csv_header))
+            goto out_of_memory;
     }
     exit_code = EXIT_RUNTIME;
     if (opt.save_init && model_save(opt.save_init, &t.net, t.params, &cfg, &err)) goto fail;
@@ -338,17 +374,25 @@ int main(int argc, char **argv) {
         char tl[32], ta[32], line[256];
         fmt_metric(tl, sizeof tl, "%.6f", st.test_loss, "-");
         fmt_metric(ta, sizeof ta, "%.4f", st.test_acc, "-");
-        printf("epoch %*d/%d  train_loss %.6f  train_acc %.4f  test_loss %s  test_acc %s  "
+        char val[96] = "";
+        if (t.validation)
+            snprintf(val, sizeof val, "  val_loss %.6f  val_acc %.4f", st.val_loss, st.val_acc);
+        printf("epoch %*d/%d  train_loss %.6f  train_acc %.4f  test_loss %s  test_acc %s%s  "
                "%.2f s  %.0f img/s\n",
                (int)strlen("1000000") - 5, epoch + 1, cfg.epochs, st.train_loss, st.train_acc, tl,
-               ta, st.seconds, ips);
+               ta, val, st.seconds, ips);
         fflush(stdout);
         fmt_metric(tl, sizeof tl, "%.9g", st.test_loss, "");
         fmt_metric(ta, sizeof ta, "%.6g", st.test_acc, "");
-        snprintf(line, sizeof line, "%d,%.9g,%.6g,%s,%s,%.4f,%.1f\n", epoch + 1, st.train_loss,
-                 st.train_acc, tl, ta, st.seconds, ips);
+        if (t.validation) snprintf(val, sizeof val, ",%.9g,%.6g", st.val_loss, st.val_acc);
+        snprintf(line, sizeof line, "%d,%.9g,%.6g,%s,%s,%.4f,%.1f%s\n", epoch + 1, st.train_loss,
+                 st.train_acc, tl, ta, st.seconds, ips, val);
         if (append(&csv, &csv_len, &csv_cap, line)) goto out_of_memory;
         if (opt.metrics && write_file_atomic(opt.metrics, csv, csv_len, &err)) goto fail;
+        if (opt.save_best && st.val_acc > best_val_acc) {
+            best_val_acc = st.val_acc;
+            if (model_save(opt.save_best, &t.net, t.params, &cfg, &err)) goto fail;
+        }
         int every = cfg.checkpoint_every_epochs;
         if (cfg.checkpoint_path && ((every > 0 && (epoch + 1) % every == 0) || stop_signal) &&
             checkpoint_save(cfg.checkpoint_path, &t, epoch + 1, csv, &err))

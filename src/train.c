@@ -64,6 +64,23 @@ int trainer_open(trainer *t, const config *cfg, const dataset *train, const data
     return 0;
 }
 
+int trainer_set_validation(trainer *t, const dataset *validation, errbuf *err) {
+    if (validation->h != t->train->h || validation->w != t->train->w || validation->c != t->train->c)
+        return errorf(err, "the validation images differ in shape from the training images");
+    size_t have = (size_t)t->train->n;
+    if (t->test && (size_t)t->test->n > have) have = (size_t)t->test->n;
+    if ((size_t)validation->n > have) {
+        float *loss = realloc(t->sample_loss, (size_t)validation->n * sizeof *loss);
+        if (!loss) return errorf(err, "out of memory");
+        t->sample_loss = loss;
+        unsigned char *hit = realloc(t->sample_hit, (size_t)validation->n);
+        if (!hit) return errorf(err, "out of memory");
+        t->sample_hit = hit;
+    }
+    t->validation = validation;
+    return 0;
+}
+
 void trainer_close(trainer *t) {
     if (t->ws)
         for (int l = 0; l < t->lanes; l++) workspace_free(&t->ws[l]);
@@ -283,7 +300,7 @@ void trainer_epoch(trainer *t, int epoch, epoch_stats *st) {
     st->train_seconds = t->pos.seconds;
     st->train_loss = t->pos.loss_sum / n;
     st->train_acc = (double)t->pos.correct / n;
-    st->test_loss = st->test_acc = NAN;
+    st->test_loss = st->test_acc = st->val_loss = st->val_acc = NAN;
     if (st->stopped || st->diverged) {
         st->seconds = st->train_seconds;
         return;
@@ -292,6 +309,7 @@ void trainer_epoch(trainer *t, int epoch, epoch_stats *st) {
     double eval_start = omp_get_wtime();
     if (t->test && cfg->eval_every > 0 && ((epoch + 1) % cfg->eval_every == 0 || last))
         trainer_evaluate(t, t->test, &st->test_loss, &st->test_acc);
+    if (t->validation) trainer_evaluate(t, t->validation, &st->val_loss, &st->val_acc);
     st->seconds = st->train_seconds + (omp_get_wtime() - eval_start);
     /* The next epoch starts from its beginning. */
     t->pos.position = 0;

@@ -154,6 +154,30 @@ START_TEST(test_training_run_outputs) {
 }
 END_TEST
 
+START_TEST(test_validation_and_save_best) {
+    char args[2048], best[512], csv[512];
+    snprintf(best, sizeof best, "%s/best.npz", dir);
+    snprintf(csv, sizeof csv, "%s/m.csv", dir);
+    ck_assert_int_eq(trainer(REPORT SMALL " --save-best /tmp/x.npz"), 2);
+    ck_assert_msg(strstr(out, "--save-best keeps the epoch with the best validation accuracy"),
+                  "%s", out);
+    snprintf(args, sizeof args,
+             REPORT SMALL " --set 'data.validation={\"last\":5}' --save-best '%s' --metrics '%s'",
+             best, csv);
+    ck_assert_int_eq(trainer(args), 0);
+    ck_assert_msg(strstr(out, "val_acc ") != NULL, "%s", out);
+    ck_assert_int_eq(access(best, F_OK), 0);
+    FILE *f = fopen(csv, "r");
+    char line[256];
+    ck_assert_ptr_nonnull(fgets(line, sizeof line, f));
+    fclose(f);
+    ck_assert_str_eq(line, "epoch,train_loss,train_acc,test_loss,test_acc,seconds,images_per_s,"
+                           "val_loss,val_acc\n");
+    ck_assert_int_eq(trainer(REPORT SMALL " --set 'data.validation={\"last\":20}'"), 2);
+    ck_assert_msg(strstr(out, "leaves none to train on"), "%s", out);
+}
+END_TEST
+
 START_TEST(test_eval_every_zero_prints_no_test_figures) {
     ck_assert_int_eq(trainer(REPORT SMALL " --set training.eval_every=0"), 0);
     ck_assert_msg(strstr(out, "test_loss -  test_acc -") != NULL, "%s", out);
@@ -284,6 +308,7 @@ static Suite *cli_suite(void) {
     tcase_add_test(tc, test_training_run_outputs);
     tcase_add_test(tc, test_eval_every_zero_prints_no_test_figures);
     tcase_add_test(tc, test_divergence_exits_3);
+    tcase_add_test(tc, test_validation_and_save_best);
     tcase_add_test(tc, test_eval_and_predict);
     suite_add_tcase(s, tc);
     return s;

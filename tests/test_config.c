@@ -177,6 +177,39 @@ START_TEST(test_layers_that_do_not_fit) {
 }
 END_TEST
 
+START_TEST(test_training_options) {
+    const char *const set[] = {"training.optimizer=adam", "training.lr_schedule=cosine",
+                               "training.warmup_epochs=0.5", "training.weight_decay=0.0005",
+                               "data.validation={\"fraction\":0.1}", "training.augment_shift=2"};
+    config cfg;
+    errbuf err;
+    ck_assert_msg(config_parse_text(&cfg, make_text(good_net, "{}"), "my.json", ".", set, 6,
+                                    &err) == 0,
+                  "%s", err.msg);
+    ck_assert_int_eq(cfg.optimizer.kind, OPT_ADAM);
+    ck_assert_int_eq(cfg.schedule.kind, SCHEDULE_COSINE);
+    ck_assert_double_eq(cfg.schedule.warmup_epochs, 0.5);
+    ck_assert_double_eq(cfg.optimizer.weight_decay, 0.0005);
+    ck_assert_double_eq(cfg.validation_fraction, 0.1);
+    ck_assert_int_eq(cfg.augment_shift, 2);
+    config_free(&cfg);
+    expect_error(make_text(good_net, "{\"optimizer\": \"adagrad\"}"), NULL, 0,
+                 "training.optimizer: expected one of \"sgd\", \"momentum\", \"nesterov\", \"adam\"");
+    expect_error(make_text(good_net, "{\"momentum\": 1.5}"), NULL, 0,
+                 "training.momentum: expected a number from 0 and at most 1, got 1.5");
+    expect_error(make_text(good_net, "{\"lr_gamma\": 0}"), NULL, 0,
+                 "training.lr_gamma: expected a number above 0 and at most 1, got 0");
+    const char *const both[] = {"data.validation={\"last\":5,\"fraction\":0.1}"};
+    expect_error(make_text(good_net, "{}"), both, 1, "data.validation: expected exactly one of");
+    expect_error(make_text("[{\"type\":\"dropout\"},{\"type\":\"softmax\"}]", "{}"), NULL, 0,
+                 "network[0].rate: missing");
+    expect_error(make_text("[{\"type\":\"conv2d\",\"filters\":2,\"kernel\":4,\"padding\":\"same\"},"
+                           "{\"type\":\"softmax\"}]",
+                           "{}"),
+                 NULL, 0, "network[0].padding: \"same\" needs an odd kernel, got 4");
+}
+END_TEST
+
 START_TEST(test_overrides) {
     const char *const set[] = {"training.epochs=7", "network[0].units=12",
                                "training.init=xavier", "training.shuffle=true",
@@ -220,6 +253,7 @@ static Suite *config_suite(void) {
     tcase_add_test(tc, test_syntax_error_names_line_and_column);
     tcase_add_test(tc, test_layers_that_do_not_fit);
     tcase_add_test(tc, test_overrides);
+    tcase_add_test(tc, test_training_options);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -124,12 +124,14 @@ START_TEST(test_lenet_batch7_partial) {
 }
 END_TEST
 
-/* With momentum, weight decay, a cosine schedule with warm-up and shuffling all on, the weights
- * still do not depend on the thread count; adam likewise. */
+/* With momentum, weight decay, a cosine schedule with warm-up, dropout, shift augmentation and
+ * shuffling all on, the weights still do not depend on the thread count; adam likewise. */
 START_TEST(test_lenet_optimizers) {
     config cfg;
     errbuf err;
-    ck_assert_msg(config_parse_text(&cfg, lenet_like, "lenet", ".", NULL, 0, &err) == 0, "%s",
+    const char *const dropout[] = {"network[7]={\"type\":\"dropout\",\"rate\":0.3}",
+                                   "training.augment_shift=2"};
+    ck_assert_msg(config_parse_text(&cfg, lenet_like, "lenet", ".", dropout, 2, &err) == 0, "%s",
                   err.msg);
     cfg.batch_size = 16;
     cfg.learning_rate = 0.05;

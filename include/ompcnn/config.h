@@ -29,6 +29,8 @@ typedef struct config {
     cJSON *json;  /* the document after overrides */
     split_config train, test;
     int has_test;
+    long validation_last;       /* hold out the last N training samples for validation (0: none) */
+    double validation_fraction; /* or this fraction of them */
     int n_layers;
     layer_spec *layers;
     int epochs;

@@ -18,6 +18,7 @@
 typedef struct trainer {
     const config *cfg;
     const dataset *train, *test;
+    const dataset *validation; /* may be NULL; evaluated after every epoch */
     net net;
     int threads; /* threads actually used */
     int lanes;   /* workspaces (one per lane) */
@@ -52,6 +53,7 @@ typedef struct trainer {
 typedef struct epoch_stats {
     double train_loss, train_acc;
     double test_loss, test_acc; /* NaN when the test set was not evaluated */
+    double val_loss, val_acc;   /* NaN without a validation set */
     double train_seconds; /* the training pass alone */
     double seconds;       /* the whole epoch, evaluation included */
     /* Set when a loss or a weight stopped being finite; the epoch stopped at that step. */
@@ -66,6 +68,8 @@ typedef struct epoch_stats {
 int trainer_open(trainer *t, const config *cfg, const dataset *train, const dataset *test,
                  errbuf *err);
 void trainer_close(trainer *t);
+/* Evaluates `validation` after every epoch from now on (st->val_loss, st->val_acc). */
+int trainer_set_validation(trainer *t, const dataset *validation, errbuf *err);
 /* Trains epoch `epoch` (0-based) and evaluates the test set when the config asks for it. Stops
  * early, with st->diverged set, at the first step whose loss or updated weights are not finite. */
 void trainer_epoch(trainer *t, int epoch, epoch_stats *st);

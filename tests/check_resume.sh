@@ -58,17 +58,17 @@ run_case() {
 }
 
 report="$src/config/report.json"
-mnist="$src/config/mnist.json"
+lenet="$src/config/bench/lenet-b32.json"
 for threads in 1 2; do
     for delay in 0 0.3; do
         run_case report-b1 "$report" "$threads" "$delay" --set training.epochs=8 \
             --set data.test.limit=100
-        run_case mnist-b16 "$mnist" "$threads" "$delay" --set data.train.limit=8000 \
-            --set data.test.limit=500 --set training.epochs=3
+        run_case lenet-b32 "$lenet" "$threads" "$delay" --set data.train.limit=8000 \
+            --set training.epochs=3
     done
     # Optimizer state (adam's two moments) and a schedule travel in the checkpoint too.
-    run_case mnist-adam "$mnist" "$threads" 0.1 --set data.train.limit=8000 \
-        --set data.test.limit=500 --set training.epochs=3 --set training.optimizer=adam \
+    run_case lenet-adam "$lenet" "$threads" 0.1 --set data.train.limit=8000 \
+        --set training.epochs=3 --set training.optimizer=adam \
         --set training.learning_rate=0.002 --set training.lr_schedule=cosine
 done
 
@@ -76,7 +76,7 @@ done
 for sig in INT TERM; do
     dir="$work/signal-$sig"
     mkdir -p "$dir"
-    "$trainer" "$mnist" --set data.train.limit=8000 --set training.epochs=3 \
+    "$trainer" "$lenet" --set data.train.limit=8000 --set training.epochs=3 \
         --checkpoint "$dir/ck.npz" --save "$dir/never.npz" >"$dir/out" 2>"$dir/err" &
     pid=$!
     # The header is printed once the signal handlers are in place; then let it train a moment.
@@ -96,7 +96,7 @@ for sig in INT TERM; do
     [ -f "$dir/ck.npz" ] || fail "SIG$sig: no checkpoint written"
     [ -f "$dir/never.npz" ] && fail "SIG$sig: --save written by an interrupted run"
     grep -q "interrupted (SIG$sig); checkpoint written" "$dir/err" || fail "SIG$sig: message: $(cat "$dir/err")"
-    "$trainer" "$mnist" --set data.train.limit=8000 --set training.epochs=3 \
+    "$trainer" "$lenet" --set data.train.limit=8000 --set training.epochs=3 \
         --save "$dir/ref.npz" >/dev/null
     "$trainer" --resume "$dir/ck.npz" --save "$dir/res.npz" >/dev/null
     cmp -s "$dir/ref.npz" "$dir/res.npz" || fail "SIG$sig: resumed weights differ"

@@ -54,8 +54,11 @@ START_TEST(test_report_config) {
 END_TEST
 
 START_TEST(test_all_shipped_configs_parse) {
-    const char *files[] = {"config/report.json", "config/mnist.json"};
-    for (int i = 0; i < 2; i++) {
+    const char *files[] = {"config/report.json",         "config/report-published.json",
+                           "config/mnist.json",          "config/fashion.json",
+                           "config/bench/report-b1.json", "config/bench/lenet-b32.json",
+                           "config/bench/kann-b64.json", "config/bench/cnn-b64.json"};
+    for (int i = 0; i < 8; i++) {
         config cfg;
         char path[512];
         snprintf(path, sizeof path, "%s/%s", OMPCNN_SOURCE_DIR, files[i]);

@@ -3,13 +3,14 @@
 # then configures and builds into build/. Safe to run again; it only does what is left to do.
 #
 #   tools/setup.sh            build dependencies, plus gnuplot and numpy for the tools/ scripts
+#                             and Fashion-MNIST (config/fashion.json)
 #   tools/setup.sh --minimal  build dependencies only
 #   tools/setup.sh --portable build without -march=native (for a binary to copy to other CPUs)
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 packages=(gcc make cmake pkg-config libcjson-dev check zlib1g-dev)
-tool_packages=(gnuplot-nox python3-numpy)
+tool_packages=(gnuplot-nox python3-numpy dataset-fashion-mnist)
 cmake_args=(-DCMAKE_BUILD_TYPE=Release)
 
 for arg in "$@"; do

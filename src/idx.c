@@ -6,16 +6,42 @@
 #include "ompcnn/idx.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
 
 #define IDX_MAX_BYTES ((size_t)1 << 32) /* 4 GiB of decompressed data is more than any IDX set */
 
+/* The size the file will have once read: the gzip trailer's ISIZE (the length mod 2^32) for a
+ * gzip file, else its size on disk; 0 when unknown. Allocating that at once keeps the peak
+ * memory of loading at one copy of the data instead of a doubling buffer's two. */
+static size_t expected_size(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    unsigned char head[2] = {0, 0}, tail[4];
+    size_t size = 0;
+    if (fread(head, 1, 2, f) == 2 && fseek(f, 0, SEEK_END) == 0) {
+        long end = ftell(f);
+        if (head[0] == 0x1f && head[1] == 0x8b) {
+            if (end >= 4 && fseek(f, -4, SEEK_END) == 0 && fread(tail, 1, 4, f) == 4)
+                size = (size_t)tail[0] | ((size_t)tail[1] << 8) | ((size_t)tail[2] << 16) |
+                       ((size_t)tail[3] << 24);
+        } else if (end > 0) {
+            size = (size_t)end;
+        }
+    }
+    fclose(f);
+    return size;
+}
+
 static int read_all(const char *path, uint8_t **out, size_t *out_len, errbuf *err) {
     gzFile f = gzopen(path, "rb");
     if (!f) return errorf(err, "%s: cannot open: %s", path, errno ? strerror(errno) : "out of memory");
-    size_t cap = 1 << 20, len = 0;
+    /* One byte more than expected, so that reaching the end needs no growth. */
+    size_t cap = expected_size(path) + 1, len = 0;
+    if (cap < 4096) cap = 4096;
+    if (cap > IDX_MAX_BYTES) cap = IDX_MAX_BYTES;
     uint8_t *buf = malloc(cap);
     if (!buf) {
         gzclose(f);
@@ -29,14 +55,15 @@ static int read_all(const char *path, uint8_t **out, size_t *out_len, errbuf *er
                 return errorf(err, "%s: larger than %zu bytes once decompressed", path,
                             (size_t)IDX_MAX_BYTES);
             }
-            uint8_t *grown = realloc(buf, cap * 2);
+            size_t grown_cap = cap * 2 < IDX_MAX_BYTES ? cap * 2 : IDX_MAX_BYTES;
+            uint8_t *grown = realloc(buf, grown_cap);
             if (!grown) {
                 free(buf);
                 gzclose(f);
                 return errorf(err, "%s: out of memory", path);
             }
             buf = grown;
-            cap *= 2;
+            cap = grown_cap;
         }
         size_t want = cap - len;
         if (want > (1u << 30)) want = 1u << 30;
@@ -176,6 +203,11 @@ int dataset_load(dataset *ds, const char *images_path, const char *labels_path, 
         errorf(err, "%s: limit %ld is larger than the %u samples in the file", images_path, limit, n);
     } else {
         ds->n = limit < 0 ? (int)n : (int)limit;
+        if ((uint32_t)ds->n < n) { /* keep only the samples used */
+            size_t image = images.count / n;
+            uint8_t *kept = realloc(images.data, (size_t)ds->n * image);
+            if (kept) images.data = kept;
+        }
         ds->h = (int)images.dims[1];
         ds->w = (int)images.dims[2];
         ds->c = images.ndim == 4 ? (int)images.dims[3] : 1;

@@ -43,6 +43,8 @@ def build(network, shape):
         kind = spec["type"]
         if kind == "conv2d":
             k, s, p = spec["kernel"], spec.get("stride", 1), spec.get("padding", 0)
+            if p == "same":
+                p = (k - 1) // 2
             layers.append(nn.Conv2d(c, spec["filters"], k, s, p, bias=spec.get("bias", True)))
             c, h, w = spec["filters"], (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
         elif kind == "maxpool":
@@ -50,6 +52,13 @@ def build(network, shape):
             stride = spec.get("stride", size)
             layers.append(nn.MaxPool2d(size, stride))
             h, w = (h - size) // stride + 1, (w - size) // stride + 1
+        elif kind == "avgpool":
+            size = spec.get("size", 2)
+            stride = spec.get("stride", size)
+            layers.append(nn.AvgPool2d(size, stride))
+            h, w = (h - size) // stride + 1, (w - size) // stride + 1
+        elif kind == "dropout":
+            layers.append(nn.Dropout(spec["rate"]))
         elif kind == "dense":
             if not flat:
                 layers.append(nn.Flatten())

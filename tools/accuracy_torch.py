@@ -1,0 +1,117 @@
+#!/usr/bin/python3
+"""PyTorch twin of an ompcnn training recipe, as a check that our training is right and not just
+fast: the same network (built from the config, He-normal weights, zero biases), the same
+optimizer (SGD with momentum / Nesterov, or Adam, PyTorch's definitions, which ompcnn follows),
+weight decay, learning-rate schedule evaluated every step with its linear warm-up, random shifts
+of up to `augment_shift` pixels with zero fill, dropout, a shuffle every epoch, on the same MNIST
+images / 255. Prints the test accuracy after every epoch.
+
+Usage: tools/accuracy_torch.py CONFIG [--seed S] [--threads N] [--epochs E]
+"""
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_torch import build, read_idx  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+
+def load(cfg, base, split):
+    part = cfg["data"][split]
+    x = read_idx(os.path.join(base, part["images"]))[:part.get("limit")]
+    y = read_idx(os.path.join(base, part["labels"]))[:part.get("limit")]
+    return (torch.from_numpy(x.astype(np.float32) / 255.0).unsqueeze(1).contiguous(),
+            torch.from_numpy(y.astype(np.int64)))
+
+
+def shift_batch(x, k, gen):
+    """Moves each image by a random (dy, dx) in [-k, k]^2, filling with zeros."""
+    n, _, h, w = x.shape
+    padded = F.pad(x, (k, k, k, k))
+    d = torch.randint(-k, k + 1, (n, 2), generator=gen)
+    out = torch.empty_like(x)
+    for i in range(n):
+        dy, dx = int(d[i, 0]), int(d[i, 1])
+        out[i] = padded[i, :, k - dy:k - dy + h, k - dx:k - dx + w]
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("config")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--epochs", type=int)
+    args = ap.parse_args()
+    with open(args.config) as f:
+        cfg = json.load(f)
+    base = os.path.dirname(os.path.abspath(args.config))
+    tr = cfg.get("training", {})
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    gen = torch.Generator().manual_seed(args.seed)
+    x, y = load(cfg, base, "train")
+    tx, ty = load(cfg, base, "test")
+    model = build(cfg["network"], tuple(x.shape[1:]))
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    kind = tr.get("optimizer", "sgd")
+    lr, wd = tr.get("learning_rate", 0.01), tr.get("weight_decay", 0.0)
+    if kind == "adam":
+        opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=wd,
+                               betas=(tr.get("adam_beta1", 0.9), tr.get("adam_beta2", 0.999)),
+                               eps=tr.get("adam_eps", 1e-8))
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=lr, weight_decay=wd,
+                              momentum=0.0 if kind == "sgd" else tr.get("momentum", 0.9),
+                              nesterov=kind == "nesterov")
+    batch, epochs = tr.get("batch_size", 1), args.epochs or tr.get("epochs", 1)
+    steps_per_epoch = math.ceil(x.shape[0] / batch)
+    total, warm = steps_per_epoch * epochs, tr.get("warmup_epochs", 0) * steps_per_epoch
+
+    def factor(step):
+        f = 1.0
+        if tr.get("lr_schedule", "constant") == "cosine":
+            f = 0.5 * (1 + math.cos(math.pi * step / total))
+        elif tr.get("lr_schedule") == "step":
+            f = tr.get("lr_gamma", 0.1) ** ((step // steps_per_epoch) // tr.get("lr_step_epochs", 1))
+        if warm > 0 and step < warm:
+            f *= (step + 1) / warm
+        return f
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    shift = tr.get("augment_shift", 0)
+    start = time.perf_counter()
+    for epoch in range(epochs):
+        model.train()
+        order = torch.randperm(x.shape[0], generator=gen) if tr.get("shuffle") else torch.arange(x.shape[0])
+        for b in range(0, x.shape[0], batch):
+            idx = order[b:b + batch]
+            xb = x[idx]
+            if shift:
+                xb = shift_batch(xb, shift, gen)
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(model(xb), y[idx]).backward()
+            opt.step()
+            sched.step()
+        model.eval()
+        with torch.no_grad():
+            correct = sum(int((model(tx[i:i + 1000]).argmax(1) == ty[i:i + 1000]).sum())
+                          for i in range(0, tx.shape[0], 1000))
+        print("epoch %d test_acc %.4f  %.0f s" % (epoch + 1, correct / tx.shape[0],
+                                                  time.perf_counter() - start), flush=True)
+
+
+if __name__ == "__main__":
+    main()

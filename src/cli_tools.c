@@ -14,12 +14,28 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "ompcnn/config.h"
 #include "ompcnn/idx.h"
 #include "ompcnn/npz.h"
 #include "ompcnn/pgm.h"
 #include "ompcnn/train.h"
+
+int check_output_dir(const char *option, const char *path, errbuf *err) {
+    if (!path) return 0;
+    const char *slash = strrchr(path, '/');
+    char dir[4096];
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else snprintf(dir, sizeof dir, "%.*s", (int)(slash - path) > 0 ? (int)(slash - path) : 1, path);
+    struct stat st;
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+        return errorf(err, "%s %s: the folder %s does not exist", option, path, dir);
+    if (access(dir, W_OK) != 0)
+        return errorf(err, "%s %s: the folder %s is not writable", option, path, dir);
+    return 0;
+}
 
 int threads_option(const char *program, const char *value, char *buf, size_t size) {
     char *end;
@@ -143,19 +159,7 @@ int cmd_eval(int argc, char **argv) {
         errorf(&err, "%s: data.test: missing, eval needs a test set", cfg.file);
         goto fail;
     }
-    if (opt.csv) {
-        const char *slash = strrchr(opt.csv, '/');
-        if (slash && slash != opt.csv) {
-            char dir[4096];
-            snprintf(dir, sizeof dir, "%.*s", (int)(slash - opt.csv), opt.csv);
-            FILE *probe = fopen(dir, "r");
-            if (!probe) {
-                errorf(&err, "--csv %s: the folder %s does not exist", opt.csv, dir);
-                goto fail;
-            }
-            fclose(probe);
-        }
-    }
+    if (check_output_dir("--csv", opt.csv, &err)) goto fail;
     if (dataset_load(&test, cfg.test.images, cfg.test.labels, cfg.test.limit, 256, &err) ||
         trainer_open(&t, &cfg, &test, &test, &err) ||
         dataset_check_labels(&test, cfg.test.labels, t.net.n_classes, &err) ||

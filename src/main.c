@@ -119,21 +119,6 @@ static int parse_args(int argc, char **argv, options *opt, char *threads_overrid
     return 0;
 }
 
-/* Fails early, before any training, when an output file's folder does not exist. */
-static int check_output_dir(const char *option, const char *path, errbuf *err) {
-    if (!path) return 0;
-    const char *slash = strrchr(path, '/');
-    char dir[4096];
-    if (!slash) snprintf(dir, sizeof dir, ".");
-    else snprintf(dir, sizeof dir, "%.*s", (int)(slash - path) > 0 ? (int)(slash - path) : 1, path);
-    struct stat st;
-    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
-        return errorf(err, "%s %s: the folder %s does not exist", option, path, dir);
-    if (access(dir, W_OK) != 0)
-        return errorf(err, "%s %s: the folder %s is not writable", option, path, dir);
-    return 0;
-}
-
 /* ---- signals: SIGINT and SIGTERM stop training at the next step, with a checkpoint ---- */
 
 static volatile sig_atomic_t stop_signal;

@@ -456,7 +456,6 @@ int params_load_buffer(const unsigned char *buf, size_t len, const char *path, c
         free_members(members, count);
         return -1;
     }
-    int used = 0;
     for (int i = 0; i < n->n_layers && rc == 0; i++) {
         const layer *l = &n->layers[i];
         float *values = params + l->param_off;
@@ -472,7 +471,6 @@ int params_load_buffer(const unsigned char *buf, size_t len, const char *path, c
                           (int)strlen(name) - 4, name);
                 break;
             }
-            used++;
             const unsigned char *data;
             int is_f64;
             if (npy_decode(m, &l->tensors[t], path, &data, &is_f64, err)) {

@@ -3,6 +3,11 @@
  * print one line per epoch, and write the metrics and parameter files asked for. Errors from
  * below arrive as messages; this is the only place that prints them and picks the exit code
  * (docs/cli.md lists the codes).
+ *
+ * Under mpirun (a build with -DOMPCNN_MPI=ON) every process runs this same path: each reads the
+ * config and the data itself, and only process 0 prints, writes files and checkpoints. Errors
+ * while setting up are agreed on, so all processes exit together with the first one's code;
+ * a failed write once training runs ends the whole job (MPI_Abort).
  */
 #include <errno.h>
 #include <signal.h>
@@ -18,6 +23,7 @@
 #include "cli.h"
 #include "ompcnn/checkpoint.h"
 #include "ompcnn/config.h"
+#include "ompcnn/dist.h"
 #include "ompcnn/idx.h"
 #include "ompcnn/npz.h"
 #include "ompcnn/train.h"
@@ -44,6 +50,9 @@ static const char usage_text[] =
     "  --resume FILE.npz  continue the run saved in a checkpoint, to the same weights\n"
     "  -h, --help         show this help and exit\n"
     "  -V, --version      show the version and exit\n"
+    "\n"
+    "Several processes (a build with -DOMPCNN_MPI=ON): mpirun -np R trainer CONFIG.json\n"
+    "shares each batch among R processes, to the same weights as one (docs/mpi.md).\n"
     "\n"
     "Exit status: 0 success, 1 a file could not be written or memory ran out,\n"
     "2 bad command line, config, data, parameter or checkpoint file, 3 training diverged\n"
@@ -139,6 +148,7 @@ static void install_signal_handlers(void) {
 /* What the step hook needs: the progress bar, and the checkpoint every N steps. */
 typedef struct run_state {
     trainer *t;
+    int writer; /* this process writes the files (process 0) */
     const config *cfg;
     int epoch, show_progress;
     double start;
@@ -165,7 +175,7 @@ static int after_step(void *ctx, int done, int total) {
     if (rs->show_progress) progress_bar(rs, done, total);
     if (stop_signal) return 1;
     int every = rs->cfg->checkpoint_every_steps;
-    if (every > 0 && rs->t->pos.step % every == 0 && done < total &&
+    if (rs->writer && every > 0 && rs->t->pos.step % every == 0 && done < total &&
         checkpoint_save(rs->cfg->checkpoint_path, rs->t, rs->epoch, rs->csv, &rs->err)) {
         rs->checkpoint_failed = 1;
         return 1;
@@ -193,17 +203,54 @@ static int append(char **buf, size_t *len, size_t *cap, const char *text) {
     return 0;
 }
 
+/* Prints the error of the process that reports it (the first to fail). */
+static void print_error(const dist *d, const errbuf *err) {
+    if (d->size > 1 && d->rank > 0)
+        fprintf(stderr, "trainer: process %d of %d: %s\n", d->rank, d->size, err->msg);
+    else
+        fprintf(stderr, "trainer: %s\n", err->msg);
+}
+
+/* A write or allocation failed on the writing process while all were training: the others
+ * cannot go on without it, so the whole job ends. */
+static void fail_job(const dist *d, const errbuf *err, int code) {
+    print_error(d, err);
+    dist_abort(d, code);
+}
+
 int main(int argc, char **argv) {
     if (argc > 1 && strcmp(argv[1], "eval") == 0) return cmd_eval(argc - 1, argv + 1);
     if (argc > 1 && strcmp(argv[1], "predict") == 0) return cmd_predict(argc - 1, argv + 1);
+    errbuf err;
+    dist d;
+    if (dist_init(&d, &argc, &argv, &err)) {
+        fprintf(stderr, "trainer: %s\n", err.msg);
+        return EXIT_RUNTIME;
+    }
+    const int writer = d.rank == 0;
+    /* Only process 0 speaks; the others' command-line messages would repeat its own. */
+    int saved_stderr = -1;
+    if (!writer) {
+        fflush(stderr);
+        saved_stderr = dup(STDERR_FILENO);
+        if (!freopen("/dev/null", "w", stdout) || !freopen("/dev/null", "w", stderr)) {
+            dist_abort(&d, EXIT_RUNTIME);
+        }
+    }
     options opt = {0};
     char threads_override[64];
     int rc = parse_args(argc, argv, &opt, threads_override);
+    if (saved_stderr >= 0) {
+        /* Errors of this process are its own from here on. */
+        fflush(stderr);
+        dup2(saved_stderr, STDERR_FILENO);
+        close(saved_stderr);
+    }
     if (rc) {
         free(opt.overrides);
+        dist_finalize(&d);
         return rc - 1;
     }
-    errbuf err;
     config cfg = {0};
     dataset train = {0}, test = {0};
     trainer t = {0};
@@ -216,6 +263,8 @@ int main(int argc, char **argv) {
     static const char csv_header_val[] =
         "epoch,train_loss,train_acc,test_loss,test_acc,seconds,images_per_s,val_loss,val_acc\n";
     double best_val_acc = -1.0;
+    int setting_up = 1; /* setup errors are agreed on by all processes */
+    int who, stopped = 0;
 
     if (opt.resume) {
         /* The run's own config, as it was made, with this command's overrides on top. */
@@ -235,6 +284,11 @@ int main(int argc, char **argv) {
         }
         if (!cfg.checkpoint_every_epochs && !cfg.checkpoint_every_steps)
             cfg.checkpoint_every_epochs = 1;
+    }
+    /* "All cores" means this process's share of them when several run on one machine. */
+    if (d.local_size > 1 && cfg.threads == 0 && !getenv("OMP_NUM_THREADS")) {
+        int share = omp_get_num_procs() / d.local_size;
+        cfg.threads = share > 1 ? share : 1;
     }
     if (check_output_dir("--save", opt.save, &err) ||
         check_output_dir("--save-init", opt.save_init, &err) ||
@@ -272,7 +326,7 @@ int main(int argc, char **argv) {
                cfg.train.images);
         goto fail;
     }
-    if (trainer_open(&t, &cfg, &train, cfg.has_test ? &test : NULL, &err)) goto fail;
+    if (trainer_open_dist(&t, &cfg, &train, cfg.has_test ? &test : NULL, &d, &err)) goto fail;
     if (validation.n &&
         (dataset_check_labels(&validation, cfg.train.labels, t.net.n_classes, &err) ||
          trainer_set_validation(&t, &validation, &err)))
@@ -311,14 +365,24 @@ int main(int argc, char **argv) {
             goto out_of_memory;
     }
     exit_code = EXIT_RUNTIME;
-    if (opt.save_init && model_save(opt.save_init, &t.net, t.params, &cfg, &err)) goto fail;
+    if (writer && opt.save_init && model_save(opt.save_init, &t.net, t.params, &cfg, &err))
+        goto fail;
+    /* Every process is ready, or all exit with the code of the first that is not (it said why). */
+    int status = dist_agree(&d, 0, &who);
+    if (status) {
+        exit_code = status;
+        goto done;
+    }
+    setting_up = 0;
 
     install_signal_handlers(); /* before the header: from then on a signal means a checkpoint */
     char shape[1024];
     net_describe(&t.net, shape, sizeof shape);
     static const char *const init_names[] = {"report", "he", "xavier"};
-    printf("ompcnn %s | config %s | seed %u | threads %d | batch %d | lr %g | init %s\n",
-           OMPCNN_VERSION, opt.resume ? cfg.file : opt.config_path, cfg.seed, t.threads,
+    char procs[48] = "";
+    if (d.size > 1) snprintf(procs, sizeof procs, " x %d processes", d.size);
+    printf("ompcnn %s | config %s | seed %u | threads %d%s | batch %d | lr %g | init %s\n",
+           OMPCNN_VERSION, opt.resume ? cfg.file : opt.config_path, cfg.seed, t.threads, procs,
            cfg.batch_size, cfg.learning_rate,
            opt.resume ? opt.resume : opt.load ? opt.load : init_names[cfg.init]);
     printf("network %s\n", shape);
@@ -328,7 +392,7 @@ int main(int argc, char **argv) {
                first_epoch + 1, t.pos.position);
     fflush(stdout);
 
-    run_state rs = {&t, &cfg, 0, isatty(STDERR_FILENO), 0.0, NULL, 0, {{0}}};
+    run_state rs = {&t, writer, &cfg, 0, writer && isatty(STDERR_FILENO), 0.0, NULL, 0, {{0}}};
     t.step_hook = after_step;
     t.step_ctx = &rs;
     for (int epoch = first_epoch; epoch < cfg.epochs; epoch++) {
@@ -354,7 +418,10 @@ int main(int argc, char **argv) {
             exit_code = EXIT_DIVERGED;
             goto fail;
         }
-        if (st.stopped) break; /* a signal: checkpoint below */
+        if (st.stopped) { /* a signal: checkpoint below */
+            stopped = 1;
+            break;
+        }
         double ips = t.train->n / (st.train_seconds > 0 ? st.train_seconds : 1e-9);
         char tl[32], ta[32], line[256];
         fmt_metric(tl, sizeof tl, "%.6f", st.test_loss, "-");
@@ -373,40 +440,58 @@ int main(int argc, char **argv) {
         snprintf(line, sizeof line, "%d,%.9g,%.6g,%s,%s,%.4f,%.1f%s\n", epoch + 1, st.train_loss,
                  st.train_acc, tl, ta, st.seconds, ips, val);
         if (append(&csv, &csv_len, &csv_cap, line)) goto out_of_memory;
-        if (opt.metrics && write_file_atomic(opt.metrics, csv, csv_len, &err)) goto fail;
+        if (writer && opt.metrics && write_file_atomic(opt.metrics, csv, csv_len, &err)) goto fail;
         if (opt.save_best && st.val_acc > best_val_acc) {
             best_val_acc = st.val_acc;
-            if (model_save(opt.save_best, &t.net, t.params, &cfg, &err)) goto fail;
+            if (writer && model_save(opt.save_best, &t.net, t.params, &cfg, &err)) goto fail;
         }
+        /* A signal that arrived during the evaluation stops every process here. */
+        int stop = dist_any(&d, stop_signal != 0);
         int every = cfg.checkpoint_every_epochs;
-        if (cfg.checkpoint_path && ((every > 0 && (epoch + 1) % every == 0) || stop_signal) &&
+        if (writer && cfg.checkpoint_path && ((every > 0 && (epoch + 1) % every == 0) || stop) &&
             checkpoint_save(cfg.checkpoint_path, &t, epoch + 1, csv, &err))
             goto fail;
-        if (stop_signal) break;
+        if (stop) {
+            stopped = 1;
+            break;
+        }
     }
-    if (stop_signal) {
-        exit_code = 128 + stop_signal;
+    if (stopped) {
+        /* Stopped by a signal (with several processes, perhaps another process's). */
+        int sig = stop_signal ? stop_signal : SIGTERM;
+        exit_code = 128 + sig;
         if (!cfg.checkpoint_path) {
             errorf(&err, "interrupted (%s); no checkpoint path is set, so nothing was saved",
-                   stop_signal == SIGINT ? "SIGINT" : "SIGTERM");
+                   sig == SIGINT ? "SIGINT" : "SIGTERM");
             goto fail;
         }
         /* Mid-epoch: the position in the epoch goes into the checkpoint. */
-        if (t.pos.position > 0 && checkpoint_save(cfg.checkpoint_path, &t, rs.epoch, csv, &err))
+        if (writer && t.pos.position > 0 &&
+            checkpoint_save(cfg.checkpoint_path, &t, rs.epoch, csv, &err))
             goto fail;
-        fprintf(stderr, "trainer: interrupted (%s); checkpoint written to %s (continue with "
-                "--resume %s)\n", stop_signal == SIGINT ? "SIGINT" : "SIGTERM",
-                cfg.checkpoint_path, cfg.checkpoint_path);
+        if (writer)
+            fprintf(stderr, "trainer: interrupted (%s); checkpoint written to %s (continue with "
+                    "--resume %s)\n", sig == SIGINT ? "SIGINT" : "SIGTERM",
+                    cfg.checkpoint_path, cfg.checkpoint_path);
         goto done;
     }
-    if (opt.save && model_save(opt.save, &t.net, t.params, &cfg, &err)) goto fail;
+    if (writer && opt.save && model_save(opt.save, &t.net, t.params, &cfg, &err)) goto fail;
     exit_code = EXIT_OK;
     goto done;
 out_of_memory:
     errorf(&err, "out of memory");
     exit_code = EXIT_RUNTIME;
 fail:
-    fprintf(stderr, "trainer: %s\n", err.msg);
+    if (setting_up && d.size > 1) {
+        /* The first process to fail tells why; all exit with its code. */
+        int code = dist_agree(&d, exit_code, &who);
+        if (who == d.rank) print_error(&d, &err);
+        exit_code = code;
+    } else if (d.size > 1 && exit_code != EXIT_DIVERGED) {
+        fail_job(&d, &err, exit_code);
+    } else if (writer) {
+        print_error(&d, &err);
+    }
 done:
     free(csv);
     trainer_close(&t);
@@ -415,5 +500,6 @@ done:
     config_free(&cfg);
     checkpoint_meta_free(&meta);
     free(opt.overrides);
+    dist_finalize(&d);
     return exit_code;
 }

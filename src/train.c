@@ -23,10 +23,32 @@ static int min_int(int a, int b) {
 
 int trainer_open(trainer *t, const config *cfg, const dataset *train, const dataset *test,
                  errbuf *err) {
+    return trainer_open_dist(t, cfg, train, test, NULL, err);
+}
+
+/* The lanes a batch is cut into at most, and how many one of R processes runs at most. */
+static int ceil_div(int a, int b) {
+    return (a + b - 1) / b;
+}
+
+int trainer_open_dist(trainer *t, const config *cfg, const dataset *train, const dataset *test,
+                      dist *d, errbuf *err) {
     memset(t, 0, sizeof *t);
+    const int R = d ? d->size : 1;
+    int grad_lanes = min_int(cfg->lanes, cfg->batch_size);
+    if (R > 1 && cfg->batch_size == 1)
+        return errorf(err, "%s: training.batch_size is 1, the report's per-sample SGD, which runs "
+                      "in one process; run it without mpirun (or with -np 1)", cfg->file);
+    if (R > 1 && grad_lanes < R)
+        return errorf(err, "%s: a batch is cut into %d gradient lanes (training.%s) but %d "
+                      "processes share it; set training.lanes to %d or more, a multiple of %d for "
+                      "even shares (the weights depend on the lanes, never on the processes)",
+                      cfg->file, grad_lanes, cfg->lanes <= cfg->batch_size ? "lanes" : "batch_size",
+                      R, R, R);
     t->cfg = cfg;
     t->train = train;
     t->test = test;
+    t->dist = R > 1 ? d : NULL;
     if (net_build(&t->net, cfg, (shape3){train->h, train->w, train->c}, err)) return -1;
     if (test && (test->h != train->h || test->w != train->w || test->c != train->c)) {
         trainer_close(t);
@@ -34,14 +56,15 @@ int trainer_open(trainer *t, const config *cfg, const dataset *train, const data
                     test->h, test->w, test->c, train->h, train->w, train->c);
     }
     t->threads = cfg->threads > 0 ? cfg->threads : omp_get_max_threads();
-    t->lanes = cfg->lanes;
-    int grad_lanes = min_int(cfg->lanes, cfg->batch_size);
+    /* This process runs at most ceil(n / R) of a batch's n lanes. */
+    const int local_lanes = ceil_div(grad_lanes, R);
+    t->lanes = ceil_div(cfg->lanes, R);
     /* The largest lane chunk: a lane takes at most ceil(B / L) consecutive samples. */
-    t->chunk = (cfg->batch_size + grad_lanes - 1) / grad_lanes;
+    t->chunk = ceil_div(cfg->batch_size, grad_lanes);
     size_t n_samples = (size_t)train->n;
     if (test && (size_t)test->n > n_samples) n_samples = (size_t)test->n;
     t->params = floats_alloc(t->net.n_params);
-    t->grads = floats_alloc(t->net.n_params * (size_t)grad_lanes);
+    t->grads = floats_alloc(t->net.n_params * (size_t)local_lanes);
     t->ws = calloc((size_t)t->lanes, sizeof *t->ws);
     t->order = malloc((size_t)train->n * sizeof *t->order);
     t->sample_loss = malloc(n_samples * sizeof *t->sample_loss);
@@ -50,10 +73,19 @@ int trainer_open(trainer *t, const config *cfg, const dataset *train, const data
     t->steps_per_epoch = (train->n + cfg->batch_size - 1) / cfg->batch_size;
     size_t state = (size_t)optimizer_state_count(cfg->optimizer.kind) * t->net.n_params;
     t->opt_state = floats_alloc(state ? state : 1);
+    if (t->dist) {
+        t->grad_sum = floats_alloc(t->net.n_params);
+        t->result_begin = malloc(((size_t)R + 1) * sizeof *t->result_begin);
+    }
     if (!t->params || !t->grads || !t->ws || !t->order || !t->sample_loss || !t->sample_hit ||
-        !t->labels || !t->opt_state) {
+        !t->labels || !t->opt_state || (t->dist && (!t->grad_sum || !t->result_begin))) {
         trainer_close(t);
-        return errorf(err, "out of memory (%zu parameters, %d lanes)", t->net.n_params, grad_lanes);
+        return errorf(err, "out of memory (%zu parameters, %d lanes)", t->net.n_params,
+                      local_lanes);
+    }
+    if (t->dist && dist_reserve(t->dist, local_lanes, grad_lanes, t->net.n_params, err)) {
+        trainer_close(t);
+        return -1;
     }
     for (int l = 0; l < t->lanes; l++)
         if (workspace_alloc(&t->ws[l], &t->net, t->chunk, err)) {
@@ -87,6 +119,8 @@ void trainer_close(trainer *t) {
     free(t->ws);
     aligned_free(t->params);
     aligned_free(t->grads);
+    aligned_free(t->grad_sum);
+    free(t->result_begin);
     free(t->order);
     free(t->sample_loss);
     free(t->sample_hit);
@@ -153,10 +187,9 @@ static void train_chunk(trainer *t, int lane, const int *samples, int count, flo
 
 /* Sums `n_lanes` gradient lanes in lane order and takes one SGD step of size `step`. Each
  * parameter belongs to one thread, so the sum's order never depends on the thread count. */
-static int sgd_update(trainer *t, int n_lanes, float step) {
+static int sgd_update(trainer *t, const float *grads, int n_lanes, float step) {
     const size_t n_params = t->net.n_params;
     float *params = t->params;
-    const float *grads = t->grads;
     int bad = 0;
 #pragma omp parallel for schedule(static) num_threads(t->threads) reduction(| : bad)             \
     if (par_ok(t->threads, n_params * (size_t)n_lanes))
@@ -171,10 +204,9 @@ static int sgd_update(trainer *t, int n_lanes, float step) {
 
 /* The same step for a single lane, in a loop the compiler vectorises. Returns nonzero when a
  * parameter is no longer finite. */
-static int sgd_update_one(trainer *t, float step) {
+static int sgd_update_one(trainer *t, const float *restrict grads, float step) {
     const size_t n_params = t->net.n_params;
     float *restrict params = t->params;
-    const float *restrict grads = t->grads;
     int bad = 0;
 #pragma omp parallel for schedule(static) num_threads(t->threads) reduction(| : bad)             \
     if (par_ok(t->threads, n_params))
@@ -203,43 +235,56 @@ static int plain_sgd(const config *cfg) {
 }
 
 /* The update of one step from n_lanes gradient lanes over `count` samples. */
-static int apply_update(trainer *t, int n_lanes, int count) {
+static int apply_update(trainer *t, const float *grads, int n_lanes, int count) {
     const config *cfg = t->cfg;
     if (plain_sgd(cfg)) {
         float step = (float)(cfg->learning_rate / count);
-        return n_lanes == 1 ? sgd_update_one(t, step) : sgd_update(t, n_lanes, step);
+        return n_lanes == 1 ? sgd_update_one(t, grads, step) : sgd_update(t, grads, n_lanes, step);
     }
     double lr = schedule_lr(&cfg->schedule, cfg->learning_rate, t->pos.step, t->steps_per_epoch,
                             cfg->epochs);
     size_t n = t->net.n_params;
-    return optimizer_step(&cfg->optimizer, t->params, t->opt_state, t->opt_state + n, t->grads,
+    return optimizer_step(&cfg->optimizer, t->params, t->opt_state, t->opt_state + n, grads,
                           n_lanes, n, count, lr, t->pos.step + 1, t->threads);
 }
 
 static int step_single(trainer *t, int index, float *loss, unsigned char *hit) {
     memset(t->grads, 0, t->net.n_params * sizeof *t->grads);
     train_chunk(t, 0, &index, 1, t->grads, t->threads, loss, hit);
-    return apply_update(t, 1, 1);
+    return apply_update(t, t->grads, 1, 1);
 }
 
 void trainer_step(trainer *t, const int *samples, int count, double *loss_sum, int *hits) {
     const size_t n_params = t->net.n_params;
     const int n_lanes = min_int(min_int(t->cfg->lanes, t->cfg->batch_size), count);
+    /* This process's lanes: all of them, or its share when several processes train together. */
+    int first = 0, last = n_lanes;
+    if (t->dist) dist_lanes(t->dist, n_lanes, &first, &last);
     /* With one lane the threads work inside the layers; with several, each lane is one thread's. */
-    const int inner_threads = n_lanes == 1 ? t->threads : 1;
+    const int inner_threads = last - first == 1 ? t->threads : 1;
     float *loss = t->sample_loss;
     unsigned char *hit = t->sample_hit;
     /* Lane l takes samples [l*count/n_lanes, (l+1)*count/n_lanes); any thread may run it. */
-#pragma omp parallel for schedule(dynamic, 1) num_threads(min_int(t->threads, n_lanes))          \
-    if (n_lanes > 1)
-    for (int l = 0; l < n_lanes; l++) {
-        float *g = t->grads + (size_t)l * n_params;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(min_int(t->threads, last - first))     \
+    if (last - first > 1)
+    for (int l = first; l < last; l++) {
+        float *g = t->grads + (size_t)(l - first) * n_params;
         memset(g, 0, n_params * sizeof *g);
         int k0 = (int)((long)l * count / n_lanes), k1 = (int)((long)(l + 1) * count / n_lanes);
-        train_chunk(t, l, samples + k0, k1 - k0, g, inner_threads, &loss[k0], &hit[k0]);
+        train_chunk(t, l - first, samples + k0, k1 - k0, g, inner_threads, &loss[k0], &hit[k0]);
     }
     /* One step with the mean gradient; for count == 1 the step is lr, as in step_single. */
-    t->weights_bad = apply_update(t, n_lanes, count);
+    if (t->dist) {
+        /* The lanes of all processes added in lane order, then the same step everywhere. */
+        dist_sum_lanes(t->dist, t->grads, n_lanes, n_params, t->grad_sum);
+        const int R = t->dist->size;
+        for (int r = 0; r <= R; r++)
+            t->result_begin[r] = (int)((long)((long)r * n_lanes / R) * count / n_lanes);
+        dist_gather_results(t->dist, t->result_begin, loss, hit);
+        t->weights_bad = apply_update(t, t->grad_sum, 1, count);
+    } else {
+        t->weights_bad = apply_update(t, t->grads, n_lanes, count);
+    }
     double sum = 0.0;
     int correct = 0;
     for (int k = 0; k < count; k++) {
@@ -291,7 +336,10 @@ void trainer_epoch(trainer *t, int epoch, epoch_stats *st) {
             st->diverged_layer = isfinite(batch_loss) ? trainer_bad_layer(t) : -1;
             break;
         }
-        if (t->step_hook && t->step_hook(t->step_ctx, b + count, n)) {
+        /* Every process stops at the same step, when any of them asks to. */
+        int stop = t->step_hook && t->step_hook(t->step_ctx, b + count, n);
+        if (t->dist && t->step_hook) stop = dist_any(t->dist, stop);
+        if (stop) {
             st->stopped = b + count < n;
             if (st->stopped) break;
         }
@@ -324,7 +372,15 @@ void trainer_evaluate(trainer *t, const dataset *ds, double *loss, double *acc) 
 
 void trainer_classify(trainer *t, const dataset *ds, int *predicted, double *loss, double *acc) {
     const int n = ds->n, n_lanes = t->lanes, chunk = t->chunk;
-    const int n_chunks = (n + chunk - 1) / chunk;
+    /* This process's share of the samples: [lo, hi). */
+    int lo = 0, hi = n;
+    if (t->dist) {
+        const int R = t->dist->size;
+        for (int r = 0; r <= R; r++) t->result_begin[r] = (int)((long)r * n / R);
+        lo = t->result_begin[t->dist->rank];
+        hi = t->result_begin[t->dist->rank + 1];
+    }
+    const int n_chunks = (hi - lo + chunk - 1) / chunk;
     const size_t in_size = shape_size(t->net.input);
     float *sample_loss = t->sample_loss;
     unsigned char *sample_hit = t->sample_hit;
@@ -335,7 +391,7 @@ void trainer_classify(trainer *t, const dataset *ds, int *predicted, double *los
         workspace *ws = &t->ws[l];
         ws->training = 0;
         for (int c = l; c < n_chunks; c += n_lanes) {
-            int first = c * chunk, count = min_int(chunk, n - first);
+            int first = lo + c * chunk, count = min_int(chunk, hi - first);
             for (int k = 0; k < count; k++)
                 dataset_sample(ds, first + k, workspace_input(ws) + k * in_size);
             net_forward(&t->net, t->params, ws, count, 1);
@@ -348,6 +404,7 @@ void trainer_classify(trainer *t, const dataset *ds, int *predicted, double *los
             }
         }
     }
+    if (t->dist) dist_gather_results(t->dist, t->result_begin, sample_loss, sample_hit);
     double sum = 0.0;
     long correct = 0;
     for (int i = 0; i < n; i++) {

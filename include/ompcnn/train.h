@@ -7,11 +7,14 @@
  * consecutive samples (L = min(lanes, B)); each lane sums its samples' gradients in order, the lanes
  * run in parallel, and their sums are added in lane order before one step with the mean gradient.
  * Which thread runs a lane never matters, so the weights are the same for any thread count.
+ * With several processes (dist.h) each runs a contiguous share of the lanes and the lane sums
+ * are added across processes in the same lane order, so the process count does not matter either.
  */
 #ifndef OMPCNN_TRAIN_H
 #define OMPCNN_TRAIN_H
 
 #include "ompcnn/config.h"
+#include "ompcnn/dist.h"
 #include "ompcnn/idx.h"
 #include "ompcnn/net.h"
 
@@ -20,11 +23,14 @@ typedef struct trainer {
     const dataset *train, *test;
     const dataset *validation; /* may be NULL; evaluated after every epoch */
     net net;
+    dist *dist;  /* the processes sharing each batch; NULL or size 1: this one alone */
     int threads; /* threads actually used */
-    int lanes;   /* workspaces (one per lane) */
+    int lanes;   /* workspaces: one per lane this process runs at most */
     int chunk;   /* samples a lane takes at most: ceil(batch_size / min(lanes, batch_size)) */
     float *params;
-    float *grads;      /* lanes * n_params */
+    float *grads;      /* one gradient per lane this process runs, n_params each */
+    float *grad_sum;   /* with several processes: the batch's summed gradient */
+    int *result_begin; /* with several processes: where each one's samples begin (size + 1) */
     workspace *ws;     /* one per lane */
     int *order;        /* sample order of the current epoch */
     float *sample_loss;    /* per-sample loss of the current pass */
@@ -67,6 +73,10 @@ typedef struct epoch_stats {
  * (cfg->init, cfg->seed). */
 int trainer_open(trainer *t, const config *cfg, const dataset *train, const dataset *test,
                  errbuf *err);
+/* The same for one of d->size processes training together (d may be NULL: one process). Fails
+ * when the batch cannot be shared: batch size 1, or fewer lanes than processes. */
+int trainer_open_dist(trainer *t, const config *cfg, const dataset *train, const dataset *test,
+                      dist *d, errbuf *err);
 void trainer_close(trainer *t);
 /* Evaluates `validation` after every epoch from now on (st->val_loss, st->val_acc). */
 int trainer_set_validation(trainer *t, const dataset *validation, errbuf *err);
@@ -75,8 +85,9 @@ int trainer_set_validation(trainer *t, const dataset *validation, errbuf *err);
 void trainer_epoch(trainer *t, int epoch, epoch_stats *st);
 /* Mean loss and accuracy on ds with the current parameters. */
 void trainer_evaluate(trainer *t, const dataset *ds, double *loss, double *acc);
-/* The same, also writing each sample's predicted class to predicted[ds->n] (if not NULL). The
- * dataset may hold at most as many samples as the trainer's training or test set. */
+/* The same, also writing each sample's predicted class to predicted[ds->n] (if not NULL; one
+ * process only). The dataset may hold at most as many samples as the trainer's training or test
+ * set. With several processes each classifies a share and all learn every sample's result. */
 void trainer_classify(trainer *t, const dataset *ds, int *predicted, double *loss, double *acc);
 /* The minibatch path: trains one batch of samples given by index, in lanes, and takes one step
  * with the mean gradient (trainer_epoch uses it for batch_size > 1; with batch_size 1 it takes

@@ -1,0 +1,150 @@
+#!/bin/sh
+# Several processes train to the weights of one (docs/mpi.md):
+#   - mpirun -np R (R = 1, 2, 3) x 1 and 2 threads each ends with parameter files byte-identical
+#     to a run without mpirun, for even and uneven lane shares, with a partial last batch that
+#     leaves a process without samples, with dropout, shifts, shuffling, Nesterov and Adam; the
+#     printed losses and accuracies are the same too;
+#   - a process killed with SIGKILL ends the whole job (no hang); the last checkpoint is intact
+#     and resumes, with another number of processes or with none, to the same weights;
+#   - batch size 1 and fewer lanes than processes are refused with exit 2 and a message.
+# Usage: check_mpi.sh TRAINER SOURCE_DIR MPIEXEC
+set -u
+trainer=$1
+src=$2
+mpiexec=$3
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+failures=0
+checks=0
+
+fail() {
+    echo "FAIL: $*"
+    failures=$((failures + 1))
+}
+
+# Loopback runs of more processes than cores; as root in containers, as CI is.
+launch="$mpiexec --oversubscribe --bind-to none"
+[ "$(id -u)" -eq 0 ] && launch="$launch --allow-run-as-root"
+# Threads come from OMP_NUM_THREADS so that every run has the same config (saved in the files).
+run_mpi() { # PROCESSES THREADS ARGS...
+    procs=$1 threads=$2
+    shift 2
+    OMP_NUM_THREADS=$threads timeout 300 $launch -np "$procs" "$trainer" "$@"
+}
+
+# The figures of the epoch lines, without the timings.
+figures() {
+    grep '^epoch' "$1" | sed 's/  [0-9.]* s  [0-9]* img\/s$//'
+}
+
+mnist="$src/config/mnist.json"
+report="$src/config/report.json"
+# name, config, settings: 290 samples in batches of 32 leave a last batch of 2 samples, fewer
+# than the processes.
+check_equal() {
+    name=$1 config=$2
+    shift 2
+    dir="$work/$name"
+    mkdir -p "$dir"
+    OMP_NUM_THREADS=1 "$trainer" "$config" "$@" --save "$dir/one.npz" --metrics "$dir/one.csv" \
+        >"$dir/one.txt" || {
+        fail "$name: the single-process run failed"
+        return
+    }
+    for procs in 1 2 3; do
+        for threads in 1 2; do
+            out="$dir/r$procs-t$threads"
+            run_mpi "$procs" "$threads" "$config" "$@" --save "$out.npz" --metrics "$out.csv" \
+                >"$out.txt" 2>"$out.err" || {
+                fail "$name: mpirun -np $procs with $threads threads failed: $(tail -3 "$out.err")"
+                continue
+            }
+            checks=$((checks + 1))
+            cmp -s "$dir/one.npz" "$out.npz" ||
+                fail "$name: $procs processes x $threads threads: the weights differ from one process"
+            [ "$(figures "$dir/one.txt")" = "$(figures "$out.txt")" ] ||
+                fail "$name: $procs processes x $threads threads: the printed figures differ"
+            [ "$(cut -d, -f1-5 "$dir/one.csv")" = "$(cut -d, -f1-5 "$out.csv")" ] ||
+                fail "$name: $procs processes x $threads threads: the metrics differ"
+            grep -q "x $procs processes" "$out.txt" || [ "$procs" -eq 1 ] ||
+                fail "$name: the header does not name the $procs processes"
+        done
+    done
+}
+
+small="--set data.train.limit=290 --set data.test.limit=100 --set training.epochs=2"
+# shellcheck disable=SC2086 # word splitting of the settings is meant
+check_equal mnist-lanes6 "$mnist" $small --set training.batch_size=32 --set training.lanes=6
+# shellcheck disable=SC2086
+check_equal mnist-lanes5-adam "$mnist" $small --set training.batch_size=32 \
+    --set training.lanes=5 --set training.optimizer=adam \
+    --set training.learning_rate=0.002
+# shellcheck disable=SC2086
+check_equal report-plain-sgd "$report" $small --set training.batch_size=7 --set training.lanes=4 \
+    --set training.shuffle=true
+
+# ---- a process dies: the job ends, the checkpoint is intact and resumes with other counts ----
+dir="$work/killed"
+mkdir -p "$dir"
+long="--set data.train.limit=6000 --set data.test.limit=100 --set training.epochs=2
+      --set training.batch_size=32 --set training.lanes=6"
+checkpoint="training.checkpoint={\"path\":\"$dir/ck.npz\",\"every_steps\":10}"
+# shellcheck disable=SC2086
+OMP_NUM_THREADS=1 "$trainer" "$mnist" $long --set "$checkpoint" --save "$dir/one.npz" >/dev/null ||
+    fail "killed: the single-process run failed"
+rm -f "$dir/ck.npz"
+# shellcheck disable=SC2086
+OMP_NUM_THREADS=1 timeout 120 $launch -np 3 "$trainer" "$mnist" $long --set "$checkpoint" \
+    --save "$dir/killed.npz" >"$dir/killed.txt" 2>"$dir/killed.err" &
+job=$!
+tries=0
+while [ ! -f "$dir/ck.npz" ] && kill -0 "$job" 2>/dev/null && [ $tries -lt 1200 ]; do
+    sleep 0.05
+    tries=$((tries + 1))
+done
+sleep 0.3
+# The launcher's children are the trainer processes; kill one of them.
+victim=$(pgrep -P "$(pgrep -P "$job" | head -1)" 2>/dev/null | tail -1)
+[ -n "$victim" ] || victim=$(pgrep -f "trainer $mnist" | tail -1)
+kill -9 "$victim" 2>/dev/null
+wait "$job"
+status=$?
+checks=$((checks + 1))
+if [ -f "$dir/killed.npz" ]; then
+    fail "killed: the job finished before a process could be killed (make it longer)"
+elif [ "$status" -eq 0 ] || [ "$status" -eq 124 ]; then
+    fail "killed: the job $([ "$status" -eq 0 ] && echo "exited 0" || echo "hung")"
+elif ! grep -q "signal 9\|killed\|Killed" "$dir/killed.err"; then
+    fail "killed: no message says a process was killed: $(cat "$dir/killed.err")"
+elif [ ! -f "$dir/ck.npz" ]; then
+    fail "killed: no checkpoint"
+else
+    run_mpi 2 1 --resume "$dir/ck.npz" --save "$dir/resumed2.npz" >/dev/null 2>"$dir/r2.err" ||
+        fail "killed: resuming with 2 processes failed: $(cat "$dir/r2.err")"
+    cmp -s "$dir/one.npz" "$dir/resumed2.npz" ||
+        fail "killed: resumed with 2 processes, the weights differ from one process"
+    OMP_NUM_THREADS=2 "$trainer" --resume "$dir/ck.npz" --save "$dir/resumed1.npz" >/dev/null ||
+        fail "killed: resuming without mpirun failed"
+    cmp -s "$dir/one.npz" "$dir/resumed1.npz" ||
+        fail "killed: resumed without mpirun, the weights differ from one process"
+    checks=$((checks + 2))
+fi
+
+# ---- what several processes cannot do ----
+refused() { # NAME EXPECTED-TEXT PROCESSES ARGS...
+    name=$1 text=$2 procs=$3
+    shift 3
+    run_mpi "$procs" 1 "$@" >"$work/$name.out" 2>"$work/$name.err"
+    status=$?
+    checks=$((checks + 1))
+    [ "$status" -eq 2 ] || fail "$name: exit $status, expected 2"
+    grep -q "$text" "$work/$name.err" || fail "$name: no message with '$text': $(cat "$work/$name.err")"
+    [ "$(grep -c "^trainer:" "$work/$name.err")" -eq 1 ] ||
+        fail "$name: expected one message, not one per process: $(cat "$work/$name.err")"
+}
+refused batch1 "per-sample SGD" 2 "$report"
+refused lanes "set training.lanes to 3 or more" 3 "$mnist" --set training.lanes=2
+refused missing-data "cannot open" 2 "$mnist" --set data.train.images=/nonexistent.gz
+
+echo "$checks checks, $failures failures"
+[ "$failures" -eq 0 ]

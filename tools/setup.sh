@@ -6,6 +6,8 @@
 #                             and Fashion-MNIST (config/fashion.json)
 #   tools/setup.sh --minimal  build dependencies only
 #   tools/setup.sh --portable build without -march=native (for a binary to copy to other CPUs)
+#   tools/setup.sh --mpi      also Open MPI, and build trainer for mpirun (docs/mpi.md); the
+#                             choice stays in build/ until --no-mpi
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -17,8 +19,13 @@ for arg in "$@"; do
     case "$arg" in
     --minimal) tool_packages=() ;;
     --portable) cmake_args+=(-DOMPCNN_NATIVE=OFF) ;;
+    --mpi)
+        packages+=(libopenmpi-dev openmpi-bin)
+        cmake_args+=(-DOMPCNN_MPI=ON)
+        ;;
+    --no-mpi) cmake_args+=(-DOMPCNN_MPI=OFF) ;;
     -h | --help)
-        sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
     *)

@@ -39,12 +39,14 @@ int trainer_open_dist(trainer *t, const config *cfg, const dataset *train, const
     if (R > 1 && cfg->batch_size == 1)
         return errorf(err, "%s: training.batch_size is 1, the report's per-sample SGD, which runs "
                       "in one process; run it without mpirun (or with -np 1)", cfg->file);
-    if (R > 1 && grad_lanes < R)
-        return errorf(err, "%s: a batch is cut into %d gradient lanes (training.%s) but %d "
+    if (R > 1 && cfg->batch_size < R)
+        return errorf(err, "%s: training.batch_size is %d but %d processes share each batch; it "
+                      "needs at least one sample per process", cfg->file, cfg->batch_size, R);
+    if (R > 1 && cfg->lanes < R)
+        return errorf(err, "%s: a batch is cut into %d gradient lanes (training.lanes) but %d "
                       "processes share it; set training.lanes to %d or more, a multiple of %d for "
                       "even shares (the weights depend on the lanes, never on the processes)",
-                      cfg->file, grad_lanes, cfg->lanes <= cfg->batch_size ? "lanes" : "batch_size",
-                      R, R, R);
+                      cfg->file, cfg->lanes, R, R, R);
     t->cfg = cfg;
     t->train = train;
     t->test = test;

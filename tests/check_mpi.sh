@@ -144,6 +144,7 @@ refused() { # NAME EXPECTED-TEXT PROCESSES ARGS...
 }
 refused batch1 "per-sample SGD" 2 "$report"
 refused lanes "set training.lanes to 3 or more" 3 "$mnist" --set training.lanes=2
+refused small-batch "at least one sample per process" 3 "$mnist" --set training.batch_size=2
 refused missing-data "cannot open" 2 "$mnist" --set data.train.images=/nonexistent.gz
 
 echo "$checks checks, $failures failures"

@@ -203,7 +203,7 @@ static void col2im(float *dx, const float *dcol, const conv_geom *g) {
 }
 
 void conv2d_forward(float *out, const float *in, const float *weight, const float *bias, int n,
-                    const conv_geom *g, float *cols, int nt) {
+                    const conv_geom *g, float *cols, float *col, int nt) {
     const int F = g->n_filters, Kc = g->kernel * g->kernel * g->in_c;
     const int P = g->out_h * g->out_w;
     for (int s = 0; s < n; s++) {
@@ -211,9 +211,9 @@ void conv2d_forward(float *out, const float *in, const float *weight, const floa
         float *y = out + (size_t)s * P * F;
         const float *patches = x;
         if (!is_pointwise(g)) {
-            float *col = cols + (size_t)s * P * Kc;
-            im2col(col, x, g);
-            patches = col;
+            float *dst = cols ? cols + (size_t)s * P * Kc : col;
+            im2col(dst, x, g);
+            patches = dst;
         }
         gemm(0, 1, P, F, Kc, patches, Kc, weight, Kc, 0, y, F, nt);
         if (bias)
@@ -224,7 +224,7 @@ void conv2d_forward(float *out, const float *in, const float *weight, const floa
 
 void conv2d_backward(float *din, float *dweight, float *dbias, const float *dout, const float *in,
                      const float *weight, int n, const conv_geom *g, const float *cols,
-                     float *dcol, int nt) {
+                     float *col, float *dcol, int nt) {
     const int F = g->n_filters, Kc = g->kernel * g->kernel * g->in_c;
     const int P = g->out_h * g->out_w;
     for (int s = 0; s < n; s++) {
@@ -233,7 +233,15 @@ void conv2d_backward(float *din, float *dweight, float *dbias, const float *dout
         if (dbias)
             for (int p = 0; p < P; p++)
                 for (int f = 0; f < F; f++) dbias[f] += dy[(size_t)p * F + f];
-        const float *patches = is_pointwise(g) ? x : cols + (size_t)s * P * Kc;
+        const float *patches = x;
+        if (!is_pointwise(g)) {
+            if (cols) {
+                patches = cols + (size_t)s * P * Kc;
+            } else {
+                im2col(col, x, g);
+                patches = col;
+            }
+        }
         gemm(1, 0, F, Kc, P, dy, F, patches, Kc, 1, dweight, Kc, nt);
         if (!din) continue;
         float *dx = din + (size_t)s * g->in_h * g->in_w * g->in_c;
@@ -252,18 +260,34 @@ static conv_geom geometry(const layer *l) {
                        s->filters,   s->kernel, s->stride, s->padding};
 }
 
-/* One sample's patches: the input gradient's dcol. */
-static size_t conv2d_scratch_size(const layer *l, int max_n) {
-    const conv2d_settings *s = l->settings;
-    (void)max_n;
-    return (size_t)l->out.h * l->out.w * s->kernel * s->kernel * l->in.c;
+static size_t patch_floats(const conv_geom *g) {
+    return (size_t)g->out_h * g->out_w * g->kernel * g->kernel * g->in_c;
 }
 
-/* Each sample's patches, kept from forward for the weight gradient. */
-static size_t conv2d_saved_size(const layer *l) {
-    const conv2d_settings *s = l->settings;
+/* Whether the batch's patches are kept from forward for the weight gradient, or rebuilt from
+ * the input in backward. Rebuilding copies rows of kernel * in_channels floats, and it pays where
+ * the rows are at least a 64-byte cache line and a sample's patches are large (128 KB or more):
+ * then the copy, which stays in cache, costs less than reading the kept patches of a whole chunk
+ * back from memory, and their memory is saved (20 MB of config/mnist.json's 64-image batch).
+ * Narrow rows (a first layer's single channel) copy slowly and small patches stay in cache, so
+ * those are kept (measured on the benchmark networks: README, "Performance"). */
+static int keeps_patches(const conv_geom *g) {
+    if (is_pointwise(g)) return 0;
+    size_t row = (size_t)g->kernel * g->in_c;
+    return row < 16 || patch_floats(g) < 32768;
+}
+
+/* One sample's patches (when they are rebuilt), and their gradient. */
+static size_t conv2d_scratch_size(const layer *l, int max_n) {
     conv_geom g = geometry(l);
-    return is_pointwise(&g) ? 0 : (size_t)l->out.h * l->out.w * s->kernel * s->kernel * l->in.c;
+    (void)max_n;
+    return (keeps_patches(&g) ? 1 : 2) * patch_floats(&g);
+}
+
+/* Each sample's patches, when they are kept from forward. */
+static size_t conv2d_saved_size(const layer *l) {
+    conv_geom g = geometry(l);
+    return keeps_patches(&g) ? patch_floats(&g) : 0;
 }
 
 static void conv2d_layer_forward(const layer *l, const float *params, const float *in, float *out,
@@ -271,7 +295,7 @@ static void conv2d_layer_forward(const layer *l, const float *params, const floa
     const conv2d_settings *s = l->settings;
     conv_geom g = geometry(l);
     conv2d_forward(out, in, params, s->bias ? params + l->tensors[0].size : NULL, run->n, &g,
-                   run->saved, run->nt);
+                   keeps_patches(&g) ? run->saved : NULL, run->scratch, run->nt);
 }
 
 static void conv2d_layer_backward(const layer *l, const float *params, const float *in,
@@ -280,8 +304,10 @@ static void conv2d_layer_backward(const layer *l, const float *params, const flo
     const conv2d_settings *s = l->settings;
     conv_geom g = geometry(l);
     (void)out;
+    const int keep = keeps_patches(&g);
     conv2d_backward(din, dparams, s->bias ? dparams + l->tensors[0].size : NULL, dout, in, params,
-                    run->n, &g, run->saved, run->scratch, run->nt);
+                    run->n, &g, keep ? run->saved : NULL, run->scratch,
+                    keep ? run->scratch : run->scratch + patch_floats(&g), run->nt);
 }
 
 static void conv2d_describe(const void *settings, char *buf, size_t size) {

@@ -115,15 +115,16 @@ typedef struct conv_geom {
 } conv_geom;
 
 /* Kernels behind the ops, usable directly (tests compare each fast kernel with its plain
- * reference). Activations are n samples of HWC; weights as saved (see docs/cli.md). `cols` holds
- * the n samples' input patches (n*out_h*out_w*kernel*kernel*in_c floats): forward fills it and
- * backward reads it (unused for 1x1 convolutions at stride 1 without padding); `dcol` is scratch
- * of one sample's patches. */
+ * reference). Activations are n samples of HWC; weights as saved (see docs/cli.md). A sample's
+ * input patches are out_h*out_w*kernel*kernel*in_c floats (none for 1x1 convolutions at stride 1
+ * without padding). `cols`, when not NULL, keeps the n samples' patches: forward fills it and
+ * backward reads it; when NULL, both build each sample's patches in the scratch `col`. `dcol`
+ * is scratch for one sample's patch gradient. */
 void conv2d_forward(float *out, const float *in, const float *weight, const float *bias, int n,
-                    const conv_geom *g, float *cols, int nt);
+                    const conv_geom *g, float *cols, float *col, int nt);
 void conv2d_backward(float *din, float *dweight, float *dbias, const float *dout, const float *in,
                      const float *weight, int n, const conv_geom *g, const float *cols,
-                     float *dcol, int nt);
+                     float *col, float *dcol, int nt);
 void conv2d_forward_ref(float *out, const float *in, const float *weight, const float *bias, int n,
                         const conv_geom *g);
 void conv2d_backward_ref(float *din, float *dweight, float *dbias, const float *dout,

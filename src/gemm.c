@@ -121,6 +121,39 @@ micro_kernel(int kb, const float *restrict a, size_t a_k, size_t a_i, const floa
     }
 }
 
+/* One k-block of a product: what each tile of it needs. */
+typedef struct gemm_block {
+    int trans_a, M, N, k0, kb, full_rows, direct_cols, col_panels, add;
+    const float *A, *B, *pa, *pb;
+    int lda, ldb, ldc;
+    float *C;
+} gemm_block;
+
+/* Tiles [begin, end) in row-panel-major order; each tile belongs to one thread. */
+static int gemm_tiles(void *ctx, long begin, long end) {
+    const gemm_block *g = ctx;
+    const int kb = g->kb, k0 = g->k0, lda = g->lda, ldb = g->ldb, ldc = g->ldc;
+    for (long t = begin; t < end; t++) {
+        int ip = (int)(t / g->col_panels), jp = (int)(t % g->col_panels);
+        int i0 = ip * GEMM_MR, j0 = jp * GEMM_NR;
+        const float *b = jp < g->direct_cols ? g->B + (size_t)k0 * ldb + j0
+                                             : g->pb + (size_t)(jp - g->direct_cols) * kb * GEMM_NR;
+        size_t b_k = jp < g->direct_cols ? (size_t)ldb : GEMM_NR;
+        float *c = g->C + (size_t)i0 * ldc + j0;
+        int rows = g->M - i0 < GEMM_MR ? g->M - i0 : GEMM_MR;
+        int cols = g->N - j0 < GEMM_NR ? g->N - j0 : GEMM_NR;
+        if (ip == g->full_rows)
+            micro_kernel(kb, g->pa, GEMM_MR, 1, b, b_k, c, ldc, rows, cols, g->add);
+        else if (g->trans_a) /* A is K x M: row k holds a(i0 .. i0+MR-1, k) together */
+            micro_kernel(kb, g->A + (size_t)k0 * lda + i0, (size_t)lda, 1, b, b_k, c, ldc, rows,
+                         cols, g->add);
+        else /* A is M x K: each of the MR rows is read along k */
+            micro_kernel(kb, g->A + (size_t)i0 * lda + k0, 1, (size_t)lda, b, b_k, c, ldc, rows,
+                         cols, g->add);
+    }
+    return 0;
+}
+
 void gemm(int trans_a, int trans_b, int M, int N, int K, const float *A, int lda, const float *B,
           int ldb, int accumulate, float *C, int ldc, int nt) {
     if (M <= 0 || N <= 0) return;
@@ -147,10 +180,13 @@ void gemm(int trans_a, int trans_b, int M, int N, int K, const float *A, int lda
         return;
     }
     const int tiles = row_panels * col_panels;
-    const int threads = par_ok(nt, (size_t)M * N * K) ? nt : 1;
+    gemm_block blk = {trans_a, M, N, 0, 0, full_rows, direct_cols, col_panels, 0,
+                      A, B, pa, pb, lda, ldb, ldc, C};
     for (int k0 = 0; k0 < K; k0 += GEMM_KC) {
         const int kb = K - k0 < GEMM_KC ? K - k0 : GEMM_KC;
-        const int add = accumulate || k0 > 0;
+        blk.k0 = k0;
+        blk.kb = kb;
+        blk.add = accumulate || k0 > 0;
         if (full_rows < row_panels) {
             /* The last, partial row panel (the packed layout: a_k = MR, a_i = 1). */
             const float *src = trans_a ? A + full_rows * GEMM_MR : A + (size_t)full_rows * GEMM_MR * lda;
@@ -161,25 +197,7 @@ void gemm(int trans_a, int trans_b, int M, int N, int K, const float *A, int lda
             const float *src = trans_b ? B + (size_t)j0 * ldb : B + j0;
             pack_cols(pb, src, ldb, trans_b, N - j0, k0, kb);
         }
-        /* Tiles in row-panel-major order; each tile belongs to one thread. */
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
-        for (int t = 0; t < tiles; t++) {
-            int ip = t / col_panels, jp = t % col_panels;
-            int i0 = ip * GEMM_MR, j0 = jp * GEMM_NR;
-            const float *b = jp < direct_cols ? B + (size_t)k0 * ldb + j0
-                                              : pb + (size_t)(jp - direct_cols) * kb * GEMM_NR;
-            size_t b_k = jp < direct_cols ? (size_t)ldb : GEMM_NR;
-            float *c = C + (size_t)i0 * ldc + j0;
-            int rows = M - i0 < GEMM_MR ? M - i0 : GEMM_MR, cols = N - j0 < GEMM_NR ? N - j0 : GEMM_NR;
-            if (ip == full_rows)
-                micro_kernel(kb, pa, GEMM_MR, 1, b, b_k, c, ldc, rows, cols, add);
-            else if (trans_a) /* A is K x M: row k holds a(i0 .. i0+MR-1, k) together */
-                micro_kernel(kb, A + (size_t)k0 * lda + i0, (size_t)lda, 1, b, b_k, c, ldc, rows,
-                             cols, add);
-            else /* A is M x K: each of the MR rows is read along k */
-                micro_kernel(kb, A + (size_t)i0 * lda + k0, 1, (size_t)lda, b, b_k, c, ldc, rows,
-                             cols, add);
-        }
+        par_blocks(nt, (size_t)M * N * K, tiles, gemm_tiles, &blk);
     }
 }
 

@@ -49,18 +49,24 @@ static int maxpool_shape(const void *settings, shape3 in, shape3 *out, const cha
     return 0;
 }
 
-static void maxpool_forward(const layer *l, const float *params, const float *in, float *out,
-                            const run_ctx *run) {
+/* What the row and plane loops below share. */
+typedef struct pool_args {
+    const layer *l;
+    const float *in, *out, *dout;
+    float *y; /* forward: the output; backward: the input gradient */
+} pool_args;
+
+/* Output rows [begin, end) of all samples. Channels innermost, so the max over a window runs
+ * along contiguous memory; positions are visited in row-major order, keeping the first of equal
+ * values. */
+static int maxpool_forward_rows(void *ctx, long begin, long end) {
+    const pool_args *a = ctx;
+    const layer *l = a->l;
     const maxpool_settings *s = l->settings;
     const int in_w = l->in.w, n_ch = l->in.c, out_h = l->out.h, out_w = l->out.w;
-    const int rows = run->n * out_h;
-    (void)params;
-    /* Output rows of all samples; a row is one thread's. Channels innermost, so the max over a
-     * window runs along contiguous memory; positions are visited in row-major order, keeping
-     * the first of equal values. */
-#pragma omp parallel for schedule(static) num_threads(run->nt)                                     \
-    if (par_ok(run->nt, (size_t)run->n * shape_size(l->in)))
-    for (int row = 0; row < rows; row++) {
+    const float *in = a->in;
+    float *out = a->y;
+    for (int row = (int)begin; row < (int)end; row++) {
         const int sample = row / out_h, oy = row % out_h;
         const float *x = in + (size_t)sample * shape_size(l->in);
         float *y = out + (size_t)sample * shape_size(l->out) + (size_t)oy * out_w * n_ch;
@@ -75,18 +81,28 @@ static void maxpool_forward(const layer *l, const float *params, const float *in
                 }
         }
     }
+    return 0;
+}
+
+/* A row is one thread's. */
+static void maxpool_forward(const layer *l, const float *params, const float *in, float *out,
+                            const run_ctx *run) {
+    (void)params;
+    pool_args a = {l, in, NULL, NULL, out};
+    par_blocks(run->nt, (size_t)run->n * shape_size(l->in), (long)run->n * l->out.h,
+               maxpool_forward_rows, &a);
 }
 
 /* Windows that do not overlap (stride >= size) own their input positions, so output rows can
  * be split over threads; ties "all" then runs along contiguous channels. */
-static void maxpool_backward_rows(const layer *l, const float *in, const float *out,
-                                  const float *dout, float *din, const run_ctx *run) {
+static int maxpool_backward_rows(void *ctx, long begin, long end) {
+    const pool_args *a = ctx;
+    const layer *l = a->l;
     const maxpool_settings *s = l->settings;
     const int in_w = l->in.w, n_ch = l->in.c, out_h = l->out.h, out_w = l->out.w;
-    const int rows = run->n * out_h;
-#pragma omp parallel for schedule(static) num_threads(run->nt)                                     \
-    if (par_ok(run->nt, (size_t)run->n * shape_size(l->in)))
-    for (int row = 0; row < rows; row++) {
+    const float *in = a->in, *out = a->out, *dout = a->dout;
+    float *din = a->y;
+    for (int row = (int)begin; row < (int)end; row++) {
         const int sample = row / out_h, oy = row % out_h;
         const float *x = in + (size_t)sample * shape_size(l->in);
         float *dx = din + (size_t)sample * shape_size(l->in);
@@ -120,18 +136,19 @@ static void maxpool_backward_rows(const layer *l, const float *in, const float *
             }
         }
     }
+    return 0;
 }
 
 /* Overlapping windows, or the report's misplaced writes: each thread owns whole (sample,
  * channel) planes, and within a plane windows go in order (later writes win, as in the report). */
-static void maxpool_backward_planes(const layer *l, const float *in, const float *out,
-                                    const float *dout, float *din, const run_ctx *run) {
+static int maxpool_backward_planes(void *ctx, long begin, long end) {
+    const pool_args *a = ctx;
+    const layer *l = a->l;
     const maxpool_settings *s = l->settings;
     const int in_w = l->in.w, n_ch = l->in.c, out_h = l->out.h, out_w = l->out.w;
-    const int planes = run->n * n_ch;
-#pragma omp parallel for schedule(static) num_threads(run->nt)                                     \
-    if (par_ok(run->nt, (size_t)run->n * shape_size(l->in)))
-    for (int plane = 0; plane < planes; plane++) {
+    const float *in = a->in, *out = a->out, *dout = a->dout;
+    float *din = a->y;
+    for (int plane = (int)begin; plane < (int)end; plane++) {
         const int sample = plane / n_ch, c = plane % n_ch;
         const float *x = in + (size_t)sample * shape_size(l->in);
         const float *y = out + (size_t)sample * shape_size(l->out);
@@ -154,6 +171,7 @@ static void maxpool_backward_planes(const layer *l, const float *in, const float
             next_window:;
             }
     }
+    return 0;
 }
 
 static void maxpool_backward(const layer *l, const float *params, const float *in,
@@ -163,10 +181,12 @@ static void maxpool_backward(const layer *l, const float *params, const float *i
     (void)params, (void)dparams;
     if (!din) return;
     memset(din, 0, (size_t)run->n * shape_size(l->in) * sizeof *din);
+    pool_args a = {l, in, out, dout, din};
+    const size_t work = (size_t)run->n * shape_size(l->in);
     if (s->stride >= s->size && !s->report_index_bug)
-        maxpool_backward_rows(l, in, out, dout, din, run);
+        par_blocks(run->nt, work, (long)run->n * l->out.h, maxpool_backward_rows, &a);
     else
-        maxpool_backward_planes(l, in, out, dout, din, run);
+        par_blocks(run->nt, work, (long)run->n * l->in.c, maxpool_backward_planes, &a);
 }
 
 static void maxpool_describe(const void *settings, char *buf, size_t size) {

@@ -25,12 +25,37 @@ static int sigmoid_parse(void *settings, const cJSON *obj, const char *path, err
                          err);
 }
 
+typedef struct sigmoid_args {
+    float *y;
+    const float *x, *dy;
+} sigmoid_args;
+
+static int sigmoid_block(void *ctx, long begin, long end) {
+    const sigmoid_args *a = ctx;
+    float *restrict y = a->y;
+    const float *restrict x = a->x;
+    for (long i = begin; i < end; i++) y[i] = 1.0f / (1.0f + vexpf(-x[i]));
+    return 0;
+}
+
+/* The report's backward: the sigmoid of the output again, then its derivative. */
+static int double_sigmoid_block(void *ctx, long begin, long end) {
+    const sigmoid_args *a = ctx;
+    float *restrict dx = a->y;
+    const float *restrict y = a->x, *restrict dy = a->dy;
+    for (long i = begin; i < end; i++) {
+        float again = 1.0f / (1.0f + vexpf(-y[i]));
+        dx[i] = dy[i] * again * (1.0f - again);
+    }
+    return 0;
+}
+
 static void sigmoid_forward(const layer *l, const float *params, const float *in, float *out,
                             const run_ctx *run) {
     const long n = (long)(run->n * shape_size(l->in));
     (void)params;
-#pragma omp parallel for schedule(static) num_threads(run->nt) if (par_ok(run->nt, 8 * (size_t)n))
-    for (long i = 0; i < n; i++) out[i] = 1.0f / (1.0f + vexpf(-in[i]));
+    sigmoid_args a = {out, in, NULL};
+    par_blocks(run->nt, 8 * (size_t)n, n, sigmoid_block, &a);
 }
 
 static void sigmoid_backward(const layer *l, const float *params, const float *in,
@@ -41,11 +66,8 @@ static void sigmoid_backward(const layer *l, const float *params, const float *i
     (void)params, (void)in, (void)dparams;
     if (!din) return;
     if (s->double_sigmoid_backward) {
-#pragma omp parallel for schedule(static) num_threads(run->nt) if (par_ok(run->nt, 8 * (size_t)n))
-        for (long i = 0; i < n; i++) {
-            float again = 1.0f / (1.0f + vexpf(-out[i]));
-            din[i] = dout[i] * again * (1.0f - again);
-        }
+        sigmoid_args a = {din, out, dout};
+        par_blocks(run->nt, 8 * (size_t)n, n, double_sigmoid_block, &a);
     } else {
         for (long i = 0; i < n; i++) din[i] = dout[i] * out[i] * (1.0f - out[i]);
     }

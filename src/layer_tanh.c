@@ -9,12 +9,23 @@
 
 static const char *const tanh_keys[] = {NULL};
 
+typedef struct tanh_args {
+    float *y;
+    const float *x;
+} tanh_args;
+
+static int tanh_block(void *ctx, long begin, long end) {
+    const tanh_args *a = ctx;
+    for (long i = begin; i < end; i++) a->y[i] = tanhf(a->x[i]);
+    return 0;
+}
+
 static void tanh_forward(const layer *l, const float *params, const float *in, float *out,
                          const run_ctx *run) {
     const long n = (long)(run->n * shape_size(l->in));
     (void)params;
-#pragma omp parallel for schedule(static) num_threads(run->nt) if (par_ok(run->nt, 8 * (size_t)n))
-    for (long i = 0; i < n; i++) out[i] = tanhf(in[i]);
+    tanh_args a = {out, in};
+    par_blocks(run->nt, 8 * (size_t)n, n, tanh_block, &a);
 }
 
 static void tanh_backward(const layer *l, const float *params, const float *in, const float *out,

@@ -18,23 +18,30 @@ int optimizer_state_count(optimizer_kind kind) {
     return kind == OPT_ADAM ? 2 : kind == OPT_SGD ? 0 : 1;
 }
 
-int optimizer_step(const optimizer_config *o, float *params, float *state1, float *state2,
-                   const float *grads, int n_lanes, size_t n, int count, double lr, long step,
-                   int nt) {
-    const float inv_count = 1.0f / (float)count, wd = (float)o->weight_decay;
-    const float lr_f = (float)lr, mu = (float)o->momentum;
-    const float b1 = (float)o->beta1, b2 = (float)o->beta2, eps = (float)o->eps;
-    const double bc1 = 1.0 - pow(o->beta1, (double)step), bc2 = 1.0 - pow(o->beta2, (double)step);
-    const float adam_step = (float)(lr / bc1), adam_scale = (float)(1.0 / sqrt(bc2));
-    const optimizer_kind kind = o->kind;
+/* One step's constants and arrays, for the parameter blocks below. */
+typedef struct step_args {
+    optimizer_kind kind;
+    float *params, *state1, *state2;
+    const float *grads;
+    int n_lanes;
+    size_t n;
+    float inv_count, wd, lr, mu, b1, b2, eps, adam_step, adam_scale;
+} step_args;
+
+/* Parameters [begin, end); nonzero when one of them is no longer finite. */
+static int step_block(void *ctx, long begin, long end) {
+    const step_args *a = ctx;
+    float *params = a->params, *state1 = a->state1, *state2 = a->state2;
+    const float *grads = a->grads;
+    const size_t n = a->n;
+    const float inv_count = a->inv_count, wd = a->wd, lr_f = a->lr, mu = a->mu;
+    const float b1 = a->b1, b2 = a->b2, eps = a->eps;
     int bad = 0;
-#pragma omp parallel for schedule(static) num_threads(nt) reduction(| : bad)                      \
-    if (par_ok(nt, n * (size_t)n_lanes))
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = (size_t)begin; i < (size_t)end; i++) {
         float g = grads[i];
-        for (int l = 1; l < n_lanes; l++) g += grads[(size_t)l * n + i];
+        for (int l = 1; l < a->n_lanes; l++) g += grads[(size_t)l * n + i];
         g = g * inv_count + wd * params[i];
-        switch (kind) {
+        switch (a->kind) {
         case OPT_SGD: params[i] -= lr_f * g; break;
         case OPT_MOMENTUM:
             state1[i] = mu * state1[i] + g;
@@ -47,12 +54,23 @@ int optimizer_step(const optimizer_config *o, float *params, float *state1, floa
         case OPT_ADAM:
             state1[i] = b1 * state1[i] + (1.0f - b1) * g;
             state2[i] = b2 * state2[i] + (1.0f - b2) * g * g;
-            params[i] -= adam_step * state1[i] / (sqrtf(state2[i]) * adam_scale + eps);
+            params[i] -= a->adam_step * state1[i] / (sqrtf(state2[i]) * a->adam_scale + eps);
             break;
         }
         bad |= !(fabsf(params[i]) <= FLT_MAX);
     }
     return bad;
+}
+
+int optimizer_step(const optimizer_config *o, float *params, float *state1, float *state2,
+                   const float *grads, int n_lanes, size_t n, int count, double lr, long step,
+                   int nt) {
+    const double bc1 = 1.0 - pow(o->beta1, (double)step), bc2 = 1.0 - pow(o->beta2, (double)step);
+    step_args a = {o->kind, params, state1, state2, grads, n_lanes, n,
+                   1.0f / (float)count, (float)o->weight_decay, (float)lr, (float)o->momentum,
+                   (float)o->beta1, (float)o->beta2, (float)o->eps, (float)(lr / bc1),
+                   (float)(1.0 / sqrt(bc2))};
+    return par_blocks(nt, n * (size_t)n_lanes, (long)n, step_block, &a);
 }
 
 double schedule_lr(const schedule_config *s, double base_lr, long step, long steps_per_epoch,

@@ -187,36 +187,51 @@ static void train_chunk(trainer *t, int lane, const int *samples, int count, flo
     net_backward(&t->net, t->params, ws, labels, count, dparams, nt);
 }
 
-/* Sums `n_lanes` gradient lanes in lane order and takes one SGD step of size `step`. Each
- * parameter belongs to one thread, so the sum's order never depends on the thread count. */
-static int sgd_update(trainer *t, const float *grads, int n_lanes, float step) {
-    const size_t n_params = t->net.n_params;
-    float *params = t->params;
+/* One plain SGD step: w -= step * (the lanes' sum, in lane order). */
+typedef struct sgd_args {
+    float *params;
+    const float *grads;
+    int n_lanes;
+    size_t n;
+    float step;
+} sgd_args;
+
+/* Parameters [begin, end); nonzero when one of them is no longer finite. */
+static int sgd_block(void *ctx, long begin, long end) {
+    const sgd_args *a = ctx;
+    float *params = a->params;
+    const float *grads = a->grads;
     int bad = 0;
-#pragma omp parallel for schedule(static) num_threads(t->threads) reduction(| : bad)             \
-    if (par_ok(t->threads, n_params * (size_t)n_lanes))
-    for (size_t i = 0; i < n_params; i++) {
+    for (size_t i = (size_t)begin; i < (size_t)end; i++) {
         float g = grads[i];
-        for (int l = 1; l < n_lanes; l++) g += grads[(size_t)l * n_params + i];
-        params[i] -= step * g;
+        for (int l = 1; l < a->n_lanes; l++) g += grads[(size_t)l * a->n + i];
+        params[i] -= a->step * g;
         bad |= !(fabsf(params[i]) <= FLT_MAX); /* NaN or infinity */
     }
     return bad;
 }
 
-/* The same step for a single lane, in a loop the compiler vectorises. Returns nonzero when a
- * parameter is no longer finite. */
-static int sgd_update_one(trainer *t, const float *restrict grads, float step) {
-    const size_t n_params = t->net.n_params;
-    float *restrict params = t->params;
+/* The same for a single lane, in a loop the compiler vectorises. */
+static int sgd_block_one(void *ctx, long begin, long end) {
+    const sgd_args *a = ctx;
+    float *restrict params = a->params;
+    const float *restrict grads = a->grads;
+    const float step = a->step;
     int bad = 0;
-#pragma omp parallel for schedule(static) num_threads(t->threads) reduction(| : bad)             \
-    if (par_ok(t->threads, n_params))
-    for (size_t i = 0; i < n_params; i++) {
+    for (size_t i = (size_t)begin; i < (size_t)end; i++) {
         params[i] -= step * grads[i];
         bad |= !(fabsf(params[i]) <= FLT_MAX);
     }
     return bad;
+}
+
+/* Sums `n_lanes` gradient lanes in lane order and takes one SGD step of size `step`; nonzero
+ * when a parameter is no longer finite. Each parameter belongs to one thread, so the sum's order
+ * never depends on the thread count. */
+static int sgd_update(trainer *t, const float *grads, int n_lanes, float step) {
+    sgd_args a = {t->params, grads, n_lanes, t->net.n_params, step};
+    return par_blocks(t->threads, a.n * (size_t)n_lanes, (long)a.n,
+                      n_lanes == 1 ? sgd_block_one : sgd_block, &a);
 }
 
 int trainer_bad_layer(const trainer *t) {
@@ -241,7 +256,7 @@ static int apply_update(trainer *t, const float *grads, int n_lanes, int count) 
     const config *cfg = t->cfg;
     if (plain_sgd(cfg)) {
         float step = (float)(cfg->learning_rate / count);
-        return n_lanes == 1 ? sgd_update_one(t, grads, step) : sgd_update(t, grads, n_lanes, step);
+        return sgd_update(t, grads, n_lanes, step);
     }
     double lr = schedule_lr(&cfg->schedule, cfg->learning_rate, t->pos.step, t->steps_per_epoch,
                             cfg->epochs);
@@ -256,6 +271,17 @@ static int step_single(trainer *t, int index, float *loss, unsigned char *hit) {
     return apply_update(t, t->grads, 1, 1);
 }
 
+/* Lane l of a batch of `count` samples takes samples [l*count/n_lanes, (l+1)*count/n_lanes),
+ * summing their gradient into this process's lane buffer l - first. */
+static void run_lane(trainer *t, const int *samples, int count, int n_lanes, int first, int l,
+                     int inner_threads) {
+    float *g = t->grads + (size_t)(l - first) * t->net.n_params;
+    memset(g, 0, t->net.n_params * sizeof *g);
+    int k0 = (int)((long)l * count / n_lanes), k1 = (int)((long)(l + 1) * count / n_lanes);
+    train_chunk(t, l - first, samples + k0, k1 - k0, g, inner_threads, &t->sample_loss[k0],
+                &t->sample_hit[k0]);
+}
+
 void trainer_step(trainer *t, const int *samples, int count, double *loss_sum, int *hits) {
     const size_t n_params = t->net.n_params;
     const int n_lanes = min_int(min_int(t->cfg->lanes, t->cfg->batch_size), count);
@@ -266,14 +292,13 @@ void trainer_step(trainer *t, const int *samples, int count, double *loss_sum, i
     const int inner_threads = last - first == 1 ? t->threads : 1;
     float *loss = t->sample_loss;
     unsigned char *hit = t->sample_hit;
-    /* Lane l takes samples [l*count/n_lanes, (l+1)*count/n_lanes); any thread may run it. */
-#pragma omp parallel for schedule(dynamic, 1) num_threads(min_int(t->threads, last - first))     \
-    if (last - first > 1)
-    for (int l = first; l < last; l++) {
-        float *g = t->grads + (size_t)(l - first) * n_params;
-        memset(g, 0, n_params * sizeof *g);
-        int k0 = (int)((long)l * count / n_lanes), k1 = (int)((long)(l + 1) * count / n_lanes);
-        train_chunk(t, l - first, samples + k0, k1 - k0, g, inner_threads, &loss[k0], &hit[k0]);
+    /* Any thread may run a lane; a single lane stays out of OpenMP (see par_blocks). */
+    if (last - first <= 1) {
+        if (last > first) run_lane(t, samples, count, n_lanes, first, first, inner_threads);
+    } else {
+#pragma omp parallel for schedule(dynamic, 1) num_threads(min_int(t->threads, last - first))
+        for (int l = first; l < last; l++)
+            run_lane(t, samples, count, n_lanes, first, l, inner_threads);
     }
     /* One step with the mean gradient; for count == 1 the step is lr, as in step_single. */
     if (t->dist) {

@@ -154,6 +154,177 @@ static int gemm_tiles(void *ctx, long begin, long end) {
     return 0;
 }
 
+/* ---- thin products (a batch of one sample): one vector, or an outer product ----
+ * The register tile would run mostly empty on these shapes (a 1-row A leaves 7 of its 8 rows
+ * unused), so they get loops of their own. Which loop runs depends on the shape only, never on
+ * the thread count, and threads split the outputs, so results stay independent of threads. */
+
+typedef float vec4u __attribute__((vector_size(16), aligned(4)));
+
+typedef struct thin_args {
+    int K, ldc, add;
+    const float *x;  /* the vector, x[k * x_k] */
+    size_t x_k;
+    const float *Y;  /* the matrix, Y[k * y_k + j] (axpy) or Y[j * y_j + k] (dots) */
+    size_t y_k, y_j;
+    float *C;        /* output j at C[j * ldc] */
+} thin_args;
+
+static inline void store_out(const thin_args *t, long j, float v) {
+    float *c = t->C + (size_t)j * t->ldc;
+    *c = t->add ? *c + v : v;
+}
+
+/* Outputs [16 begin, 16 end) of y[j] = sum_k x_k Y[k][j], as scaled rows of Y added in ascending
+ * k, two interleaved partial sums (even and odd k) per output, then added. */
+static int thin_axpy(void *ctx, long begin, long end) {
+    const thin_args *t = ctx;
+    const long total = (long)t->y_j; /* outputs in all */
+    for (long blk = begin; blk < end; blk++) {
+        const long j0 = blk * 16, width = total - j0 < 16 ? total - j0 : 16;
+        const float *y = t->Y + j0;
+        if (width == 16) {
+            vec16 even = {0}, odd = {0};
+            int k = 0;
+            for (; k + 1 < t->K; k += 2) {
+                even += t->x[(size_t)k * t->x_k] * *(const vec16u *)(y + (size_t)k * t->y_k);
+                odd += t->x[(size_t)(k + 1) * t->x_k] * *(const vec16u *)(y + (size_t)(k + 1) * t->y_k);
+            }
+            if (k < t->K) even += t->x[(size_t)k * t->x_k] * *(const vec16u *)(y + (size_t)k * t->y_k);
+            vec16 sum = even + odd;
+            for (int j = 0; j < 16; j++) store_out(t, j0 + j, sum[j]);
+            continue;
+        }
+        float even[16] = {0}, odd[16] = {0};
+        int k = 0;
+        for (; k + 1 < t->K; k += 2) {
+            const float xe = t->x[(size_t)k * t->x_k], xo = t->x[(size_t)(k + 1) * t->x_k];
+            for (int j = 0; j < width; j++) {
+                even[j] += xe * y[(size_t)k * t->y_k + j];
+                odd[j] += xo * y[(size_t)(k + 1) * t->y_k + j];
+            }
+        }
+        if (k < t->K)
+            for (int j = 0; j < width; j++) even[j] += t->x[(size_t)k * t->x_k] * y[(size_t)k * t->y_k + j];
+        for (int j = 0; j < width; j++) store_out(t, j0 + j, even[j] + odd[j]);
+    }
+    return 0;
+}
+
+typedef int mask16 __attribute__((vector_size(64)));
+
+/* Adds neighbouring halves of a's and b's groups of lanes: with groups of 2w lanes, each
+ * result lane holds the sum of two lanes w apart, a's groups first, then b's. */
+static inline vec16 fold(vec16 a, vec16 b, mask16 lo, mask16 hi) {
+    return __builtin_shuffle(a, b, lo) + __builtin_shuffle(a, b, hi);
+}
+
+/* Lane r of the result: the sum of v[r]'s 16 lanes, for 16 vectors at once, by a fixed tree. */
+static vec16 sum_lanes16(vec16 v[16]) {
+    const mask16 lo8 = {0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23};
+    const mask16 hi8 = {8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31};
+    const mask16 lo4 = {0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27};
+    const mask16 hi4 = {4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31};
+    const mask16 lo2 = {0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29};
+    const mask16 hi2 = {2, 3, 6, 7, 10, 11, 14, 15, 18, 19, 22, 23, 26, 27, 30, 31};
+    const mask16 lo1 = {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30};
+    const mask16 hi1 = {1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31};
+    vec16 s8[8], s4[4], s2[2];
+    for (int i = 0; i < 8; i++) s8[i] = fold(v[2 * i], v[2 * i + 1], lo8, hi8);
+    for (int i = 0; i < 4; i++) s4[i] = fold(s8[2 * i], s8[2 * i + 1], lo4, hi4);
+    for (int i = 0; i < 2; i++) s2[i] = fold(s4[2 * i], s4[2 * i + 1], lo2, hi2);
+    return fold(s2[0], s2[1], lo1, hi1);
+}
+
+/* Outputs [16 begin, 16 end) of y[j] = sum_k Y[j][k] x_k, with x and the rows of Y contiguous:
+ * each row's products 16 at a time into one vector, its last K mod 16 one by one; the 16 row
+ * vectors of a block are then summed lane-wise together. */
+static int thin_dots(void *ctx, long begin, long end) {
+    const thin_args *t = ctx;
+    const int K = t->K, K16 = K / 16 * 16;
+    const long total = (long)t->x_k; /* outputs in all */
+    for (long blk = begin; blk < end; blk++) {
+        const long j0 = blk * 16, rows = total - j0 < 16 ? total - j0 : 16;
+        vec16 v[16];
+        float tail[16];
+        for (int r = 0; r < 16; r++) {
+            v[r] = (vec16){0};
+            tail[r] = 0.0f;
+            if (r >= rows) continue;
+            const float *y = t->Y + (size_t)(j0 + r) * t->y_j, *x = t->x;
+            for (int k = 0; k < K16; k += 16)
+                v[r] += *(const vec16u *)(y + k) * *(const vec16u *)(x + k);
+            for (int k = K16; k < K; k++) tail[r] += y[k] * x[k];
+        }
+        vec16 sums = sum_lanes16(v);
+        for (int r = 0; r < rows; r++) store_out(t, j0 + r, sums[r] + tail[r]);
+    }
+    return 0;
+}
+
+typedef struct outer_args {
+    int trans_a, trans_b, N, lda, ldb, ldc, add;
+    const float *A, *B;
+    float *C;
+} outer_args;
+
+/* Rows [begin, end) of C = (add ? C : 0) + a b^T, K = 1. */
+static int thin_outer(void *ctx, long begin, long end) {
+    const outer_args *o = ctx;
+    for (long i = begin; i < end; i++) {
+        const float a = o->trans_a ? o->A[i] : o->A[(size_t)i * o->lda];
+        float *c = o->C + (size_t)i * o->ldc;
+        if (!o->trans_b) {
+            const float *b = o->B;
+            int j = 0;
+            for (; j + 16 <= o->N; j += 16) {
+                vec16u *cj = (vec16u *)(c + j);
+                vec16 p = a * *(const vec16u *)(b + j);
+                *cj = o->add ? *cj + p : p;
+            }
+            for (; j + 4 <= o->N; j += 4) {
+                vec4u *cj = (vec4u *)(c + j);
+                vec4u p = a * *(const vec4u *)(b + j);
+                *cj = o->add ? *cj + p : p;
+            }
+            for (; j < o->N; j++) c[j] = o->add ? c[j] + a * b[j] : a * b[j];
+        } else {
+            for (int j = 0; j < o->N; j++) {
+                float p = a * o->B[(size_t)j * o->ldb];
+                c[j] = o->add ? c[j] + p : p;
+            }
+        }
+    }
+    return 0;
+}
+
+/* The thin shapes: returns 1 when it computed C, 0 when the tiled path should. */
+static int gemm_thin(int trans_a, int trans_b, int M, int N, int K, const float *A, int lda,
+                     const float *B, int ldb, int add, float *C, int ldc, int nt) {
+    const size_t work = (size_t)M * N * K;
+    if (K == 1) {
+        outer_args o = {trans_a, trans_b, N, lda, ldb, ldc, add, A, B, C};
+        par_blocks(nt, work, M, thin_outer, &o);
+        return 1;
+    }
+    if (M == 1 && !trans_b) { /* c(0, j) = sum_k a(0, k) B[k][j] */
+        thin_args t = {K, 1, add, A, trans_a ? (size_t)lda : 1, B, (size_t)ldb, (size_t)N, C};
+        par_blocks(nt, work, (N + 15) / 16, thin_axpy, &t);
+        return 1;
+    }
+    if (N == 1 && trans_a) { /* c(i, 0) = sum_k b(k, 0) A[k][i] */
+        thin_args t = {K, ldc, add, B, trans_b ? 1 : (size_t)ldb, A, (size_t)lda, (size_t)M, C};
+        par_blocks(nt, work, (M + 15) / 16, thin_axpy, &t);
+        return 1;
+    }
+    if (N == 1 && trans_b) { /* c(i, 0) = sum_k A[i][k] B[0][k]: rows of A against B's row */
+        thin_args t = {K, ldc, add, B, (size_t)M, A, 1, (size_t)lda, C};
+        par_blocks(nt, work, (M + 15) / 16, thin_dots, &t);
+        return 1;
+    }
+    return 0;
+}
+
 void gemm(int trans_a, int trans_b, int M, int N, int K, const float *A, int lda, const float *B,
           int ldb, int accumulate, float *C, int ldc, int nt) {
     if (M <= 0 || N <= 0) return;
@@ -162,6 +333,7 @@ void gemm(int trans_a, int trans_b, int M, int N, int K, const float *A, int lda
             for (int i = 0; i < M; i++) memset(C + (size_t)i * ldc, 0, (size_t)N * sizeof(float));
         return;
     }
+    if (gemm_thin(trans_a, trans_b, M, N, K, A, lda, B, ldb, accumulate, C, ldc, nt)) return;
     const int row_panels = (M + GEMM_MR - 1) / GEMM_MR, col_panels = (N + GEMM_NR - 1) / GEMM_NR;
     /* Panels read in place: all full row panels of A; the full column panels of B when B is not
      * transposed. The rest is packed, zero-padded. */

@@ -31,8 +31,13 @@ static void expect_near(const float *got, const float *want, size_t n, int terms
 }
 
 START_TEST(test_gemm_matches_reference) {
-    const int sizes[][3] = {{1, 1, 1},   {7, 5, 3},    {8, 16, 9},   {9, 17, 300},
-                            {33, 40, 7}, {64, 31, 513}, {3, 100, 257}, {100, 3, 64}};
+    /* Tiled shapes, then the thin ones (one row, one column, K = 1) that have loops of their
+     * own: vector widths, ragged tails and odd K included. */
+    const int sizes[][3] = {{1, 1, 1},     {7, 5, 3},    {8, 16, 9},   {9, 17, 300},
+                            {33, 40, 7},   {64, 31, 513}, {3, 100, 257}, {100, 3, 64},
+                            {1, 20, 1352}, {1, 37, 101}, {1, 16, 33},  {1, 5, 2},
+                            {1352, 20, 1}, {45, 37, 1},  {1352, 1, 20}, {45, 1, 37},
+                            {17, 1, 300},  {1, 1, 50},   {16, 1, 16}};
     for (size_t c = 0; c < sizeof sizes / sizeof sizes[0]; c++)
         for (int ta = 0; ta < 2; ta++)
             for (int tb = 0; tb < 2; tb++)
@@ -55,15 +60,21 @@ START_TEST(test_gemm_matches_reference) {
 END_TEST
 
 START_TEST(test_gemm_thread_count_does_not_matter) {
-    const int M = 203, N = 77, K = 300; /* large enough to be split over threads */
-    float *A = random_floats((size_t)M * K), *B = random_floats((size_t)K * N);
-    float *C1 = floats_alloc((size_t)M * N), *C4 = floats_alloc((size_t)M * N);
-    for (int tb = 0; tb < 2; tb++) {
-        gemm(0, tb, M, N, K, A, K, B, tb ? K : N, 0, C1, N, 1);
-        gemm(0, tb, M, N, K, A, K, B, tb ? K : N, 0, C4, N, 4);
-        ck_assert_int_eq(memcmp(C1, C4, (size_t)M * N * sizeof *C1), 0);
+    /* Large enough to be split over threads: a tiled shape and the three thin kinds. */
+    const int sizes[][3] = {{203, 77, 300}, {1, 1100, 1000}, {1100, 1, 1000}, {1100, 1000, 1}};
+    for (size_t c = 0; c < sizeof sizes / sizeof sizes[0]; c++) {
+        const int M = sizes[c][0], N = sizes[c][1], K = sizes[c][2];
+        float *A = random_floats((size_t)M * K), *B = random_floats((size_t)K * N);
+        float *C1 = floats_alloc((size_t)M * N), *C4 = floats_alloc((size_t)M * N);
+        for (int ta = 0; ta < 2; ta++)
+            for (int tb = 0; tb < 2; tb++) {
+                gemm(ta, tb, M, N, K, A, ta ? M : K, B, tb ? K : N, 0, C1, N, 1);
+                gemm(ta, tb, M, N, K, A, ta ? M : K, B, tb ? K : N, 0, C4, N, 4);
+                ck_assert_msg(memcmp(C1, C4, (size_t)M * N * sizeof *C1) == 0,
+                              "gemm %dx%dx%d ta=%d tb=%d: 1 and 4 threads differ", M, N, K, ta, tb);
+            }
+        aligned_free(A), aligned_free(B), aligned_free(C1), aligned_free(C4);
     }
-    aligned_free(A), aligned_free(B), aligned_free(C1), aligned_free(C4);
 }
 END_TEST
 

@@ -158,12 +158,36 @@ static int is_pointwise(const conv_geom *g) {
     return g->kernel == 1 && g->stride == 1 && g->padding == 0;
 }
 
+/* Copies n floats, n small: a constant-size copy per case, which the compiler turns into a few
+ * moves, instead of a loop or a library call for every kernel row of every patch. */
+static inline void copy_row(float *dst, const float *src, int n) {
+    switch (n) {
+#define COPY_CASE(k)                                                                              \
+    case k: memcpy(dst, src, k * sizeof *dst); return;
+        COPY_CASE(1) COPY_CASE(2) COPY_CASE(3) COPY_CASE(4) COPY_CASE(5) COPY_CASE(6)
+        COPY_CASE(7) COPY_CASE(8) COPY_CASE(9) COPY_CASE(10) COPY_CASE(11) COPY_CASE(12)
+        COPY_CASE(13) COPY_CASE(14) COPY_CASE(15) COPY_CASE(16)
+#undef COPY_CASE
+    default: memcpy(dst, src, (size_t)n * sizeof *dst);
+    }
+}
+
 /* Patch row p holds, for each kernel row ky, the K*C values x[iy][ix0 .. ix0+K-1][0 .. C-1],
  * which lie side by side in HWC memory: one contiguous copy per (p, ky), with zeros where the
  * window hangs over the padding. */
 static void im2col(float *col, const float *x, const conv_geom *g) {
     const int K = g->kernel, C = g->in_c, span = K * C;
     float *dst = col;
+    if (g->padding == 0) {
+        /* No window leaves the input: straight copies. */
+        const size_t in_row = (size_t)g->in_w * C;
+        for (int oy = 0; oy < g->out_h; oy++)
+            for (int ox = 0; ox < g->out_w; ox++) {
+                const float *src = x + (size_t)oy * g->stride * in_row + (size_t)ox * g->stride * C;
+                for (int ky = 0; ky < K; ky++, dst += span) copy_row(dst, src + ky * in_row, span);
+            }
+        return;
+    }
     for (int oy = 0; oy < g->out_h; oy++)
         for (int ox = 0; ox < g->out_w; ox++) {
             const int ix0 = ox * g->stride - g->padding;
@@ -176,6 +200,10 @@ static void im2col(float *col, const float *x, const conv_geom *g) {
                     continue;
                 }
                 const float *src = x + ((size_t)iy * g->in_w + ix0) * C;
+                if (lo == 0 && hi == K) {
+                    copy_row(dst, src, span);
+                    continue;
+                }
                 for (int i = 0; i < lo * C; i++) dst[i] = 0.0f;
                 for (int i = lo * C; i < hi * C; i++) dst[i] = src[i];
                 for (int i = hi * C; i < span; i++) dst[i] = 0.0f;

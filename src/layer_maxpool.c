@@ -93,6 +93,20 @@ static void maxpool_forward(const layer *l, const float *params, const float *in
                maxpool_forward_rows, &a);
 }
 
+/* Gives g to the first position of a size x size window (rows `row` apart, columns `col`) that
+ * holds the maximum. */
+static inline void first_max(const float *x, float *dx, float best, float g, int size, size_t row,
+                             size_t col) {
+    for (int wy = 0; wy < size; wy++)
+        for (int wx = 0; wx < size; wx++) {
+            size_t at = wy * row + wx * col;
+            if (x[at] == best) {
+                dx[at] = g;
+                return;
+            }
+        }
+}
+
 /* Windows that do not overlap (stride >= size) own their input positions, so output rows can
  * be split over threads; ties "all" then runs along contiguous channels. */
 static int maxpool_backward_rows(void *ctx, long begin, long end) {
@@ -119,21 +133,11 @@ static int maxpool_backward_rows(void *ctx, long begin, long end) {
                     }
                 continue;
             }
-            /* Ties "first": positions in row-major order, a channel taken by the first of its
-             * maxima; channels in blocks so the flags stay on the stack. */
-            for (int c0 = 0; c0 < n_ch; c0 += 256) {
-                const int c1 = c0 + 256 < n_ch ? c0 + 256 : n_ch;
-                unsigned char taken[256] = {0};
-                for (int wy = 0; wy < s->size; wy++)
-                    for (int wx = 0; wx < s->size; wx++) {
-                        size_t at = base + ((size_t)wy * in_w + wx) * n_ch;
-                        for (int c = c0; c < c1; c++) {
-                            int hit = !taken[c - c0] && x[at + c] == best[c];
-                            dx[at + c] = hit ? g[c] : 0.0f;
-                            taken[c - c0] |= (unsigned char)hit;
-                        }
-                    }
-            }
+            /* Ties "first": each channel's gradient goes to the first of its maxima in
+             * row-major order; din is zero elsewhere already. */
+            for (int c = 0; c < n_ch; c++)
+                first_max(x + base + c, dx + base + c, best[c], g[c], s->size, (size_t)in_w * n_ch,
+                          (size_t)n_ch);
         }
     }
     return 0;

@@ -212,22 +212,23 @@ static void im2col(float *col, const float *x, const conv_geom *g) {
 }
 
 /* Adds each patch row of dcol back onto the input positions it was read from, in (p, ky, kx)
- * order. */
+ * order: per (p, ky), K*C floats onto contiguous input memory, as im2col read them. */
 static void col2im(float *dx, const float *dcol, const conv_geom *g) {
-    const int K = g->kernel, C = g->in_c;
+    const int K = g->kernel, C = g->in_c, span = K * C;
     memset(dx, 0, (size_t)g->in_h * g->in_w * C * sizeof *dx);
     const float *src = dcol;
     for (int oy = 0; oy < g->out_h; oy++)
-        for (int ox = 0; ox < g->out_w; ox++)
-            for (int ky = 0; ky < K; ky++) {
-                int iy = oy * g->stride - g->padding + ky;
-                for (int kx = 0; kx < K; kx++, src += C) {
-                    int ix = ox * g->stride - g->padding + kx;
-                    if (iy < 0 || iy >= g->in_h || ix < 0 || ix >= g->in_w) continue;
-                    float *d = dx + ((size_t)iy * g->in_w + ix) * C;
-                    for (int c = 0; c < C; c++) d[c] += src[c];
-                }
+        for (int ox = 0; ox < g->out_w; ox++) {
+            const int ix0 = ox * g->stride - g->padding;
+            const int lo = ix0 < 0 ? -ix0 : 0;                    /* first kx inside */
+            const int hi = ix0 + K > g->in_w ? g->in_w - ix0 : K; /* one past the last */
+            for (int ky = 0; ky < K; ky++, src += span) {
+                const int iy = oy * g->stride - g->padding + ky;
+                if (iy < 0 || iy >= g->in_h || hi <= lo) continue;
+                float *d = dx + ((size_t)iy * g->in_w + ix0) * C;
+                for (int i = lo * C; i < hi * C; i++) d[i] += src[i];
             }
+        }
 }
 
 void conv2d_forward(float *out, const float *in, const float *weight, const float *bias, int n,

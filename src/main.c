@@ -487,7 +487,9 @@ fail:
         int code = dist_agree(&d, exit_code, &who);
         if (who == d.rank) print_error(&d, &err);
         exit_code = code;
-    } else if (d.size > 1 && exit_code != EXIT_DIVERGED) {
+    } else if (d.size > 1 && exit_code != EXIT_DIVERGED && exit_code < 128) {
+        /* Not an end every process reaches together (divergence, an interruption without a
+         * checkpoint path): this one alone failed. */
         fail_job(&d, &err, exit_code);
     } else if (writer) {
         print_error(&d, &err);

@@ -399,26 +399,31 @@ void trainer_evaluate(trainer *t, const dataset *ds, double *loss, double *acc) 
 
 void trainer_classify(trainer *t, const dataset *ds, int *predicted, double *loss, double *acc) {
     const int n = ds->n, n_lanes = t->lanes, chunk = t->chunk;
-    /* This process's share of the samples: [lo, hi). */
-    int lo = 0, hi = n;
+    const int n_chunks = (n + chunk - 1) / chunk;
+    /* The chunks of consecutive samples this process classifies: [c_lo, c_hi). Several
+     * processes share out the chunks one process would use, so every sample goes through the
+     * same chunk (a one-sample chunk rounds differently from a longer one in the dense layers). */
+    int c_lo = 0, c_hi = n_chunks;
     if (t->dist) {
         const int R = t->dist->size;
-        for (int r = 0; r <= R; r++) t->result_begin[r] = (int)((long)r * n / R);
-        lo = t->result_begin[t->dist->rank];
-        hi = t->result_begin[t->dist->rank + 1];
+        for (int r = 0; r <= R; r++) {
+            int c = (int)((long)r * n_chunks / R);
+            t->result_begin[r] = c * chunk < n ? c * chunk : n;
+        }
+        c_lo = (int)((long)t->dist->rank * n_chunks / R);
+        c_hi = (int)((long)(t->dist->rank + 1) * n_chunks / R);
     }
-    const int n_chunks = (hi - lo + chunk - 1) / chunk;
     const size_t in_size = shape_size(t->net.input);
     float *sample_loss = t->sample_loss;
     unsigned char *sample_hit = t->sample_hit;
-    /* Chunk c of consecutive samples goes to lane c % n_lanes. A sample's outputs do not depend
-     * on the chunk it is computed in, and losses are summed in sample order below. */
+    /* Chunk c goes to lane c % n_lanes; which lane or thread computes it does not matter, and
+     * losses are summed in sample order below. */
 #pragma omp parallel for schedule(static) num_threads(min_int(t->threads, n_lanes))
     for (int l = 0; l < n_lanes; l++) {
         workspace *ws = &t->ws[l];
         ws->training = 0;
-        for (int c = l; c < n_chunks; c += n_lanes) {
-            int first = lo + c * chunk, count = min_int(chunk, hi - first);
+        for (int c = c_lo + l; c < c_hi; c += n_lanes) {
+            int first = c * chunk, count = min_int(chunk, n - first);
             for (int k = 0; k < count; k++)
                 dataset_sample(ds, first + k, workspace_input(ws) + k * in_size);
             net_forward(&t->net, t->params, ws, count, 1);

@@ -211,29 +211,32 @@ static int thin_axpy(void *ctx, long begin, long end) {
     return 0;
 }
 
+/* Lane shuffles of two vectors, in GCC's and clang's spellings. */
+#ifdef __clang__
+#define SHUFFLE(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#else
 typedef int mask16 __attribute__((vector_size(64)));
-
-/* Adds neighbouring halves of a's and b's groups of lanes: with groups of 2w lanes, each
- * result lane holds the sum of two lanes w apart, a's groups first, then b's. */
-static inline vec16 fold(vec16 a, vec16 b, mask16 lo, mask16 hi) {
-    return __builtin_shuffle(a, b, lo) + __builtin_shuffle(a, b, hi);
-}
+#define SHUFFLE(a, b, ...) __builtin_shuffle(a, b, (mask16){__VA_ARGS__})
+#endif
+/* Adds neighbouring halves of a's and b's groups of lanes: with groups of 2w lanes, each result
+ * lane holds the sum of two lanes w apart, a's groups first, then b's. */
+#define FOLD(a, b, lo, hi) (SHUFFLE(a, b, lo) + SHUFFLE(a, b, hi))
+#define LO8 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23
+#define HI8 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31
+#define LO4 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27
+#define HI4 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31
+#define LO2 0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29
+#define HI2 2, 3, 6, 7, 10, 11, 14, 15, 18, 19, 22, 23, 26, 27, 30, 31
+#define LO1 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30
+#define HI1 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31
 
 /* Lane r of the result: the sum of v[r]'s 16 lanes, for 16 vectors at once, by a fixed tree. */
 static vec16 sum_lanes16(vec16 v[16]) {
-    const mask16 lo8 = {0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23};
-    const mask16 hi8 = {8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31};
-    const mask16 lo4 = {0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27};
-    const mask16 hi4 = {4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31};
-    const mask16 lo2 = {0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29};
-    const mask16 hi2 = {2, 3, 6, 7, 10, 11, 14, 15, 18, 19, 22, 23, 26, 27, 30, 31};
-    const mask16 lo1 = {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30};
-    const mask16 hi1 = {1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31};
     vec16 s8[8], s4[4], s2[2];
-    for (int i = 0; i < 8; i++) s8[i] = fold(v[2 * i], v[2 * i + 1], lo8, hi8);
-    for (int i = 0; i < 4; i++) s4[i] = fold(s8[2 * i], s8[2 * i + 1], lo4, hi4);
-    for (int i = 0; i < 2; i++) s2[i] = fold(s4[2 * i], s4[2 * i + 1], lo2, hi2);
-    return fold(s2[0], s2[1], lo1, hi1);
+    for (int i = 0; i < 8; i++) s8[i] = FOLD(v[2 * i], v[2 * i + 1], LO8, HI8);
+    for (int i = 0; i < 4; i++) s4[i] = FOLD(s8[2 * i], s8[2 * i + 1], LO4, HI4);
+    for (int i = 0; i < 2; i++) s2[i] = FOLD(s4[2 * i], s4[2 * i + 1], LO2, HI2);
+    return FOLD(s2[0], s2[1], LO1, HI1);
 }
 
 /* Outputs [16 begin, 16 end) of y[j] = sum_k Y[j][k] x_k, with x and the rows of Y contiguous:

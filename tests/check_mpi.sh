@@ -103,10 +103,23 @@ while [ ! -f "$dir/ck.npz" ] && kill -0 "$job" 2>/dev/null && [ $tries -lt 1200 
     tries=$((tries + 1))
 done
 sleep 0.3
-# The launcher's children are the trainer processes; kill one of them.
-victim=$(pgrep -P "$(pgrep -P "$job" | head -1)" 2>/dev/null | tail -1)
-[ -n "$victim" ] || victim=$(pgrep -f "trainer $mnist" | tail -1)
-kill -9 "$victim" 2>/dev/null
+# The trainer processes are the children of mpirun, itself the child of `timeout` ($job); kill
+# the last of them. (/proc, so as not to need procps.)
+children() { # the processes whose parent is $parent
+    for stat in /proc/[0-9]*/stat; do
+        # "pid (comm) state ppid ...": the ppid is the second field after the last ')'
+        ppid=$(sed 's/.*) [^ ]* \([0-9]*\).*/\1/' "$stat" 2>/dev/null) || continue
+        if [ "$ppid" = "$parent" ]; then
+            pid=${stat#/proc/}
+            echo "${pid%/stat}"
+        fi
+    done
+}
+parent=$job
+launcher=$(children | head -1)
+parent=$launcher
+victim=$(children | sort -n | tail -1)
+if [ -n "$victim" ]; then kill -9 "$victim"; else fail "killed: no trainer process found"; fi
 wait "$job"
 status=$?
 checks=$((checks + 1))

@@ -32,22 +32,33 @@ int dist_built_with_mpi(void) {
 #endif
 }
 
-#ifdef OMPCNN_MPI
-/* Started by mpirun (Open MPI, or a PMI launcher such as MPICH's hydra or Slurm's srun)? */
-static int launched_by_mpi(void) {
-    static const char *const vars[] = {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK",
-                                       "PMI_SIZE", "MPI_LOCALNRANKS"};
-    for (size_t i = 0; i < sizeof vars / sizeof *vars; i++)
-        if (getenv(vars[i])) return 1;
-    return 0;
+/* The value of the first of these environment variables that is set, or -1. */
+static long env_number(const char *const *vars, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        const char *v = getenv(vars[i]);
+        if (v) return strtol(v, NULL, 10);
+    }
+    return -1;
 }
-#endif
+
+/* What a launcher (Open MPI's mpirun, or a PMI launcher such as MPICH's hydra or Slurm's srun)
+ * told this process: its rank and the number of processes; both -1 when none started it. */
+static void launcher(long *rank, long *size) {
+    static const char *const sizes[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE",
+                                        "MPI_LOCALNRANKS"};
+    static const char *const ranks[] = {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"};
+    *size = env_number(sizes, sizeof sizes / sizeof *sizes);
+    *rank = env_number(ranks, sizeof ranks / sizeof *ranks);
+    if (*size < 0 && *rank >= 0) *size = 1; /* a rank without a size: some launcher */
+}
 
 int dist_init(dist *d, int *argc, char ***argv, errbuf *err) {
     memset(d, 0, sizeof *d);
     d->size = d->local_size = 1;
+    long rank, size;
+    launcher(&rank, &size);
 #ifdef OMPCNN_MPI
-    if (!launched_by_mpi()) return 0;
+    if (size < 0) return 0; /* not started by a launcher: alone, without MPI */
     int provided;
     /* Only the main thread calls MPI, between OpenMP regions. */
     if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
@@ -67,7 +78,14 @@ int dist_init(dist *d, int *argc, char ***argv, errbuf *err) {
 #else
     (void)argc;
     (void)argv;
-    (void)err;
+    /* Started as one of several processes, but unable to talk to the others: each would train
+     * its own copy. Say so once (process 0) and let every process stop. */
+    if (size > 1) {
+        d->rank = rank > 0 ? (int)rank : 0;
+        return errorf(err, "started as one of %ld processes, but this trainer was built without "
+                      "MPI, so each would train alone; build with tools/setup.sh --mpi (or "
+                      "-DOMPCNN_MPI=ON), or run without mpirun", size);
+    }
 #endif
     return 0;
 }

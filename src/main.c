@@ -224,8 +224,8 @@ int main(int argc, char **argv) {
     errbuf err;
     dist d;
     if (dist_init(&d, &argc, &argv, &err)) {
-        fprintf(stderr, "trainer: %s\n", err.msg);
-        return EXIT_RUNTIME;
+        if (d.rank == 0) fprintf(stderr, "trainer: %s\n", err.msg);
+        return d.mpi || dist_built_with_mpi() ? EXIT_RUNTIME : EXIT_INPUT;
     }
     const int writer = d.rank == 0;
     /* Only process 0 speaks; the others' command-line messages would repeat its own. */

@@ -128,8 +128,9 @@ static int maxpool_backward_rows(void *ctx, long begin, long end) {
                 for (int wy = 0; wy < s->size; wy++)
                     for (int wx = 0; wx < s->size; wx++) {
                         size_t at = base + ((size_t)wy * in_w + wx) * n_ch;
-                        for (int c = 0; c < n_ch; c++)
-                            dx[at + c] = x[at + c] == best[c] ? g[c] : 0.0f;
+                        float *restrict d = dx + at;
+                        const float *restrict v = x + at, *restrict m = best, *restrict gr = g;
+                        for (int c = 0; c < n_ch; c++) d[c] = v[c] == m[c] ? gr[c] : 0.0f;
                     }
                 continue;
             }

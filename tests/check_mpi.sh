@@ -6,6 +6,7 @@
 #     printed losses and accuracies are the same too;
 #   - a process killed with SIGKILL ends the whole job (no hang); the last checkpoint is intact
 #     and resumes, with another number of processes or with none, to the same weights;
+#   - a write that fails on process 0 during training ends the whole job with its reason;
 #   - batch size 1 and fewer lanes than processes are refused with exit 2 and a message.
 # Usage: check_mpi.sh TRAINER SOURCE_DIR MPIEXEC
 set -u
@@ -141,6 +142,29 @@ else
     cmp -s "$dir/one.npz" "$dir/resumed1.npz" ||
         fail "killed: resumed without mpirun, the weights differ from one process"
     checks=$((checks + 2))
+fi
+
+# ---- a write that fails on process 0 while all train ends the job, with the reason ----
+dir="$work/write-fails"
+mkdir -p "$dir/out"
+# shellcheck disable=SC2086
+OMP_NUM_THREADS=1 timeout 120 $launch -np 2 "$trainer" "$mnist" $long \
+    --metrics "$dir/out/m.csv" >"$dir/run.txt" 2>"$dir/run.err" &
+job=$!
+tries=0
+while ! grep -q "^train " "$dir/run.txt" 2>/dev/null && kill -0 "$job" 2>/dev/null &&
+    [ $tries -lt 1200 ]; do
+    sleep 0.05
+    tries=$((tries + 1))
+done
+rm -rf "$dir/out" # the metrics file's folder vanishes before the first epoch ends
+wait "$job"
+status=$?
+checks=$((checks + 1))
+if [ "$status" -eq 0 ] || [ "$status" -eq 124 ]; then
+    fail "write-fails: the job $([ "$status" -eq 0 ] && echo "exited 0" || echo "hung")"
+elif ! grep -q "^trainer: .*m.csv.*cannot create" "$dir/run.err"; then
+    fail "write-fails: no message naming the metrics file: $(cat "$dir/run.err")"
 fi
 
 # ---- what several processes cannot do ----

@@ -4,9 +4,10 @@
  * of A, ragged or transposed NR-column panels of B) is packed, zero-padded. An MR x NR
  * register-blocked
  * micro-kernel, written with GCC vector extensions, accumulates each tile with fused multiply-adds
- * (this file is compiled with -ffp-contract=fast, and only the micro-kernel multiplies). Edge tiles
+ * (this file is compiled with -ffp-contract=fast, and only the kernels multiply). Edge tiles
  * run the same kernel on zero-padded panels and copy out the valid part, so an element's result
- * never depends on where it sits; K is never padded.
+ * never depends on where it sits; K is never padded. Thin products (one row, one column, K = 1)
+ * have loops of their own, further down.
  */
 #include "gemm.h"
 
@@ -163,9 +164,10 @@ typedef float vec4u __attribute__((vector_size(16), aligned(4)));
 
 typedef struct thin_args {
     int K, ldc, add;
-    const float *x;  /* the vector, x[k * x_k] */
+    long n_out;      /* outputs in all */
+    const float *x;  /* the vector, x[k * x_k] (dots: x_k = 1) */
     size_t x_k;
-    const float *Y;  /* the matrix, Y[k * y_k + j] (axpy) or Y[j * y_j + k] (dots) */
+    const float *Y;  /* the matrix: Y[k * y_k + j] (axpy) or Y[j * y_j + k] (dots) */
     size_t y_k, y_j;
     float *C;        /* output j at C[j * ldc] */
 } thin_args;
@@ -179,7 +181,7 @@ static inline void store_out(const thin_args *t, long j, float v) {
  * k, two interleaved partial sums (even and odd k) per output, then added. */
 static int thin_axpy(void *ctx, long begin, long end) {
     const thin_args *t = ctx;
-    const long total = (long)t->y_j; /* outputs in all */
+    const long total = t->n_out;
     for (long blk = begin; blk < end; blk++) {
         const long j0 = blk * 16, width = total - j0 < 16 ? total - j0 : 16;
         const float *y = t->Y + j0;
@@ -245,7 +247,7 @@ static vec16 sum_lanes16(vec16 v[16]) {
 static int thin_dots(void *ctx, long begin, long end) {
     const thin_args *t = ctx;
     const int K = t->K, K16 = K / 16 * 16;
-    const long total = (long)t->x_k; /* outputs in all */
+    const long total = t->n_out;
     for (long blk = begin; blk < end; blk++) {
         const long j0 = blk * 16, rows = total - j0 < 16 ? total - j0 : 16;
         vec16 v[16];
@@ -311,17 +313,17 @@ static int gemm_thin(int trans_a, int trans_b, int M, int N, int K, const float 
         return 1;
     }
     if (M == 1 && !trans_b) { /* c(0, j) = sum_k a(0, k) B[k][j] */
-        thin_args t = {K, 1, add, A, trans_a ? (size_t)lda : 1, B, (size_t)ldb, (size_t)N, C};
+        thin_args t = {K, 1, add, N, A, trans_a ? (size_t)lda : 1, B, (size_t)ldb, 0, C};
         par_blocks(nt, work, (N + 15) / 16, thin_axpy, &t);
         return 1;
     }
     if (N == 1 && trans_a) { /* c(i, 0) = sum_k b(k, 0) A[k][i] */
-        thin_args t = {K, ldc, add, B, trans_b ? 1 : (size_t)ldb, A, (size_t)lda, (size_t)M, C};
+        thin_args t = {K, ldc, add, M, B, trans_b ? 1 : (size_t)ldb, A, (size_t)lda, 0, C};
         par_blocks(nt, work, (M + 15) / 16, thin_axpy, &t);
         return 1;
     }
     if (N == 1 && trans_b) { /* c(i, 0) = sum_k A[i][k] B[0][k]: rows of A against B's row */
-        thin_args t = {K, ldc, add, B, (size_t)M, A, 1, (size_t)lda, C};
+        thin_args t = {K, ldc, add, M, B, 1, A, 1, (size_t)lda, C};
         par_blocks(nt, work, (M + 15) / 16, thin_dots, &t);
         return 1;
     }

@@ -2,9 +2,10 @@
  * Single-precision matrix multiply for the layers: C = op(A) . op(B), or C += op(A) . op(B),
  * row-major, op(X) = X or its transpose.
  *
- * Determinism: every element of C is the sum of its K products taken in ascending k (in fixed
- * blocks of GEMM_KC), by the same vector code whatever its position, the matrix sizes or the
- * thread count. So splitting the work over threads never changes a bit.
+ * Determinism: how an element of C is summed depends on the shape only (M, N, K and the
+ * transposes: the register tile adds its K products in ascending k in fixed blocks of GEMM_KC;
+ * a thin product, M or N = 1 or K = 1, has an order of its own), never on where the element sits
+ * or on the thread count. So splitting the work over threads never changes a bit.
  */
 #ifndef OMPCNN_GEMM_H
 #define OMPCNN_GEMM_H

@@ -10,10 +10,8 @@ Only the training loop is timed; the data is loaded and converted before the clo
 Usage: tools/bench_torch.py CONFIG --threads N [--images N] [--epochs E]
 """
 import argparse
-import gzip
 import json
 import os
-import struct
 import sys
 import time
 
@@ -22,17 +20,12 @@ try:
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from idx_numpy import read_idx
 except ImportError as e:  # the caller prints a clear message
     print("missing: %s (install python3-torch and python3-numpy)" % e, file=sys.stderr)
     sys.exit(3)
-
-
-def read_idx(path):
-    with gzip.open(path, "rb") as f:
-        raw = f.read()
-    ndim = raw[3]
-    dims = struct.unpack(">" + "I" * ndim, raw[4:4 + 4 * ndim])
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
 def build(network, shape):

@@ -1,0 +1,14 @@
+"""The MNIST IDX reader the Python tools share (numpy only): reads a gzipped IDX file into a
+uint8 array of its dimensions."""
+import gzip
+import struct
+
+import numpy as np
+
+
+def read_idx(path):
+    with gzip.open(path, "rb") as f:
+        raw = f.read()
+    ndim = raw[3]
+    dims = struct.unpack(">" + "I" * ndim, raw[4:4 + 4 * ndim])
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)

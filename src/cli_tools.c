@@ -267,10 +267,9 @@ static int input_shape(const char *load, const config *cfg, shape3 *shape, errbu
     return 0;
 }
 
-static void print_prediction(const char *name, long index, const float *probs, int k) {
-    int best = 0;
-    for (int c = 1; c < k; c++)
-        if (probs[c] > probs[best]) best = c;
+static void print_prediction(const char *name, long index, const net *n, const workspace *ws) {
+    const float *probs = net_probs(n, ws, 0);
+    const int k = n->n_classes, best = net_class(n, ws, 0);
     if (index < 0) printf("%s: class %d  p", name, best);
     else printf("%s[%ld]: class %d  p", name, index, best);
     for (int c = 0; c < k; c++) printf(" %.4f", probs[c]);
@@ -329,7 +328,7 @@ int cmd_predict(int argc, char **argv) {
             for (size_t i = 0; i < in_size; i++) input[i] = (float)px[i] / 255.0f;
             free(px);
             net_forward(&n, params, &ws, 1, 1);
-            print_prediction(path, -1, net_probs(&n, &ws, 0), n.n_classes);
+            print_prediction(path, -1, &n, &ws);
             continue;
         }
         idx_array images;
@@ -347,7 +346,7 @@ int cmd_predict(int argc, char **argv) {
             for (size_t k = 0; k < in_size; k++)
                 input[k] = (float)images.data[(size_t)i * in_size + k] / 255.0f;
             net_forward(&n, params, &ws, 1, 1);
-            print_prediction(path, (long)i, net_probs(&n, &ws, 0), n.n_classes);
+            print_prediction(path, (long)i, &n, &ws);
         }
         idx_free(&images);
     }

@@ -147,6 +147,14 @@ const float *net_probs(const net *n, const workspace *ws, int s) {
     return ws->acts + ws->offset[n->n_layers] + (size_t)s * n->n_classes;
 }
 
+int net_class(const net *n, const workspace *ws, int s) {
+    const float *p = net_probs(n, ws, s);
+    int best = 0;
+    for (int c = 1; c < n->n_classes; c++)
+        if (p[c] > p[best]) best = c;
+    return best;
+}
+
 float net_loss(const net *n, const workspace *ws, int s, int label) {
     /* From the softmax's input (the logits): the loss stays finite when p underflows. */
     return softmax_xent_loss(ws->acts + ws->offset[n->n_layers - 1] + (size_t)s * n->n_classes,

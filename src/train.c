@@ -132,15 +132,6 @@ void trainer_close(trainer *t) {
     memset(t, 0, sizeof *t);
 }
 
-static int argmax(const float *v, int n) {
-    int best = 0;
-    for (int i = 1; i < n; i++)
-        if (v[i] > v[best]) best = i;
-    return best;
-}
-
-/* Forward and backward of `count` consecutive samples of the order on lane `lane`'s workspace,
- * adding their gradient into dparams; their losses and hits go to loss[] and hit[]. */
 /* The key of a sample's random streams (dropout, augmentation) in an epoch. */
 static uint64_t sample_key(uint32_t seed, int epoch, int sample) {
     return mix64(mix64(((uint64_t)seed << 32) ^ (uint64_t)(uint32_t)epoch) + (uint64_t)sample);
@@ -159,6 +150,8 @@ static void shift_image(float *img, float *tmp, int h, int w, int c, int dy, int
         }
 }
 
+/* Forward and backward of `count` consecutive samples of the order on lane `lane`'s workspace,
+ * adding their gradient into dparams; their losses and hits go to loss[] and hit[]. */
 static void train_chunk(trainer *t, int lane, const int *samples, int count, float *dparams,
                         int nt, float *loss, unsigned char *hit) {
     const dataset *ds = t->train;
@@ -182,7 +175,7 @@ static void train_chunk(trainer *t, int lane, const int *samples, int count, flo
     net_forward(&t->net, t->params, ws, count, nt);
     for (int k = 0; k < count; k++) {
         loss[k] = net_loss(&t->net, ws, k, labels[k]);
-        hit[k] = argmax(net_probs(&t->net, ws, k), t->net.n_classes) == labels[k];
+        hit[k] = net_class(&t->net, ws, k) == labels[k];
     }
     net_backward(&t->net, t->params, ws, labels, count, dparams, nt);
 }
@@ -429,7 +422,7 @@ void trainer_classify(trainer *t, const dataset *ds, int *predicted, double *los
             net_forward(&t->net, t->params, ws, count, 1);
             for (int k = 0; k < count; k++) {
                 int label = ds->labels[first + k];
-                int guess = argmax(net_probs(&t->net, ws, k), t->net.n_classes);
+                int guess = net_class(&t->net, ws, k);
                 sample_loss[first + k] = net_loss(&t->net, ws, k, label);
                 sample_hit[first + k] = guess == label;
                 if (predicted) predicted[first + k] = guess;

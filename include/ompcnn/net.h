@@ -53,6 +53,8 @@ float *workspace_input(const workspace *ws);
 void net_forward(const net *n, const float *params, workspace *ws, int count, int nt);
 /* Class probabilities of sample s after net_forward. */
 const float *net_probs(const net *n, const workspace *ws, int s);
+/* The predicted class of sample s after net_forward: the most probable, the first of equals. */
+int net_class(const net *n, const workspace *ws, int s);
 /* Cross-entropy loss of sample s after net_forward, for its label. */
 float net_loss(const net *n, const workspace *ws, int s, int label);
 /* Backpropagates the summed cross-entropy loss of the `count` samples, adding into dparams. */

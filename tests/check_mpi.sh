@@ -13,19 +13,10 @@ set -u
 trainer=$1
 src=$2
 mpiexec=$3
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-failures=0
-checks=0
+# shellcheck source=tests/testlib.sh
+. "$(dirname "$0")/testlib.sh"
 
-fail() {
-    echo "FAIL: $*"
-    failures=$((failures + 1))
-}
-
-# Loopback runs of more processes than cores; as root in containers, as CI is.
-launch="$mpiexec --oversubscribe --bind-to none"
-[ "$(id -u)" -eq 0 ] && launch="$launch --allow-run-as-root"
+launch=$(mpi_launch "$mpiexec")
 # Threads come from OMP_NUM_THREADS so that every run has the same config (saved in the files).
 run_mpi() { # PROCESSES THREADS ARGS...
     procs=$1 threads=$2

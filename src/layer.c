@@ -149,3 +149,18 @@ int layer_no_params(const void *settings, shape3 in, shape3 out, tensor_desc des
     (void)settings, (void)in, (void)out, (void)desc;
     return 0;
 }
+
+int pool_window_parse(const cJSON *obj, const char *path, int *size, int *stride, errbuf *err) {
+    if (json_get_int(obj, "size", 2, 1, 1024, path, size, err) ||
+        json_get_int(obj, "stride", *size, 1, 1024, path, stride, err))
+        return -1;
+    return 0;
+}
+
+int pool_window_shape(int size, int stride, shape3 in, shape3 *out, const char *path,
+                      errbuf *err) {
+    if (size > in.h || size > in.w)
+        return errorf(err, "%s.size: %d is larger than the %dx%d input", path, size, in.h, in.w);
+    *out = (shape3){(in.h - size) / stride + 1, (in.w - size) / stride + 1, in.c};
+    return 0;
+}

@@ -15,19 +15,13 @@ static const char *const avgpool_keys[] = {"size", "stride", NULL};
 
 static int avgpool_parse(void *settings, const cJSON *obj, const char *path, errbuf *err) {
     avgpool_settings *s = settings;
-    if (json_get_int(obj, "size", 2, 1, 1024, path, &s->size, err) ||
-        json_get_int(obj, "stride", s->size, 1, 1024, path, &s->stride, err))
-        return -1;
-    return 0;
+    return pool_window_parse(obj, path, &s->size, &s->stride, err);
 }
 
 static int avgpool_shape(const void *settings, shape3 in, shape3 *out, const char *path,
                          errbuf *err) {
     const avgpool_settings *s = settings;
-    if (s->size > in.h || s->size > in.w)
-        return errorf(err, "%s.size: %d is larger than the %dx%d input", path, s->size, in.h, in.w);
-    *out = (shape3){(in.h - s->size) / s->stride + 1, (in.w - s->size) / s->stride + 1, in.c};
-    return 0;
+    return pool_window_shape(s->size, s->stride, in, out, path, err);
 }
 
 static void avgpool_forward(const layer *l, const float *params, const float *in, float *out,

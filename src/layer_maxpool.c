@@ -27,8 +27,7 @@ static const char *const tie_rules[] = {"all", "first", NULL};
 
 static int maxpool_parse(void *settings, const cJSON *obj, const char *path, errbuf *err) {
     maxpool_settings *s = settings;
-    if (json_get_int(obj, "size", 2, 1, 1024, path, &s->size, err) ||
-        json_get_int(obj, "stride", s->size, 1, 1024, path, &s->stride, err) ||
+    if (pool_window_parse(obj, path, &s->size, &s->stride, err) ||
         json_get_choice(obj, "ties", 1, tie_rules, path, &s->ties_first, err) ||
         json_get_bool(obj, "report_index_bug", 0, path, &s->report_index_bug, err))
         return -1;
@@ -38,11 +37,7 @@ static int maxpool_parse(void *settings, const cJSON *obj, const char *path, err
 static int maxpool_shape(const void *settings, shape3 in, shape3 *out, const char *path,
                          errbuf *err) {
     const maxpool_settings *s = settings;
-    if (s->size > in.h || s->size > in.w)
-        return errorf(err, "%s.size: %d is larger than the %dx%d input", path, s->size, in.h, in.w);
-    out->h = (in.h - s->size) / s->stride + 1;
-    out->w = (in.w - s->size) / s->stride + 1;
-    out->c = in.c;
+    if (pool_window_shape(s->size, s->stride, in, out, path, err)) return -1;
     if (s->report_index_bug && (out->h - 1 + s->size > in.h || out->w - 1 + s->size > in.w))
         return errorf(err, "%s.report_index_bug: the misplaced gradient would fall outside the input",
                     path);

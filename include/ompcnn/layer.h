@@ -101,6 +101,11 @@ int json_get_double(const cJSON *obj, const char *key, double def, double min, d
 /* A string key that must be one of the NULL-terminated choices; *out is the index. */
 int json_get_choice(const cJSON *obj, const char *key, int def, const char *const *choices,
                     const char *path, int *out, errbuf *err);
+/* A pooling window: "size" (default 2) and "stride" (default the size), and the output shape
+ * it gives over `in`; for maxpool and avgpool alike. */
+int pool_window_parse(const cJSON *obj, const char *path, int *size, int *stride, errbuf *err);
+int pool_window_shape(int size, int stride, shape3 in, shape3 *out, const char *path,
+                      errbuf *err);
 
 /* For activation layers: the output has the input's shape, and there are no parameters. */
 int layer_same_shape(const void *settings, shape3 in, shape3 *out, const char *path, errbuf *err);

@@ -66,6 +66,21 @@ static uint32_t get32(const unsigned char *p) {
     return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
 }
 
+/* n little-endian float32 (or float64, narrowed) values of an array's data into out. */
+static void decode_values(float *out, const unsigned char *data, size_t n, int is_f64) {
+    for (size_t i = 0; i < n; i++) {
+        if (is_f64) {
+            uint64_t bits = (uint64_t)get32(data + 8 * i) | ((uint64_t)get32(data + 8 * i + 4) << 32);
+            double v;
+            memcpy(&v, &bits, 8);
+            out[i] = (float)v;
+        } else {
+            uint32_t bits = get32(data + 4 * i);
+            memcpy(&out[i], &bits, 4);
+        }
+    }
+}
+
 /* ---- writing ---- */
 
 static void member_name(const net *n, int layer_index, int tensor, char *buf, size_t size) {
@@ -477,18 +492,7 @@ int params_load_buffer(const unsigned char *buf, size_t len, const char *path, c
                 rc = -1;
                 break;
             }
-            for (size_t k = 0; k < l->tensors[t].size; k++) {
-                if (is_f64) {
-                    uint64_t bits = (uint64_t)get32(data + 8 * k) |
-                                    ((uint64_t)get32(data + 8 * k + 4) << 32);
-                    double v;
-                    memcpy(&v, &bits, 8);
-                    values[k] = (float)v;
-                } else {
-                    uint32_t bits = get32(data + 4 * k);
-                    memcpy(&values[k], &bits, 4);
-                }
-            }
+            decode_values(values, data, l->tensors[t].size, is_f64);
             values += l->tensors[t].size;
         }
     }
@@ -561,18 +565,7 @@ int npz_load_array(const char *path, const char *name, float *out, size_t n, err
             const unsigned char *data;
             int is_f64;
             if (npy_decode(&members[k], &want, path, &data, &is_f64, err)) break;
-            for (size_t i = 0; i < n; i++) {
-                if (is_f64) {
-                    uint64_t bits = (uint64_t)get32(data + 8 * i) |
-                                    ((uint64_t)get32(data + 8 * i + 4) << 32);
-                    double v;
-                    memcpy(&v, &bits, 8);
-                    out[i] = (float)v;
-                } else {
-                    uint32_t bits = get32(data + 4 * i);
-                    memcpy(&out[i], &bits, 4);
-                }
-            }
+            decode_values(out, data, n, is_f64);
             rc = 0;
             break;
         }

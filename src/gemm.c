@@ -125,17 +125,22 @@ micro_kernel(int kb, const float *restrict a, size_t a_k, size_t a_i, const floa
 /* One k-block of a product: what each tile of it needs. */
 typedef struct gemm_block {
     int trans_a, M, N, k0, kb, full_rows, direct_cols, col_panels, add;
+    int row_panels, by_cols; /* tile order: column panel by column panel when by_cols */
     const float *A, *B, *pa, *pb;
     int lda, ldb, ldc;
     float *C;
 } gemm_block;
 
-/* Tiles [begin, end) in row-panel-major order; each tile belongs to one thread. */
-static int gemm_tiles(void *ctx, long begin, long end) {
+/* Tiles [begin, end), numbered row panel by row panel, or column panel by column panel when the
+ * product has fewer rows than columns (a batch of samples times a layer's weights), so that
+ * consecutive tiles share the larger operand's panel; each tile belongs to one thread. */
+static int gemm_tiles(void *ctx, long begin, long end, int worker) {
+    (void)worker;
     const gemm_block *g = ctx;
     const int kb = g->kb, k0 = g->k0, lda = g->lda, ldb = g->ldb, ldc = g->ldc;
     for (long t = begin; t < end; t++) {
         int ip = (int)(t / g->col_panels), jp = (int)(t % g->col_panels);
+        if (g->by_cols) ip = (int)(t % g->row_panels), jp = (int)(t / g->row_panels);
         int i0 = ip * GEMM_MR, j0 = jp * GEMM_NR;
         const float *b = jp < g->direct_cols ? g->B + (size_t)k0 * ldb + j0
                                              : g->pb + (size_t)(jp - g->direct_cols) * kb * GEMM_NR;
@@ -179,7 +184,8 @@ static inline void store_out(const thin_args *t, long j, float v) {
 
 /* Outputs [16 begin, 16 end) of y[j] = sum_k x_k Y[k][j], as scaled rows of Y added in ascending
  * k, two interleaved partial sums (even and odd k) per output, then added. */
-static int thin_axpy(void *ctx, long begin, long end) {
+static int thin_axpy(void *ctx, long begin, long end, int worker) {
+    (void)worker;
     const thin_args *t = ctx;
     const long total = t->n_out;
     for (long blk = begin; blk < end; blk++) {
@@ -244,7 +250,8 @@ static vec16 sum_lanes16(vec16 v[16]) {
 /* Outputs [16 begin, 16 end) of y[j] = sum_k Y[j][k] x_k, with x and the rows of Y contiguous:
  * each row's products 16 at a time into one vector, its last K mod 16 one by one; the 16 row
  * vectors of a block are then summed lane-wise together. */
-static int thin_dots(void *ctx, long begin, long end) {
+static int thin_dots(void *ctx, long begin, long end, int worker) {
+    (void)worker;
     const thin_args *t = ctx;
     const int K = t->K, K16 = K / 16 * 16;
     const long total = t->n_out;
@@ -274,7 +281,8 @@ typedef struct outer_args {
 } outer_args;
 
 /* Rows [begin, end) of C = (add ? C : 0) + a b^T, K = 1. */
-static int thin_outer(void *ctx, long begin, long end) {
+static int thin_outer(void *ctx, long begin, long end, int worker) {
+    (void)worker;
     const outer_args *o = ctx;
     for (long i = begin; i < end; i++) {
         const float a = o->trans_a ? o->A[i] : o->A[(size_t)i * o->lda];
@@ -330,6 +338,54 @@ static int gemm_thin(int trans_a, int trans_b, int M, int N, int K, const float 
     return 0;
 }
 
+/* Packs, for k in [k0, k0 + kb), the ragged last row panel of A into pa and the column panels of
+ * B that are not read in place into pb. */
+static void pack_block(const gemm_block *g, int trans_b, int packed_cols, int row_panels, int k0,
+                       int kb, float *pa, float *pb) {
+    if (g->full_rows < row_panels) {
+        /* The last, partial row panel (the packed layout: a_k = MR, a_i = 1). */
+        const float *src = g->trans_a ? g->A + g->full_rows * GEMM_MR
+                                      : g->A + (size_t)g->full_rows * GEMM_MR * g->lda;
+        pack_rows(pa, src, g->lda, g->trans_a, g->M - g->full_rows * GEMM_MR, k0, kb);
+    }
+    if (packed_cols) {
+        const int j0 = g->direct_cols * GEMM_NR;
+        const float *src = trans_b ? g->B + (size_t)j0 * g->ldb : g->B + j0;
+        pack_cols(pb, src, g->ldb, trans_b, g->N - j0, k0, kb);
+    }
+}
+
+/* A whole product split over threads by tiles. */
+typedef struct gemm_job {
+    gemm_block blk;
+    int K, accumulate, packed_cols, row_panels, trans_b;
+    float *pa, *pb;        /* one slot per worker */
+    size_t slot_a, slot_b; /* floats per slot */
+} gemm_job;
+
+/* Tiles [begin, end) through every block of k, packing into this worker's slots. A thread packs
+ * the ragged row panel only when one of its tiles lies in it. */
+static int gemm_all_k(void *ctx, long begin, long end, int worker) {
+    const gemm_job *job = ctx;
+    gemm_block blk = job->blk;
+    float *pa = job->pa + (size_t)worker * job->slot_a, *pb = job->pb + (size_t)worker * job->slot_b;
+    /* In column order every column panel has a tile in the ragged row panel. */
+    const int needs_ragged = blk.by_cols ? blk.full_rows < job->row_panels
+                                         : end > (long)blk.full_rows * blk.col_panels;
+    const int row_panels = needs_ragged ? job->row_panels : blk.full_rows;
+    blk.pa = pa;
+    blk.pb = pb;
+    for (int k0 = 0; k0 < job->K; k0 += GEMM_KC) {
+        const int kb = job->K - k0 < GEMM_KC ? job->K - k0 : GEMM_KC;
+        blk.k0 = k0;
+        blk.kb = kb;
+        blk.add = job->accumulate || k0 > 0;
+        pack_block(&blk, job->trans_b, job->packed_cols, row_panels, k0, kb, pa, pb);
+        gemm_tiles(&blk, begin, end, worker);
+    }
+    return 0;
+}
+
 void gemm(int trans_a, int trans_b, int M, int N, int K, const float *A, int lda, const float *B,
           int ldb, int accumulate, float *C, int ldc, int nt) {
     if (M <= 0 || N <= 0) return;
@@ -358,23 +414,37 @@ void gemm(int trans_a, int trans_b, int M, int N, int K, const float *A, int lda
     }
     const int tiles = row_panels * col_panels;
     gemm_block blk = {trans_a, M, N, 0, 0, full_rows, direct_cols, col_panels, 0,
-                      A, B, pa, pb, lda, ldb, ldc, C};
+                      row_panels, M < N, A, B, pa, pb, lda, ldb, ldc, C};
+    const size_t work = (size_t)M * N * K;
+    const int threads = par_threads(nt, work, tiles);
+    if (threads > 1) {
+        /* One region for all of K: each thread packs what it needs into its own slot and runs
+         * its tiles through every block of k in order, as the loop below does. */
+        const size_t slot_a = (size_t)GEMM_MR * kc, slot_b = (size_t)(packed_cols ? packed_cols : 1) * GEMM_NR * kc;
+        float *all_a = scratch(&bufs->a, &bufs->cap_a, slot_a * threads);
+        float *all_b = scratch(&bufs->b, &bufs->cap_b, slot_b * threads);
+        if (all_a && all_b) {
+            gemm_job job = {blk, K, accumulate, packed_cols, row_panels, trans_b, all_a, all_b,
+                            slot_a, slot_b};
+            par_blocks(threads, work, tiles, gemm_all_k, &job);
+            return;
+        }
+        pa = scratch(&bufs->a, &bufs->cap_a, (size_t)GEMM_MR * kc);
+        pb = scratch(&bufs->b, &bufs->cap_b, slot_b);
+        if (!pa || !pb) {
+            gemm_ref(trans_a, trans_b, M, N, K, A, lda, B, ldb, accumulate, C, ldc);
+            return;
+        }
+        blk.pa = pa;
+        blk.pb = pb;
+    }
     for (int k0 = 0; k0 < K; k0 += GEMM_KC) {
         const int kb = K - k0 < GEMM_KC ? K - k0 : GEMM_KC;
         blk.k0 = k0;
         blk.kb = kb;
         blk.add = accumulate || k0 > 0;
-        if (full_rows < row_panels) {
-            /* The last, partial row panel (the packed layout: a_k = MR, a_i = 1). */
-            const float *src = trans_a ? A + full_rows * GEMM_MR : A + (size_t)full_rows * GEMM_MR * lda;
-            pack_rows(pa, src, lda, trans_a, M - full_rows * GEMM_MR, k0, kb);
-        }
-        if (packed_cols) {
-            const int j0 = direct_cols * GEMM_NR;
-            const float *src = trans_b ? B + (size_t)j0 * ldb : B + j0;
-            pack_cols(pb, src, ldb, trans_b, N - j0, k0, kb);
-        }
-        par_blocks(nt, (size_t)M * N * K, tiles, gemm_tiles, &blk);
+        pack_block(&blk, trans_b, packed_cols, row_panels, k0, kb, pa, pb);
+        gemm_tiles(&blk, 0, tiles, 0);
     }
 }
 

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "ompcnn/layer.h"
+#include "parallel.h"
 
 typedef struct avgpool_settings {
     int size, stride;
@@ -24,15 +25,23 @@ static int avgpool_shape(const void *settings, shape3 in, shape3 *out, const cha
     return pool_window_shape(s->size, s->stride, in, out, path, err);
 }
 
-static void avgpool_forward(const layer *l, const float *params, const float *in, float *out,
-                            const run_ctx *run) {
+typedef struct avgpool_args {
+    const layer *l;
+    const float *x; /* forward: the input; backward: the output gradient */
+    float *y;       /* forward: the output; backward: the input gradient */
+} avgpool_args;
+
+/* Samples [begin, end). */
+static int avgpool_forward_samples(void *ctx, long begin, long end, int worker) {
+    const avgpool_args *a = ctx;
+    const layer *l = a->l;
     const avgpool_settings *s = l->settings;
     const int in_w = l->in.w, n_ch = l->in.c;
     const float inv = 1.0f / (float)(s->size * s->size);
-    (void)params;
-    for (int k = 0; k < run->n; k++) {
-        const float *x = in + (size_t)k * shape_size(l->in);
-        float *y = out + (size_t)k * shape_size(l->out);
+    (void)worker;
+    for (long k = begin; k < end; k++) {
+        const float *x = a->x + (size_t)k * shape_size(l->in);
+        float *y = a->y + (size_t)k * shape_size(l->out);
         for (int oy = 0; oy < l->out.h; oy++)
             for (int ox = 0; ox < l->out.w; ox++) {
                 float *o = y + ((size_t)oy * l->out.w + ox) * n_ch;
@@ -46,20 +55,20 @@ static void avgpool_forward(const layer *l, const float *params, const float *in
                 for (int c = 0; c < n_ch; c++) o[c] *= inv;
             }
     }
+    return 0;
 }
 
-static void avgpool_backward(const layer *l, const float *params, const float *in,
-                             const float *out, const float *dout, float *din, float *dparams,
-                             const run_ctx *run) {
+static int avgpool_backward_samples(void *ctx, long begin, long end, int worker) {
+    const avgpool_args *a = ctx;
+    const layer *l = a->l;
     const avgpool_settings *s = l->settings;
     const int in_w = l->in.w, n_ch = l->in.c;
     const float inv = 1.0f / (float)(s->size * s->size);
-    (void)params, (void)in, (void)out, (void)dparams;
-    if (!din) return;
-    memset(din, 0, (size_t)run->n * shape_size(l->in) * sizeof *din);
-    for (int k = 0; k < run->n; k++) {
-        const float *dy = dout + (size_t)k * shape_size(l->out);
-        float *dx = din + (size_t)k * shape_size(l->in);
+    (void)worker;
+    for (long k = begin; k < end; k++) {
+        const float *dy = a->x + (size_t)k * shape_size(l->out);
+        float *dx = a->y + (size_t)k * shape_size(l->in);
+        memset(dx, 0, shape_size(l->in) * sizeof *dx);
         for (int oy = 0; oy < l->out.h; oy++)
             for (int ox = 0; ox < l->out.w; ox++) {
                 const float *g = dy + ((size_t)oy * l->out.w + ox) * n_ch;
@@ -71,6 +80,25 @@ static void avgpool_backward(const layer *l, const float *params, const float *i
                     }
             }
     }
+    return 0;
+}
+
+static void avgpool_forward(const layer *l, const float *params, const float *in, float *out,
+                            const run_ctx *run) {
+    avgpool_args a = {l, in, out};
+    (void)params;
+    par_blocks(run->nt, (size_t)run->n * shape_size(l->in) * PAR_ELEMENT_COST, run->n,
+               avgpool_forward_samples, &a);
+}
+
+static void avgpool_backward(const layer *l, const float *params, const float *in,
+                             const float *out, const float *dout, float *din, float *dparams,
+                             const run_ctx *run) {
+    avgpool_args a = {l, dout, din};
+    (void)params, (void)in, (void)out, (void)dparams;
+    if (!din) return;
+    par_blocks(run->nt, (size_t)run->n * shape_size(l->in) * PAR_ELEMENT_COST, run->n,
+               avgpool_backward_samples, &a);
 }
 
 static void avgpool_describe(const void *settings, char *buf, size_t size) {

@@ -17,6 +17,7 @@
 
 #include "ompcnn/layer.h"
 #include "gemm.h"
+#include "parallel.h"
 
 typedef struct conv2d_settings {
     int filters, kernel, stride, padding, in_channels, bias;
@@ -232,66 +233,150 @@ static void col2im(float *dx, const float *dcol, const conv_geom *g) {
         }
 }
 
+/* What the per-sample loops of forward and backward share. */
+typedef struct conv_args {
+    const conv_geom *g;
+    const float *in, *weight, *bias, *dout;
+    const float *cols; /* the kept patches, or NULL: rebuild them in col */
+    float *out, *keep; /* forward: output, and where to keep the patches (or NULL) */
+    float *col, *dcol, *partial, *din;
+    int nt; /* threads for each sample's products (1 when the samples are shared out) */
+} conv_args;
+
+static size_t patch_floats(const conv_geom *g) {
+    return (size_t)g->out_h * g->out_w * g->kernel * g->kernel * g->in_c;
+}
+
+/* Sample s's patches: kept, or built now into this worker's slot of col. */
+static const float *patches_of(const conv_args *a, const float *x, int s, int worker) {
+    const conv_geom *g = a->g;
+    if (is_pointwise(g)) return x;
+    if (a->cols) return a->cols + (size_t)s * patch_floats(g);
+    float *dst = a->keep ? a->keep + (size_t)s * patch_floats(g)
+                         : a->col + (size_t)worker * patch_floats(g);
+    im2col(dst, x, g);
+    return dst;
+}
+
+static int forward_samples(void *ctx, long begin, long end, int worker) {
+    const conv_args *a = ctx;
+    const conv_geom *g = a->g;
+    const int F = g->n_filters, Kc = g->kernel * g->kernel * g->in_c, P = g->out_h * g->out_w;
+    for (long s = begin; s < end; s++) {
+        const float *x = a->in + (size_t)s * g->in_h * g->in_w * g->in_c;
+        float *y = a->out + (size_t)s * P * F;
+        gemm(0, 1, P, F, Kc, patches_of(a, x, (int)s, worker), Kc, a->weight, Kc, 0, y, F, a->nt);
+        if (a->bias)
+            for (int p = 0; p < P; p++)
+                for (int f = 0; f < F; f++) y[(size_t)p * F + f] += a->bias[f];
+    }
+    return 0;
+}
+
+/* Runs body over the n samples: shared out over nt threads when there are enough of them, else
+ * one after another with each sample's products split over the threads. */
+#define over_samples(a, n, work, body, nt) over_samples_at(a, n, work, body, nt, #body)
+static void over_samples_at(conv_args *a, int n, size_t work, par_body body, int nt,
+                            const char *site) {
+    if (n >= nt) {
+        a->nt = 1;
+        par_blocks_at(nt, work, n, body, a, site);
+    } else {
+        a->nt = nt;
+        body(a, 0, n, 0);
+    }
+}
+
 void conv2d_forward(float *out, const float *in, const float *weight, const float *bias, int n,
                     const conv_geom *g, float *cols, float *col, int nt) {
-    const int F = g->n_filters, Kc = g->kernel * g->kernel * g->in_c;
-    const int P = g->out_h * g->out_w;
-    for (int s = 0; s < n; s++) {
-        const float *x = in + (size_t)s * g->in_h * g->in_w * g->in_c;
-        float *y = out + (size_t)s * P * F;
-        const float *patches = x;
-        if (!is_pointwise(g)) {
-            float *dst = cols ? cols + (size_t)s * P * Kc : col;
-            im2col(dst, x, g);
-            patches = dst;
+    const size_t macs = (size_t)g->out_h * g->out_w * g->n_filters * g->kernel * g->kernel * g->in_c;
+    conv_args a = {.g = g, .in = in, .weight = weight, .bias = bias, .out = out, .keep = cols,
+                   .col = col};
+    over_samples(&a, n, macs * (size_t)n, forward_samples, nt);
+}
+
+/* Floats of one sample's slot of `partial`: its weight gradient, then its bias gradient. */
+static size_t partial_floats(const conv_geom *g) {
+    return (size_t)g->n_filters * (g->kernel * g->kernel * g->in_c + 1);
+}
+
+/* Sample s's weight and bias gradient into its own slot of partial, and its input gradient. */
+static int backward_samples(void *ctx, long begin, long end, int worker) {
+    const conv_args *a = ctx;
+    const conv_geom *g = a->g;
+    const int F = g->n_filters, Kc = g->kernel * g->kernel * g->in_c, P = g->out_h * g->out_w;
+    for (long s = begin; s < end; s++) {
+        const float *x = a->in + (size_t)s * g->in_h * g->in_w * g->in_c;
+        const float *dy = a->dout + (size_t)s * P * F;
+        float *dw = a->partial + (size_t)s * partial_floats(g), *db = dw + (size_t)F * Kc;
+        const float *patches = patches_of(a, x, (int)s, worker);
+        gemm(1, 0, F, Kc, P, dy, F, patches, Kc, 0, dw, Kc, a->nt);
+        for (int f = 0; f < F; f++) db[f] = 0.0f;
+        for (int p = 0; p < P; p++)
+            for (int f = 0; f < F; f++) db[f] += dy[(size_t)p * F + f];
+        if (!a->din) continue;
+        float *dx = a->din + (size_t)s * g->in_h * g->in_w * g->in_c;
+        if (is_pointwise(g)) {
+            gemm(0, 0, P, Kc, F, dy, F, a->weight, Kc, 0, dx, Kc, a->nt);
+        } else {
+            float *dcol = a->dcol + (size_t)worker * patch_floats(g);
+            gemm(0, 0, P, Kc, F, dy, F, a->weight, Kc, 0, dcol, Kc, a->nt);
+            col2im(dx, dcol, g);
         }
-        gemm(0, 1, P, F, Kc, patches, Kc, weight, Kc, 0, y, F, nt);
-        if (bias)
-            for (int p = 0; p < P; p++)
-                for (int f = 0; f < F; f++) y[(size_t)p * F + f] += bias[f];
     }
+    return 0;
+}
+
+/* The lane sums, in blocks of 64 of the [weight | bias] gradient of every lane, each block the
+ * lane's samples added in order. */
+typedef struct lane_sum_args {
+    const lane_cut *cut;
+    int n;
+    size_t weights, len; /* len = weights + filters */
+    long blocks;         /* per lane */
+    const float *partial;
+    float *dweight, *dbias;
+} lane_sum_args;
+
+static int lane_sums(void *ctx, long begin, long end, int worker) {
+    const lane_sum_args *a = ctx;
+    (void)worker;
+    for (long item = begin; item < end; item++) {
+        const int l = (int)(item / a->blocks);
+        const size_t i0 = (size_t)(item % a->blocks) * 64;
+        const size_t i1 = i0 + 64 < a->len ? i0 + 64 : a->len;
+        const int s0 = cut_start(a->cut, l, a->n), s1 = cut_start(a->cut, l + 1, a->n);
+        const size_t off = (size_t)l * a->cut->grad_stride;
+        for (size_t i = i0; i < i1; i++) {
+            float sum = a->partial[(size_t)s0 * a->len + i];
+            for (int s = s0 + 1; s < s1; s++) sum += a->partial[(size_t)s * a->len + i];
+            if (i < a->weights) a->dweight[off + i] = sum;
+            else if (a->dbias) a->dbias[off + i - a->weights] = sum;
+        }
+    }
+    return 0;
 }
 
 void conv2d_backward(float *din, float *dweight, float *dbias, const float *dout, const float *in,
                      const float *weight, int n, const conv_geom *g, const float *cols,
-                     float *col, float *dcol, int nt) {
-    const int F = g->n_filters, Kc = g->kernel * g->kernel * g->in_c;
-    const int P = g->out_h * g->out_w;
-    for (int s = 0; s < n; s++) {
-        const float *x = in + (size_t)s * g->in_h * g->in_w * g->in_c;
-        const float *dy = dout + (size_t)s * P * F;
-        if (dbias)
-            for (int p = 0; p < P; p++)
-                for (int f = 0; f < F; f++) dbias[f] += dy[(size_t)p * F + f];
-        const float *patches = x;
-        if (!is_pointwise(g)) {
-            if (cols) {
-                patches = cols + (size_t)s * P * Kc;
-            } else {
-                im2col(col, x, g);
-                patches = col;
-            }
-        }
-        gemm(1, 0, F, Kc, P, dy, F, patches, Kc, 1, dweight, Kc, nt);
-        if (!din) continue;
-        float *dx = din + (size_t)s * g->in_h * g->in_w * g->in_c;
-        if (is_pointwise(g)) {
-            gemm(0, 0, P, Kc, F, dy, F, weight, Kc, 0, dx, Kc, nt);
-        } else {
-            gemm(0, 0, P, Kc, F, dy, F, weight, Kc, 0, dcol, Kc, nt);
-            col2im(dx, dcol, g);
-        }
-    }
+                     float *col, float *dcol, float *partial, const lane_cut *cut, int nt) {
+    const size_t F = (size_t)g->n_filters, W = F * g->kernel * g->kernel * g->in_c;
+    const size_t P = (size_t)g->out_h * g->out_w;
+    conv_args a = {.g = g, .in = in, .weight = weight, .dout = dout, .cols = cols, .col = col,
+                   .dcol = dcol, .partial = partial, .din = din};
+    over_samples(&a, n, P * W * (size_t)n * (din ? 2 : 1), backward_samples, nt);
+    const lane_cut one = {0, NULL, 0};
+    const size_t len = partial_floats(g);
+    lane_sum_args s = {cut ? cut : &one, n, W, len, (long)((len + 63) / 64), partial, dweight,
+                       dbias};
+    par_blocks(nt, (size_t)n * len * PAR_ELEMENT_COST, (long)cut_lanes(s.cut) * s.blocks,
+               lane_sums, &s);
 }
 
 static conv_geom geometry(const layer *l) {
     const conv2d_settings *s = l->settings;
     return (conv_geom){l->in.h,      l->in.w,   l->in.c,   l->out.h,  l->out.w,
                        s->filters,   s->kernel, s->stride, s->padding};
-}
-
-static size_t patch_floats(const conv_geom *g) {
-    return (size_t)g->out_h * g->out_w * g->kernel * g->kernel * g->in_c;
 }
 
 /* Whether the batch's patches are kept from forward for the weight gradient, or rebuilt from
@@ -307,11 +392,24 @@ static int keeps_patches(const conv_geom *g) {
     return row < 16 || patch_floats(g) < 32768;
 }
 
-/* One sample's patches (when they are rebuilt), and their gradient. */
-static size_t conv2d_scratch_size(const layer *l, int max_n) {
+/* The scratch of a call on up to max_n samples with up to nt threads: each sample's weight
+ * gradient, then per thread one sample's patches (when they are rebuilt) and their gradient. */
+typedef struct conv_scratch {
+    float *partial, *col, *dcol;
+} conv_scratch;
+
+static size_t conv2d_scratch_layout(const layer *l, int max_n, int nt, float *base,
+                                    conv_scratch *out) {
     conv_geom g = geometry(l);
-    (void)max_n;
-    return (keeps_patches(&g) ? 1 : 2) * patch_floats(&g);
+    size_t partial = (size_t)max_n * partial_floats(&g);
+    size_t col = is_pointwise(&g) || keeps_patches(&g) ? 0 : (size_t)nt * patch_floats(&g);
+    size_t dcol = is_pointwise(&g) ? 0 : (size_t)nt * patch_floats(&g);
+    if (out) *out = (conv_scratch){base, base + partial, base + partial + col};
+    return partial + col + dcol;
+}
+
+static size_t conv2d_scratch_size(const layer *l, int max_n, int max_threads) {
+    return conv2d_scratch_layout(l, max_n, max_threads, NULL, NULL);
 }
 
 /* Each sample's patches, when they are kept from forward. */
@@ -324,8 +422,10 @@ static void conv2d_layer_forward(const layer *l, const float *params, const floa
                                  const run_ctx *run) {
     const conv2d_settings *s = l->settings;
     conv_geom g = geometry(l);
+    conv_scratch sc;
+    conv2d_scratch_layout(l, run->n, run->nt, run->scratch, &sc);
     conv2d_forward(out, in, params, s->bias ? params + l->tensors[0].size : NULL, run->n, &g,
-                   keeps_patches(&g) ? run->saved : NULL, run->scratch, run->nt);
+                   keeps_patches(&g) ? run->saved : NULL, sc.col, run->nt);
 }
 
 static void conv2d_layer_backward(const layer *l, const float *params, const float *in,
@@ -334,10 +434,11 @@ static void conv2d_layer_backward(const layer *l, const float *params, const flo
     const conv2d_settings *s = l->settings;
     conv_geom g = geometry(l);
     (void)out;
-    const int keep = keeps_patches(&g);
+    conv_scratch sc;
+    conv2d_scratch_layout(l, run->n, run->nt, run->scratch, &sc);
     conv2d_backward(din, dparams, s->bias ? dparams + l->tensors[0].size : NULL, dout, in, params,
-                    run->n, &g, keep ? run->saved : NULL, run->scratch,
-                    keep ? run->scratch : run->scratch + patch_floats(&g), run->nt);
+                    run->n, &g, keeps_patches(&g) ? run->saved : NULL, sc.col, sc.dcol,
+                    sc.partial, &run->cut, run->nt);
 }
 
 static void conv2d_describe(const void *settings, char *buf, size_t size) {

@@ -13,6 +13,7 @@
 
 #include "ompcnn/layer.h"
 #include "gemm.h"
+#include "parallel.h"
 
 typedef struct dense_settings {
     int units, bias;
@@ -91,42 +92,82 @@ void dense_forward(float *out, const float *in, const float *weight, const float
             for (int o = 0; o < n_out; o++) out[(size_t)s * n_out + o] += bias[o];
 }
 
+/* din (n x n_in) from its transpose dt (n_in x n), in blocks of 16 samples x 256 inputs: each
+ * input's 16 values are read together and written to 16 rows that advance in step. */
+typedef struct transpose_args {
+    float *din;
+    const float *dt;
+    int n, n_in;
+} transpose_args;
+
+static int transpose_blocks(void *ctx, long begin, long end, int worker) {
+    const transpose_args *t = ctx;
+    const long i_blocks = (t->n_in + 255) / 256;
+    (void)worker;
+    for (long b = begin; b < end; b++) {
+        const int s0 = (int)(b / i_blocks) * 16, i0 = (int)(b % i_blocks) * 256;
+        const int s1 = s0 + 16 < t->n ? s0 + 16 : t->n, i1 = i0 + 256 < t->n_in ? i0 + 256 : t->n_in;
+        for (int i = i0; i < i1; i++)
+            for (int s = s0; s < s1; s++)
+                t->din[(size_t)s * t->n_in + i] = t->dt[(size_t)i * t->n + s];
+    }
+    return 0;
+}
+
 void dense_backward(float *din, float *dweight, float *dbias, const float *dout, const float *in,
                     const float *weight, int n, int n_in, int n_out, float *scratch, int nt) {
-    if (dbias)
-        for (int s = 0; s < n; s++)
+    if (dbias) {
+        for (int o = 0; o < n_out; o++) dbias[o] = dout[o];
+        for (int s = 1; s < n; s++)
             for (int o = 0; o < n_out; o++) dbias[o] += dout[(size_t)s * n_out + o];
-    /* dW (n_in x n_out) += in^T . dout, summed over the samples in order. */
-    gemm(1, 0, n_in, n_out, n, in, n_in, dout, n_out, 1, dweight, n_out, nt);
+    }
+    /* dW (n_in x n_out) = in^T . dout, summed over the samples in order. */
+    gemm(1, 0, n_in, n_out, n, in, n_in, dout, n_out, 0, dweight, n_out, nt);
     if (!din) return;
     /* din (n x n_in) = dout . W^T, computed as din^T = W . dout^T so that the large W is read in
      * place rather than packed; for one sample din^T is din, else it goes through scratch. */
     float *dt = n == 1 ? din : scratch;
     gemm(0, 1, n_in, n, n_out, weight, n_out, dout, n_out, 0, dt, n, nt);
-    if (n > 1)
-        for (int i = 0; i < n_in; i++)
-            for (int s = 0; s < n; s++) din[(size_t)s * n_in + i] = dt[(size_t)i * n + s];
+    if (n > 1) {
+        transpose_args t = {din, dt, n, n_in};
+        const long blocks = (long)((n + 15) / 16) * ((n_in + 255) / 256);
+        par_blocks(nt, (size_t)n * n_in * PAR_ELEMENT_COST, blocks, transpose_blocks, &t);
+    }
 }
 
-/* The transposed input gradient of a chunk of n > 1 samples. */
-static size_t dense_scratch_size(const layer *l, int max_n) {
+/* The transposed input gradient of the samples (of each lane with more than one). */
+static size_t dense_scratch_size(const layer *l, int max_n, int max_threads) {
+    (void)max_threads;
     return max_n > 1 ? (size_t)max_n * shape_size(l->in) : 0;
 }
 
+/* Lane by lane: the samples of a lane are the rows of one GEMM, whatever else the pass holds. */
 static void dense_layer_forward(const layer *l, const float *params, const float *in, float *out,
                                 const run_ctx *run) {
     const dense_settings *s = l->settings;
-    dense_forward(out, in, params, s->bias ? params + l->tensors[0].size : NULL, run->n,
-                  (int)shape_size(l->in), s->units, run->nt);
+    const size_t n_in = shape_size(l->in);
+    for (int lane = 0; lane < cut_lanes(&run->cut); lane++) {
+        int s0 = cut_start(&run->cut, lane, run->n), s1 = cut_start(&run->cut, lane + 1, run->n);
+        dense_forward(out + (size_t)s0 * s->units, in + (size_t)s0 * n_in, params,
+                      s->bias ? params + l->tensors[0].size : NULL, s1 - s0, (int)n_in, s->units,
+                      run->nt);
+    }
 }
 
 static void dense_layer_backward(const layer *l, const float *params, const float *in,
                                  const float *out, const float *dout, float *din, float *dparams,
                                  const run_ctx *run) {
     const dense_settings *s = l->settings;
+    const size_t n_in = shape_size(l->in);
     (void)out;
-    dense_backward(din, dparams, s->bias ? dparams + l->tensors[0].size : NULL, dout, in, params,
-                   run->n, (int)shape_size(l->in), s->units, run->scratch, run->nt);
+    for (int lane = 0; lane < cut_lanes(&run->cut); lane++) {
+        int s0 = cut_start(&run->cut, lane, run->n), s1 = cut_start(&run->cut, lane + 1, run->n);
+        float *dw = dparams + (size_t)lane * run->cut.grad_stride;
+        dense_backward(din ? din + (size_t)s0 * n_in : NULL, dw,
+                       s->bias ? dw + l->tensors[0].size : NULL, dout + (size_t)s0 * s->units,
+                       in + (size_t)s0 * n_in, params, s1 - s0, (int)n_in, s->units,
+                       run->scratch ? run->scratch + (size_t)s0 * n_in : NULL, run->nt);
+    }
 }
 
 static void dense_describe(const void *settings, char *buf, size_t size) {

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "ompcnn/layer.h"
+#include "parallel.h"
 
 typedef struct dropout_settings {
     double rate;
@@ -28,6 +29,42 @@ static size_t dropout_saved_size(const layer *l) {
     return shape_size(l->in);
 }
 
+typedef struct dropout_args {
+    const run_ctx *run;
+    size_t size; /* floats per sample */
+    float scale;
+    uint64_t threshold;
+    const float *x; /* forward: the input; backward: the output gradient */
+    float *y;       /* forward: the output; backward: the input gradient */
+} dropout_args;
+
+/* Samples [begin, end): each draws its mask from its own stream. */
+static int dropout_forward_samples(void *ctx, long begin, long end, int worker) {
+    const dropout_args *a = ctx;
+    const size_t size = a->size;
+    (void)worker;
+    for (long k = begin; k < end; k++) {
+        const uint64_t key = mix64(a->run->sample_keys[k] ^ 0x44524f50ull);
+        float *mask = a->run->saved + (size_t)k * size;
+        const float *x = a->x + (size_t)k * size;
+        float *y = a->y + (size_t)k * size;
+        for (size_t i = 0; i < size; i++) {
+            uint64_t draw = mix64(key + i) >> 40;
+            mask[i] = draw >= a->threshold ? a->scale : 0.0f;
+            y[i] = x[i] * mask[i];
+        }
+    }
+    return 0;
+}
+
+static int dropout_backward_block(void *ctx, long begin, long end, int worker) {
+    const dropout_args *a = ctx;
+    const float *mask = a->run->saved;
+    (void)worker;
+    for (long i = begin; i < end; i++) a->y[i] = a->x[i] * mask[i];
+    return 0;
+}
+
 static void dropout_forward(const layer *l, const float *params, const float *in, float *out,
                             const run_ctx *run) {
     const dropout_settings *s = l->settings;
@@ -39,18 +76,11 @@ static void dropout_forward(const layer *l, const float *params, const float *in
             for (size_t i = 0; i < (size_t)run->n * size; i++) run->saved[i] = 1.0f;
         return;
     }
-    const float scale = (float)(1.0 / (1.0 - s->rate));
     /* Keep when the element's 24-bit draw is at or above rate * 2^24. */
-    const uint64_t threshold = (uint64_t)(s->rate * 16777216.0);
-    for (int k = 0; k < run->n; k++) {
-        const uint64_t key = mix64(run->sample_keys[k] ^ 0x44524f50ull);
-        float *mask = run->saved + (size_t)k * size;
-        for (size_t i = 0; i < size; i++) {
-            uint64_t draw = mix64(key + i) >> 40;
-            mask[i] = draw >= threshold ? scale : 0.0f;
-            out[(size_t)k * size + i] = in[(size_t)k * size + i] * mask[i];
-        }
-    }
+    dropout_args a = {run, size, (float)(1.0 / (1.0 - s->rate)),
+                      (uint64_t)(s->rate * 16777216.0), in, out};
+    par_blocks(run->nt, (size_t)run->n * size * 4 * PAR_ELEMENT_COST, run->n,
+               dropout_forward_samples, &a);
 }
 
 static void dropout_backward(const layer *l, const float *params, const float *in,
@@ -58,8 +88,9 @@ static void dropout_backward(const layer *l, const float *params, const float *i
                              const run_ctx *run) {
     (void)params, (void)in, (void)out, (void)dparams;
     if (!din) return;
-    const size_t n = (size_t)run->n * shape_size(l->in);
-    for (size_t i = 0; i < n; i++) din[i] = dout[i] * run->saved[i];
+    const long n = (long)((size_t)run->n * shape_size(l->in));
+    dropout_args a = {run, 0, 0.0f, 0, dout, din};
+    par_blocks(run->nt, (size_t)n * PAR_ELEMENT_COST, n, dropout_backward_block, &a);
 }
 
 static void dropout_describe(const void *settings, char *buf, size_t size) {

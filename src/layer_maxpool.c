@@ -54,7 +54,8 @@ typedef struct pool_args {
 /* Output rows [begin, end) of all samples. Channels innermost, so the max over a window runs
  * along contiguous memory; positions are visited in row-major order, keeping the first of equal
  * values. */
-static int maxpool_forward_rows(void *ctx, long begin, long end) {
+static int maxpool_forward_rows(void *ctx, long begin, long end, int worker) {
+    (void)worker;
     const pool_args *a = ctx;
     const layer *l = a->l;
     const maxpool_settings *s = l->settings;
@@ -84,7 +85,7 @@ static void maxpool_forward(const layer *l, const float *params, const float *in
                             const run_ctx *run) {
     (void)params;
     pool_args a = {l, in, NULL, NULL, out};
-    par_blocks(run->nt, (size_t)run->n * shape_size(l->in), (long)run->n * l->out.h,
+    par_blocks(run->nt, (size_t)run->n * shape_size(l->in) * PAR_ELEMENT_COST, (long)run->n * l->out.h,
                maxpool_forward_rows, &a);
 }
 
@@ -103,8 +104,10 @@ static inline void first_max(const float *x, float *dx, float best, float g, int
 }
 
 /* Windows that do not overlap (stride >= size) own their input positions, so output rows can
- * be split over threads; ties "all" then runs along contiguous channels. */
-static int maxpool_backward_rows(void *ctx, long begin, long end) {
+ * be split over threads; ties "all" then runs along contiguous channels. Output row oy also
+ * zeroes the input rows from its window's first to the next window's (or the end). */
+static int maxpool_backward_rows(void *ctx, long begin, long end, int worker) {
+    (void)worker;
     const pool_args *a = ctx;
     const layer *l = a->l;
     const maxpool_settings *s = l->settings;
@@ -115,6 +118,8 @@ static int maxpool_backward_rows(void *ctx, long begin, long end) {
         const int sample = row / out_h, oy = row % out_h;
         const float *x = in + (size_t)sample * shape_size(l->in);
         float *dx = din + (size_t)sample * shape_size(l->in);
+        const int y0 = oy * s->stride, y1 = oy + 1 == out_h ? l->in.h : y0 + s->stride;
+        memset(dx + (size_t)y0 * in_w * n_ch, 0, (size_t)(y1 - y0) * in_w * n_ch * sizeof *dx);
         for (int ox = 0; ox < out_w; ox++) {
             size_t o = (size_t)sample * shape_size(l->out) + ((size_t)oy * out_w + ox) * n_ch;
             const float *best = out + o, *g = dout + o;
@@ -141,7 +146,8 @@ static int maxpool_backward_rows(void *ctx, long begin, long end) {
 
 /* Overlapping windows, or the report's misplaced writes: each thread owns whole (sample,
  * channel) planes, and within a plane windows go in order (later writes win, as in the report). */
-static int maxpool_backward_planes(void *ctx, long begin, long end) {
+static int maxpool_backward_planes(void *ctx, long begin, long end, int worker) {
+    (void)worker;
     const pool_args *a = ctx;
     const layer *l = a->l;
     const maxpool_settings *s = l->settings;
@@ -180,13 +186,14 @@ static void maxpool_backward(const layer *l, const float *params, const float *i
     const maxpool_settings *s = l->settings;
     (void)params, (void)dparams;
     if (!din) return;
-    memset(din, 0, (size_t)run->n * shape_size(l->in) * sizeof *din);
     pool_args a = {l, in, out, dout, din};
-    const size_t work = (size_t)run->n * shape_size(l->in);
-    if (s->stride >= s->size && !s->report_index_bug)
+    const size_t work = (size_t)run->n * shape_size(l->in) * PAR_ELEMENT_COST;
+    if (s->stride >= s->size && !s->report_index_bug) {
         par_blocks(run->nt, work, (long)run->n * l->out.h, maxpool_backward_rows, &a);
-    else
+    } else {
+        par_zero(run->nt, din, (size_t)run->n * shape_size(l->in));
         par_blocks(run->nt, work, (long)run->n * l->in.c, maxpool_backward_planes, &a);
+    }
 }
 
 static void maxpool_describe(const void *settings, char *buf, size_t size) {

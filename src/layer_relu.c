@@ -4,22 +4,48 @@
 #include <stdio.h>
 
 #include "ompcnn/layer.h"
+#include "parallel.h"
 
 static const char *const relu_keys[] = {NULL};
 
+typedef struct relu_args {
+    float *y;
+    const float *x, *dy;
+} relu_args;
+
+static int relu_forward_block(void *ctx, long begin, long end, int worker) {
+    const relu_args *a = ctx;
+    float *restrict y = a->y;
+    const float *restrict x = a->x;
+    (void)worker;
+    for (long i = begin; i < end; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+    return 0;
+}
+
+static int relu_backward_block(void *ctx, long begin, long end, int worker) {
+    const relu_args *a = ctx;
+    float *restrict dx = a->y;
+    const float *restrict x = a->x, *restrict dy = a->dy;
+    (void)worker;
+    for (long i = begin; i < end; i++) dx[i] = x[i] > 0.0f ? dy[i] : 0.0f;
+    return 0;
+}
+
 static void relu_forward(const layer *l, const float *params, const float *in, float *out,
                          const run_ctx *run) {
-    const size_t n = run->n * shape_size(l->in);
+    const long n = (long)(run->n * shape_size(l->in));
+    relu_args a = {out, in, NULL};
     (void)params;
-    for (size_t i = 0; i < n; i++) out[i] = in[i] > 0.0f ? in[i] : 0.0f;
+    par_blocks(run->nt, (size_t)n * PAR_ELEMENT_COST, n, relu_forward_block, &a);
 }
 
 static void relu_backward(const layer *l, const float *params, const float *in, const float *out,
                           const float *dout, float *din, float *dparams, const run_ctx *run) {
-    const size_t n = run->n * shape_size(l->in);
+    const long n = (long)(run->n * shape_size(l->in));
+    relu_args a = {din, in, dout};
     (void)params, (void)out, (void)dparams;
     if (!din) return;
-    for (size_t i = 0; i < n; i++) din[i] = in[i] > 0.0f ? dout[i] : 0.0f;
+    par_blocks(run->nt, (size_t)n * PAR_ELEMENT_COST, n, relu_backward_block, &a);
 }
 
 static void relu_describe(const void *settings, char *buf, size_t size) {

@@ -30,7 +30,8 @@ typedef struct sigmoid_args {
     const float *x, *dy;
 } sigmoid_args;
 
-static int sigmoid_block(void *ctx, long begin, long end) {
+static int sigmoid_block(void *ctx, long begin, long end, int worker) {
+    (void)worker;
     const sigmoid_args *a = ctx;
     float *restrict y = a->y;
     const float *restrict x = a->x;
@@ -38,8 +39,18 @@ static int sigmoid_block(void *ctx, long begin, long end) {
     return 0;
 }
 
+static int sigmoid_backward_block(void *ctx, long begin, long end, int worker) {
+    const sigmoid_args *a = ctx;
+    float *restrict dx = a->y;
+    const float *restrict y = a->x, *restrict dy = a->dy;
+    (void)worker;
+    for (long i = begin; i < end; i++) dx[i] = dy[i] * y[i] * (1.0f - y[i]);
+    return 0;
+}
+
 /* The report's backward: the sigmoid of the output again, then its derivative. */
-static int double_sigmoid_block(void *ctx, long begin, long end) {
+static int double_sigmoid_block(void *ctx, long begin, long end, int worker) {
+    (void)worker;
     const sigmoid_args *a = ctx;
     float *restrict dx = a->y;
     const float *restrict y = a->x, *restrict dy = a->dy;
@@ -69,7 +80,8 @@ static void sigmoid_backward(const layer *l, const float *params, const float *i
         sigmoid_args a = {din, out, dout};
         par_blocks(run->nt, 8 * (size_t)n, n, double_sigmoid_block, &a);
     } else {
-        for (long i = 0; i < n; i++) din[i] = dout[i] * out[i] * (1.0f - out[i]);
+        sigmoid_args a = {din, out, dout};
+        par_blocks(run->nt, (size_t)n * PAR_ELEMENT_COST, n, sigmoid_backward_block, &a);
     }
 }
 

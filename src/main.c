@@ -27,6 +27,7 @@
 #include "ompcnn/idx.h"
 #include "ompcnn/npz.h"
 #include "ompcnn/train.h"
+#include "profile.h"
 
 static const char usage_text[] =
     "Usage: trainer [OPTIONS] CONFIG.json\n"
@@ -48,6 +49,8 @@ static const char usage_text[] =
     "  --checkpoint FILE.npz  write the full run state there after every epoch (or as\n"
     "                     training.checkpoint says) and on SIGINT/SIGTERM\n"
     "  --resume FILE.npz  continue the run saved in a checkpoint, to the same weights\n"
+    "  --profile FILE.csv record each thread's CPU time in every parallel region and\n"
+    "                     write work, span and the speedup bound per phase (docs/cli.md)\n"
     "  -h, --help         show this help and exit\n"
     "  -V, --version      show the version and exit\n"
     "\n"
@@ -61,7 +64,7 @@ static const char usage_text[] =
 
 typedef struct options {
     const char *config_path;
-    const char *load, *save, *save_init, *metrics, *resume, *checkpoint, *save_best;
+    const char *load, *save, *save_init, *metrics, *resume, *checkpoint, *save_best, *profile;
     const char **overrides;
     int n_overrides;
 } options;
@@ -73,7 +76,7 @@ static int parse_args(int argc, char **argv, options *opt, char *threads_overrid
         {"load", required_argument, NULL, 'l'},      {"save", required_argument, NULL, 'o'},
         {"save-init", required_argument, NULL, 'i'}, {"metrics", required_argument, NULL, 'm'},
         {"resume", required_argument, NULL, 'r'},    {"checkpoint", required_argument, NULL, 'c'},
-        {"save-best", required_argument, NULL, 'b'},
+        {"save-best", required_argument, NULL, 'b'}, {"profile", required_argument, NULL, 'p'},
         {"help", no_argument, NULL, 'h'},            {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0}};
     opt->overrides = calloc((size_t)argc + 1, sizeof *opt->overrides);
@@ -97,6 +100,7 @@ static int parse_args(int argc, char **argv, options *opt, char *threads_overrid
         case 'r': opt->resume = optarg; break;
         case 'c': opt->checkpoint = optarg; break;
         case 'b': opt->save_best = optarg; break;
+        case 'p': opt->profile = optarg; break;
         case 'h': fputs(usage_text, stdout); return EXIT_OK + 1;
         case 'V': printf("trainer (ompcnn) %s\n", OMPCNN_VERSION); return EXIT_OK + 1;
         default:
@@ -293,6 +297,7 @@ int main(int argc, char **argv) {
     if (check_output_dir("--save", opt.save, &err) ||
         check_output_dir("--save-init", opt.save_init, &err) ||
         check_output_dir("--metrics", opt.metrics, &err) ||
+        check_output_dir("--profile", opt.profile, &err) ||
         check_output_dir("--save-best", opt.save_best, &err) ||
         check_output_dir("checkpoint", cfg.checkpoint_path, &err))
         goto fail;
@@ -395,6 +400,7 @@ int main(int argc, char **argv) {
     run_state rs = {&t, writer, &cfg, 0, writer && isatty(STDERR_FILENO), 0.0, NULL, 0, {{0}}};
     t.step_hook = after_step;
     t.step_ctx = &rs;
+    if (opt.profile) profile_enable();
     for (int epoch = first_epoch; epoch < cfg.epochs; epoch++) {
         rs.epoch = epoch;
         rs.start = omp_get_wtime();
@@ -476,6 +482,11 @@ int main(int argc, char **argv) {
         goto done;
     }
     if (writer && opt.save && model_save(opt.save, &t.net, t.params, &cfg, &err)) goto fail;
+    if (writer && opt.profile) {
+        char table[16384];
+        int len = profile_csv(table, sizeof table, t.threads);
+        if (len < 0 || write_file_atomic(opt.profile, table, (size_t)len, &err)) goto fail;
+    }
     exit_code = EXIT_OK;
     goto done;
 out_of_memory:

@@ -1,6 +1,7 @@
 /*
  * The network: layers from the config with shapes inferred front to back, the parameter arena
- * layout, initialisation in the report's draw order, and forward/backward over one sample.
+ * layout, initialisation in the report's draw order, and forward/backward over a pass of samples,
+ * one layer at a time.
  */
 #include "ompcnn/net.h"
 
@@ -78,9 +79,11 @@ void net_init_params(const net *n, float *params, init_kind kind, uint32_t seed)
     }
 }
 
-int workspace_alloc(workspace *ws, const net *n, int max_n, errbuf *err) {
+int workspace_alloc(workspace *ws, const net *n, int max_n, int max_threads, errbuf *err) {
     memset(ws, 0, sizeof *ws);
+    if (max_threads < 1) max_threads = 1;
     ws->max_n = max_n;
+    ws->max_threads = max_threads;
     ws->n_layers = n->n_layers;
     ws->acts = floats_alloc(n->total_act * (size_t)max_n);
     ws->offset = malloc((size_t)(n->n_layers + 1) * sizeof *ws->offset);
@@ -89,13 +92,13 @@ int workspace_alloc(workspace *ws, const net *n, int max_n, errbuf *err) {
     size_t scratch = 0;
     for (int i = 0; i < n->n_layers; i++) {
         const layer *l = &n->layers[i];
-        size_t need = l->ops->scratch_size ? l->ops->scratch_size(l, max_n) : 0;
+        size_t need = l->ops->scratch_size ? l->ops->scratch_size(l, max_n, max_threads) : 0;
         if (need > scratch) scratch = need;
     }
     ws->scratch = floats_alloc(scratch);
     ws->saved = calloc((size_t)n->n_layers, sizeof *ws->saved);
     ws->sample_keys = calloc((size_t)max_n, sizeof *ws->sample_keys);
-    ws->scratch_image = floats_alloc(shape_size(n->input));
+    ws->scratch_image = floats_alloc(shape_size(n->input) * (size_t)max_threads);
     int saved_ok = ws->saved != NULL;
     for (int i = 0; saved_ok && i < n->n_layers; i++) {
         const layer *l = &n->layers[i];
@@ -135,9 +138,11 @@ float *workspace_input(const workspace *ws) {
 }
 
 void net_forward(const net *n, const float *params, workspace *ws, int count, int nt) {
+    if (nt > ws->max_threads) nt = ws->max_threads;
     for (int i = 0; i < n->n_layers; i++) {
         const layer *l = &n->layers[i];
-        run_ctx run = {count, nt, ws->scratch, ws->saved[i], ws->training, ws->sample_keys};
+        run_ctx run = {count, nt, ws->scratch, ws->saved[i], ws->cut, ws->training,
+                       ws->sample_keys};
         l->ops->forward(l, params + l->param_off, ws->acts + ws->offset[i],
                         ws->acts + ws->offset[i + 1], &run);
     }
@@ -163,6 +168,7 @@ float net_loss(const net *n, const workspace *ws, int s, int label) {
 
 void net_backward(const net *n, const float *params, workspace *ws, const int *labels, int count,
                   float *dparams, int nt) {
+    if (nt > ws->max_threads) nt = ws->max_threads;
     /* Softmax with cross-entropy: d loss / d logits = p - onehot(label), per sample. */
     float *delta = ws->delta[0];
     for (int s = 0; s < count; s++) {
@@ -173,7 +179,8 @@ void net_backward(const net *n, const float *params, workspace *ws, const int *l
     int cur = 0;
     for (int i = n->n_layers - 2; i >= 0; i--) {
         const layer *l = &n->layers[i];
-        run_ctx run = {count, nt, ws->scratch, ws->saved[i], ws->training, ws->sample_keys};
+        run_ctx run = {count, nt, ws->scratch, ws->saved[i], ws->cut, ws->training,
+                       ws->sample_keys};
         /* The first layer's input gradient is never used. */
         float *din = i > 0 ? ws->delta[1 - cur] : NULL;
         l->ops->backward(l, params + l->param_off, ws->acts + ws->offset[i],

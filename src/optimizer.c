@@ -29,7 +29,8 @@ typedef struct step_args {
 } step_args;
 
 /* Parameters [begin, end); nonzero when one of them is no longer finite. */
-static int step_block(void *ctx, long begin, long end) {
+static int step_block(void *ctx, long begin, long end, int worker) {
+    (void)worker;
     const step_args *a = ctx;
     float *params = a->params, *state1 = a->state1, *state2 = a->state2;
     const float *grads = a->grads;
@@ -70,7 +71,7 @@ int optimizer_step(const optimizer_config *o, float *params, float *state1, floa
                    1.0f / (float)count, (float)o->weight_decay, (float)lr, (float)o->momentum,
                    (float)o->beta1, (float)o->beta2, (float)o->eps, (float)(lr / bc1),
                    (float)(1.0 / sqrt(bc2))};
-    return par_blocks(nt, n * (size_t)n_lanes, (long)n, step_block, &a);
+    return par_blocks(nt, n * (size_t)n_lanes * PAR_ELEMENT_COST, (long)n, step_block, &a);
 }
 
 double schedule_lr(const schedule_config *s, double base_lr, long step, long steps_per_epoch,

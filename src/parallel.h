@@ -1,13 +1,18 @@
 /*
- * When a kernel's loop is worth splitting over threads. A parallel region costs a few
- * microseconds to open and close, and the second core must pull the data into its own caches; on
- * the 2-core machine the README's tables come from, splitting the report's layers (50 thousand
- * multiply-adds and less) made a batch-1 step 1.4 times slower (20.5 against 29 thousand images/s
- * with a threshold of 8192), and even the 10 million multiply-add
- * convolution of cnn-b64 gained nothing at batch 1, so only loops of more than PAR_MIN_WORK
- * multiply-adds (or elements) are split. Minibatches get their threads from the gradient lanes
- * instead. The split never changes a result: each output element is always computed by one thread
- * in the same order. (Build with -DPAR_MIN_WORK=N to measure another threshold.)
+ * The one way kernels run on several threads: par_blocks splits a loop over items into contiguous
+ * blocks, one per thread. Every parallel region of the trainer goes through it, so the thread
+ * count is decided in one place and the profile (profile.h) sees every region.
+ *
+ * How many threads a loop gets: its work divided by PAR_GRAIN, at most nt, at most one per item.
+ * `work` is counted in multiply-adds; elementwise loops count PAR_ELEMENT_COST per element. A
+ * region costs a few microseconds to open and close and the other cores must pull the data into
+ * their caches, so a thread is worth starting only for about PAR_GRAIN multiply-adds (some ten
+ * microseconds); the report's batch-1 layers (50 thousand multiply-adds and less) stay on one
+ * thread, while a 64-image batch's layers split over as many threads as a machine has.
+ * (Build with -DPAR_GRAIN=N to measure another grain.)
+ *
+ * The split never changes a result: each output element is computed by one thread, in an order
+ * that does not depend on how the items were cut.
  */
 #ifndef OMPCNN_PARALLEL_H
 #define OMPCNN_PARALLEL_H
@@ -15,31 +20,69 @@
 #include <omp.h>
 #include <stddef.h>
 
-#ifndef PAR_MIN_WORK
-#define PAR_MIN_WORK 1048576
-#endif
+#include "profile.h"
 
-static inline int par_ok(int nt, size_t work) {
-    return nt > 1 && work >= PAR_MIN_WORK;
+#ifndef PAR_GRAIN
+#define PAR_GRAIN 262144
+#endif
+#define PAR_ELEMENT_COST 8
+
+/* A loop body over the items [begin, end), run by worker `worker` of the region (0 when it runs
+ * alone), which it may use to pick a scratch slot; returns nonzero to flag something (a NaN). */
+typedef int (*par_body)(void *ctx, long begin, long end, int worker);
+
+/* The threads a loop of n items and `work` multiply-adds gets out of nt. */
+static inline int par_threads(int nt, size_t work, long n) {
+    size_t by_work = work / PAR_GRAIN;
+    long t = nt;
+    if ((size_t)t > by_work) t = (long)by_work;
+    if (t > n) t = n;
+    return t < 1 ? 1 : (int)t;
 }
 
-/* A loop body over the items [begin, end); returns nonzero to flag something (a NaN, say). */
-typedef int (*par_body)(void *ctx, long begin, long end);
-
-/* Runs body over [0, n): split into nt contiguous blocks, one per thread, when par_ok(nt, work),
- * else in one call on this thread without entering OpenMP at all. Even a region that its `if`
- * clause makes serial is not free: libgomp ends every region with a futex wake-up system call,
- * measured at a microsecond or more here, and a batch-1 step of the report's network ran about
- * 20 of them. Returns the OR of the body's results. */
-static inline int par_blocks(int nt, size_t work, long n, par_body body, void *ctx) {
-    if (!par_ok(nt, work) || n < 2) return body(ctx, 0, n);
+/* Runs body over [0, n): in par_threads(nt, work, n) contiguous blocks, one per thread, or in one
+ * call on this thread without entering OpenMP at all. Even a region that an `if` clause makes
+ * serial is not free: libgomp ends every region with a futex wake-up system call, and a batch-1
+ * step of the report's network would run about 20 of them. Returns the OR of the body's results.
+ * Never called from inside another region: worker numbers index per-thread scratch. The profile
+ * names each region after its body (`site`, which the par_blocks macro fills in). */
+#define par_blocks(nt, work, n, body, ctx) par_blocks_at(nt, work, n, body, ctx, #body)
+static inline int par_blocks_at(int nt, size_t work, long n, par_body body, void *ctx,
+                                const char *site) {
+    const int threads = par_threads(nt, work, n);
+    if (threads < 2) return n > 0 ? body(ctx, 0, n, 0) : 0;
     int any = 0;
-#pragma omp parallel num_threads(nt) reduction(| : any)
+    if (profile_on) {
+        profile_region_begin();
+        double busy[PROFILE_MAX_THREADS];
+#pragma omp parallel num_threads(threads) reduction(| : any)
+        {
+            const int parts = omp_get_num_threads(), me = omp_get_thread_num();
+            const double t0 = profile_thread_cpu();
+            any |= body(ctx, n * me / parts, n * (me + 1) / parts, me);
+            if (me < PROFILE_MAX_THREADS) busy[me] = profile_thread_cpu() - t0;
+        }
+        profile_region_end(busy, threads, site);
+        return any;
+    }
+#pragma omp parallel num_threads(threads) reduction(| : any)
     {
-        long threads = omp_get_num_threads(), me = omp_get_thread_num();
-        any |= body(ctx, n * me / threads, n * (me + 1) / threads);
+        const int parts = omp_get_num_threads(), me = omp_get_thread_num();
+        any |= body(ctx, n * me / parts, n * (me + 1) / parts, me);
     }
     return any;
+}
+
+/* Zeroes n floats over up to nt threads. */
+static inline int par_zero_block(void *ctx, long begin, long end, int worker) {
+    (void)worker;
+    float *p = ctx;
+    for (long i = begin; i < end; i++) p[i] = 0.0f;
+    return 0;
+}
+
+static inline void par_zero(int nt, float *p, size_t n) {
+    par_blocks(nt, n * PAR_ELEMENT_COST / 4, (long)n, par_zero_block, p);
 }
 
 #endif

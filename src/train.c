@@ -1,6 +1,9 @@
 /*
  * The training loop: epochs, batches, lanes, the SGD step, and evaluation.
  *
+ * A step runs the batch (this process's share of it) through the net one layer at a time, every
+ * layer over all the samples with all the threads, so every thread works whatever the lane count.
+ *
  * Determinism: a batch's samples are cut into lanes of consecutive samples, a cut that depends on
  * the batch size and lane count only. A lane sums its samples' gradients in order; lanes are added
  * in lane order; each parameter is updated by one thread. Per-sample losses are stored and summed
@@ -16,6 +19,7 @@
 
 #include "ompcnn/rng.h"
 #include "parallel.h"
+#include "profile.h"
 
 static int min_int(int a, int b) {
     return a < b ? a : b;
@@ -60,18 +64,25 @@ int trainer_open_dist(trainer *t, const config *cfg, const dataset *train, const
     t->threads = cfg->threads > 0 ? cfg->threads : omp_get_max_threads();
     /* This process runs at most ceil(n / R) of a batch's n lanes. */
     const int local_lanes = ceil_div(grad_lanes, R);
-    t->lanes = ceil_div(cfg->lanes, R);
+    t->lanes = local_lanes;
     /* The largest lane chunk: a lane takes at most ceil(B / L) consecutive samples. */
     t->chunk = ceil_div(cfg->batch_size, grad_lanes);
+    /* One pass holds this process's lanes of a batch, and evaluation passes at least
+     * EVAL_PASS samples and 8 per thread (whole chunks), so that evaluation too has work for
+     * every thread. */
+    const int eval_pass = EVAL_PASS > 8 * t->threads ? EVAL_PASS : 8 * t->threads;
+    t->pass_chunks = local_lanes;
+    if (t->pass_chunks * t->chunk < eval_pass) t->pass_chunks = ceil_div(eval_pass, t->chunk);
+    const int capacity = t->pass_chunks * t->chunk;
     size_t n_samples = (size_t)train->n;
     if (test && (size_t)test->n > n_samples) n_samples = (size_t)test->n;
     t->params = floats_alloc(t->net.n_params);
     t->grads = floats_alloc(t->net.n_params * (size_t)local_lanes);
-    t->ws = calloc((size_t)t->lanes, sizeof *t->ws);
+    t->cut_start = malloc(((size_t)t->pass_chunks + 1) * sizeof *t->cut_start);
     t->order = malloc((size_t)train->n * sizeof *t->order);
     t->sample_loss = malloc(n_samples * sizeof *t->sample_loss);
     t->sample_hit = malloc(n_samples);
-    t->labels = malloc((size_t)t->lanes * t->chunk * sizeof *t->labels);
+    t->labels = malloc((size_t)capacity * sizeof *t->labels);
     t->steps_per_epoch = (train->n + cfg->batch_size - 1) / cfg->batch_size;
     size_t state = (size_t)optimizer_state_count(cfg->optimizer.kind) * t->net.n_params;
     t->opt_state = floats_alloc(state ? state : 1);
@@ -79,7 +90,7 @@ int trainer_open_dist(trainer *t, const config *cfg, const dataset *train, const
         t->grad_sum = floats_alloc(t->net.n_params);
         t->result_begin = malloc(((size_t)R + 1) * sizeof *t->result_begin);
     }
-    if (!t->params || !t->grads || !t->ws || !t->order || !t->sample_loss || !t->sample_hit ||
+    if (!t->params || !t->grads || !t->cut_start || !t->order || !t->sample_loss || !t->sample_hit ||
         !t->labels || !t->opt_state || (t->dist && (!t->grad_sum || !t->result_begin))) {
         trainer_close(t);
         return errorf(err, "out of memory (%zu parameters, %d lanes)", t->net.n_params,
@@ -89,11 +100,10 @@ int trainer_open_dist(trainer *t, const config *cfg, const dataset *train, const
         trainer_close(t);
         return -1;
     }
-    for (int l = 0; l < t->lanes; l++)
-        if (workspace_alloc(&t->ws[l], &t->net, t->chunk, err)) {
-            trainer_close(t);
-            return -1;
-        }
+    if (workspace_alloc(&t->ws, &t->net, capacity, t->threads, err)) {
+        trainer_close(t);
+        return -1;
+    }
     net_init_params(&t->net, t->params, cfg->init, cfg->seed);
     return 0;
 }
@@ -116,9 +126,8 @@ int trainer_set_validation(trainer *t, const dataset *validation, errbuf *err) {
 }
 
 void trainer_close(trainer *t) {
-    if (t->ws)
-        for (int l = 0; l < t->lanes; l++) workspace_free(&t->ws[l]);
-    free(t->ws);
+    workspace_free(&t->ws);
+    free(t->cut_start);
     aligned_free(t->params);
     aligned_free(t->grads);
     aligned_free(t->grad_sum);
@@ -150,34 +159,57 @@ static void shift_image(float *img, float *tmp, int h, int w, int c, int dy, int
         }
 }
 
-/* Forward and backward of `count` consecutive samples of the order on lane `lane`'s workspace,
- * adding their gradient into dparams; their losses and hits go to loss[] and hit[]. */
-static void train_chunk(trainer *t, int lane, const int *samples, int count, float *dparams,
-                        int nt, float *loss, unsigned char *hit) {
-    const dataset *ds = t->train;
-    workspace *ws = &t->ws[lane];
-    int *labels = t->labels + (size_t)lane * t->chunk;
+/* Copies a pass's samples into the workspace's input (shifted when training asks for it). */
+typedef struct load_args {
+    trainer *t;
+    const dataset *ds;
+    const int *samples; /* the pass's sample indices, or NULL: first, first + 1, ... */
+    int first;
+    int training;
+} load_args;
+
+static int load_samples(void *ctx, long begin, long end, int worker) {
+    const load_args *a = ctx;
+    trainer *t = a->t;
+    workspace *ws = &t->ws;
+    const dataset *ds = a->ds;
     const size_t in_size = shape_size(t->net.input);
-    const int shift = t->cfg->augment_shift;
-    ws->training = 1;
-    for (int k = 0; k < count; k++) {
+    const int shift = a->training ? t->cfg->augment_shift : 0;
+    for (long k = begin; k < end; k++) {
+        const int sample = a->samples ? a->samples[k] : a->first + (int)k;
         float *img = workspace_input(ws) + k * in_size;
-        labels[k] = ds->labels[samples[k]];
-        ws->sample_keys[k] = sample_key(t->cfg->seed, t->epoch, samples[k]);
-        dataset_sample(ds, samples[k], img);
+        t->labels[k] = ds->labels[sample];
+        ws->sample_keys[k] = sample_key(t->cfg->seed, t->epoch, sample);
+        dataset_sample(ds, sample, img);
         if (shift > 0) {
             uint64_t key = mix64(ws->sample_keys[k] ^ 0x5348494654ull);
             int dy = (int)keyed_below(key, 0, 2 * (uint64_t)shift + 1) - shift;
             int dx = (int)keyed_below(key, 1, 2 * (uint64_t)shift + 1) - shift;
-            if (dy || dx) shift_image(img, ws->scratch_image, ds->h, ds->w, ds->c, dy, dx);
+            if (dy || dx)
+                shift_image(img, ws->scratch_image + (size_t)worker * in_size, ds->h, ds->w, ds->c,
+                            dy, dx);
         }
     }
-    net_forward(&t->net, t->params, ws, count, nt);
+    return 0;
+}
+
+/* Loads `count` samples into the workspace and runs them forward, cut as t->cut_start says,
+ * then records each one's loss and whether it was classified right (and its class). */
+static void run_pass(trainer *t, const dataset *ds, const int *samples, int first, int count,
+                     int lanes, int training, float *loss, unsigned char *hit, int *predicted) {
+    workspace *ws = &t->ws;
+    load_args a = {t, ds, samples, first, training};
+    /* Decoding and shifting an image costs about a quarter of a thread's grain. */
+    par_blocks(t->threads, (size_t)count * (PAR_GRAIN / 4), count, load_samples, &a);
+    ws->training = training;
+    ws->cut = (lane_cut){lanes, t->cut_start, t->net.n_params};
+    net_forward(&t->net, t->params, ws, count, t->threads);
     for (int k = 0; k < count; k++) {
-        loss[k] = net_loss(&t->net, ws, k, labels[k]);
-        hit[k] = net_class(&t->net, ws, k) == labels[k];
+        const int guess = net_class(&t->net, ws, k);
+        loss[k] = net_loss(&t->net, ws, k, t->labels[k]);
+        hit[k] = guess == t->labels[k];
+        if (predicted) predicted[k] = guess;
     }
-    net_backward(&t->net, t->params, ws, labels, count, dparams, nt);
 }
 
 /* One plain SGD step: w -= step * (the lanes' sum, in lane order). */
@@ -190,7 +222,8 @@ typedef struct sgd_args {
 } sgd_args;
 
 /* Parameters [begin, end); nonzero when one of them is no longer finite. */
-static int sgd_block(void *ctx, long begin, long end) {
+static int sgd_block(void *ctx, long begin, long end, int worker) {
+    (void)worker;
     const sgd_args *a = ctx;
     float *params = a->params;
     const float *grads = a->grads;
@@ -205,7 +238,8 @@ static int sgd_block(void *ctx, long begin, long end) {
 }
 
 /* The same for a single lane, in a loop the compiler vectorises. */
-static int sgd_block_one(void *ctx, long begin, long end) {
+static int sgd_block_one(void *ctx, long begin, long end, int worker) {
+    (void)worker;
     const sgd_args *a = ctx;
     float *restrict params = a->params;
     const float *restrict grads = a->grads;
@@ -223,8 +257,9 @@ static int sgd_block_one(void *ctx, long begin, long end) {
  * never depends on the thread count. */
 static int sgd_update(trainer *t, const float *grads, int n_lanes, float step) {
     sgd_args a = {t->params, grads, n_lanes, t->net.n_params, step};
-    return par_blocks(t->threads, a.n * (size_t)n_lanes, (long)a.n,
-                      n_lanes == 1 ? sgd_block_one : sgd_block, &a);
+    const size_t work = a.n * (size_t)n_lanes * PAR_ELEMENT_COST;
+    if (n_lanes == 1) return par_blocks(t->threads, work, (long)a.n, sgd_block_one, &a);
+    return par_blocks(t->threads, work, (long)a.n, sgd_block, &a);
 }
 
 int trainer_bad_layer(const trainer *t) {
@@ -236,8 +271,6 @@ int trainer_bad_layer(const trainer *t) {
     return -1;
 }
 
-/* The report's per-sample SGD: forward, backward, w -= lr * dw, with the threads working inside
- * each layer. */
 /* Plain SGD at a constant rate keeps its own loops: the report's arithmetic, w -= lr * dw. */
 static int plain_sgd(const config *cfg) {
     return cfg->optimizer.kind == OPT_SGD && cfg->optimizer.weight_decay == 0.0 &&
@@ -258,42 +291,24 @@ static int apply_update(trainer *t, const float *grads, int n_lanes, int count) 
                           n_lanes, n, count, lr, t->pos.step + 1, t->threads);
 }
 
-static int step_single(trainer *t, int index, float *loss, unsigned char *hit) {
-    memset(t->grads, 0, t->net.n_params * sizeof *t->grads);
-    train_chunk(t, 0, &index, 1, t->grads, t->threads, loss, hit);
-    return apply_update(t, t->grads, 1, 1);
-}
-
-/* Lane l of a batch of `count` samples takes samples [l*count/n_lanes, (l+1)*count/n_lanes),
- * summing their gradient into this process's lane buffer l - first. */
-static void run_lane(trainer *t, const int *samples, int count, int n_lanes, int first, int l,
-                     int inner_threads) {
-    float *g = t->grads + (size_t)(l - first) * t->net.n_params;
-    memset(g, 0, t->net.n_params * sizeof *g);
-    int k0 = (int)((long)l * count / n_lanes), k1 = (int)((long)(l + 1) * count / n_lanes);
-    train_chunk(t, l - first, samples + k0, k1 - k0, g, inner_threads, &t->sample_loss[k0],
-                &t->sample_hit[k0]);
-}
-
 void trainer_step(trainer *t, const int *samples, int count, double *loss_sum, int *hits) {
     const size_t n_params = t->net.n_params;
     const int n_lanes = min_int(min_int(t->cfg->lanes, t->cfg->batch_size), count);
-    /* This process's lanes: all of them, or its share when several processes train together. */
+    /* This process's lanes: all of them, or its share when several processes train together.
+     * Lane l takes samples [l * count / n_lanes, (l + 1) * count / n_lanes). */
     int first = 0, last = n_lanes;
     if (t->dist) dist_lanes(t->dist, n_lanes, &first, &last);
-    /* With one lane the threads work inside the layers; with several, each lane is one thread's. */
-    const int inner_threads = last - first == 1 ? t->threads : 1;
+    const int k0 = (int)((long)first * count / n_lanes), k1 = (int)((long)last * count / n_lanes);
+    for (int l = first; l <= last; l++)
+        t->cut_start[l - first] = (int)((long)l * count / n_lanes) - k0;
     float *loss = t->sample_loss;
     unsigned char *hit = t->sample_hit;
-    /* Any thread may run a lane; a single lane stays out of OpenMP (see par_blocks). */
-    if (last - first <= 1) {
-        if (last > first) run_lane(t, samples, count, n_lanes, first, first, inner_threads);
-    } else {
-#pragma omp parallel for schedule(dynamic, 1) num_threads(min_int(t->threads, last - first))
-        for (int l = first; l < last; l++)
-            run_lane(t, samples, count, n_lanes, first, l, inner_threads);
+    if (k1 > k0) {
+        run_pass(t, t->train, samples + k0, 0, k1 - k0, last - first, 1, loss + k0, hit + k0,
+                 NULL);
+        net_backward(&t->net, t->params, &t->ws, t->labels, k1 - k0, t->grads, t->threads);
     }
-    /* One step with the mean gradient; for count == 1 the step is lr, as in step_single. */
+    /* One step with the mean gradient. */
     if (t->dist) {
         /* The lanes of all processes added in lane order, then the same step everywhere. */
         dist_sum_lanes(t->dist, t->grads, n_lanes, n_params, t->grad_sum);
@@ -332,6 +347,7 @@ void trainer_epoch(trainer *t, int epoch, epoch_stats *st) {
     const config *cfg = t->cfg;
     const int n = t->train->n, batch = cfg->batch_size;
     double start = omp_get_wtime();
+    const int previous = profile_set_phase(PROFILE_TRAIN);
     epoch_order(t->order, n, cfg->shuffle, cfg->seed, epoch);
     t->epoch = epoch;
     memset(st, 0, sizeof *st);
@@ -339,13 +355,7 @@ void trainer_epoch(trainer *t, int epoch, epoch_stats *st) {
         int count = min_int(batch, n - b);
         double batch_loss;
         int batch_hits;
-        if (batch == 1) {
-            t->weights_bad = step_single(t, t->order[b], &t->sample_loss[0], &t->sample_hit[0]);
-            batch_loss = t->sample_loss[0];
-            batch_hits = t->sample_hit[0];
-        } else {
-            trainer_step(t, t->order + b, count, &batch_loss, &batch_hits);
-        }
+        trainer_step(t, t->order + b, count, &batch_loss, &batch_hits);
         t->pos.loss_sum += batch_loss;
         t->pos.correct += batch_hits;
         t->pos.position = b + count;
@@ -364,6 +374,7 @@ void trainer_epoch(trainer *t, int epoch, epoch_stats *st) {
             if (st->stopped) break;
         }
     }
+    profile_set_phase(previous);
     t->pos.seconds += omp_get_wtime() - start;
     st->train_seconds = t->pos.seconds;
     st->train_loss = t->pos.loss_sum / n;
@@ -391,8 +402,9 @@ void trainer_evaluate(trainer *t, const dataset *ds, double *loss, double *acc) 
 }
 
 void trainer_classify(trainer *t, const dataset *ds, int *predicted, double *loss, double *acc) {
-    const int n = ds->n, n_lanes = t->lanes, chunk = t->chunk;
+    const int n = ds->n, chunk = t->chunk;
     const int n_chunks = (n + chunk - 1) / chunk;
+    const int previous = profile_set_phase(PROFILE_EVAL);
     /* The chunks of consecutive samples this process classifies: [c_lo, c_hi). Several
      * processes share out the chunks one process would use, so every sample goes through the
      * same chunk (a one-sample chunk rounds differently from a longer one in the dense layers). */
@@ -406,36 +418,24 @@ void trainer_classify(trainer *t, const dataset *ds, int *predicted, double *los
         c_lo = (int)((long)t->dist->rank * n_chunks / R);
         c_hi = (int)((long)(t->dist->rank + 1) * n_chunks / R);
     }
-    const size_t in_size = shape_size(t->net.input);
-    float *sample_loss = t->sample_loss;
-    unsigned char *sample_hit = t->sample_hit;
-    /* Chunk c goes to lane c % n_lanes; which lane or thread computes it does not matter, and
-     * losses are summed in sample order below. */
-#pragma omp parallel for schedule(static) num_threads(min_int(t->threads, n_lanes))
-    for (int l = 0; l < n_lanes; l++) {
-        workspace *ws = &t->ws[l];
-        ws->training = 0;
-        for (int c = c_lo + l; c < c_hi; c += n_lanes) {
-            int first = c * chunk, count = min_int(chunk, n - first);
-            for (int k = 0; k < count; k++)
-                dataset_sample(ds, first + k, workspace_input(ws) + k * in_size);
-            net_forward(&t->net, t->params, ws, count, 1);
-            for (int k = 0; k < count; k++) {
-                int label = ds->labels[first + k];
-                int guess = net_class(&t->net, ws, k);
-                sample_loss[first + k] = net_loss(&t->net, ws, k, label);
-                sample_hit[first + k] = guess == label;
-                if (predicted) predicted[first + k] = guess;
-            }
-        }
+    /* Passes of up to pass_chunks chunks, each chunk a lane of the pass; which pass a chunk
+     * falls in does not matter, and losses are summed in sample order below. */
+    for (int c = c_lo; c < c_hi; c += t->pass_chunks) {
+        const int c_end = min_int(c + t->pass_chunks, c_hi);
+        const int first = c * chunk, count = min_int(c_end * chunk, n) - first;
+        for (int i = 0; i < c_end - c; i++) t->cut_start[i] = i * chunk;
+        t->cut_start[c_end - c] = count;
+        run_pass(t, ds, NULL, first, count, c_end - c, 0, t->sample_loss + first,
+                 t->sample_hit + first, predicted ? predicted + first : NULL);
     }
-    if (t->dist) dist_gather_results(t->dist, t->result_begin, sample_loss, sample_hit);
+    if (t->dist) dist_gather_results(t->dist, t->result_begin, t->sample_loss, t->sample_hit);
     double sum = 0.0;
     long correct = 0;
     for (int i = 0; i < n; i++) {
-        sum += sample_loss[i];
-        correct += sample_hit[i];
+        sum += t->sample_loss[i];
+        correct += t->sample_hit[i];
     }
     *loss = sum / n;
     *acc = (double)correct / n;
+    profile_set_phase(previous);
 }

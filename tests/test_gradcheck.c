@@ -79,7 +79,7 @@ static void check_layer(const char *json, shape3 in_shape, double eps) {
     float *in = floats_alloc(n_in), *out = floats_alloc(n_out), *r = floats_alloc(n_out);
     float *params = floats_alloc(n_p + 1), *dparams = floats_alloc(n_p + 1);
     float *din = floats_alloc(n_in);
-    float *scratch = floats_alloc(l->ops->scratch_size ? l->ops->scratch_size(l, N_SAMPLES) + 1 : 1);
+    float *scratch = floats_alloc(l->ops->scratch_size ? l->ops->scratch_size(l, N_SAMPLES, 1) + 1 : 1);
     float *saved = floats_alloc(l->ops->saved_size ? N_SAMPLES * l->ops->saved_size(l) + 1 : 1);
     /* A training pass with fixed sample keys: dropout's mask is the same in every call. */
     run_ctx run = {.n = N_SAMPLES, .nt = 1, .scratch = scratch, .saved = saved, .training = 1,
@@ -212,7 +212,7 @@ START_TEST(test_network_gradients) {
     net n;
     ck_assert_msg(net_build(&n, &cfg, (shape3){10, 9, 2}, &err) == 0, "%s", err.msg);
     workspace ws;
-    ck_assert_int_eq(workspace_alloc(&ws, &n, 1, &err), 0);
+    ck_assert_int_eq(workspace_alloc(&ws, &n, 1, 1, &err), 0);
     float *params = floats_alloc(n.n_params), *dparams = floats_alloc(n.n_params);
     net_init_params(&n, params, INIT_XAVIER, 3);
     float *input = workspace_input(&ws);

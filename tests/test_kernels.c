@@ -103,13 +103,14 @@ START_TEST(test_conv2d_matches_reference) {
         expect_near(y, y_ref, out_size, terms, "conv2d forward");
 
         float *dx = floats_alloc(in_size), *dx_ref = floats_alloc(in_size);
+        /* The fast kernel writes the gradient over whatever was there; the reference adds. */
         float *dw = random_floats(w_size), *dw_ref = floats_alloc(w_size);
         float *db = random_floats(g->n_filters), *db_ref = floats_alloc(g->n_filters);
-        memcpy(dw_ref, dw, w_size * sizeof *dw); /* both accumulate onto the same start */
-        memcpy(db_ref, db, g->n_filters * sizeof *db);
         /* Rebuilding must not lean on what forward left in the scratch. */
         for (size_t i = 0; i < patches; i++) col[i] = NAN;
-        conv2d_backward(dx, dw, db, dy, x, w, n, g, cols, col, dcol, 1);
+        float *partial = floats_alloc((size_t)n * (w_size + g->n_filters));
+        conv2d_backward(dx, dw, db, dy, x, w, n, g, cols, col, dcol, partial, NULL, 1);
+        aligned_free(partial);
         conv2d_backward_ref(dx_ref, dw_ref, db_ref, dy, x, w, n, g);
         expect_near(dx, dx_ref, in_size, g->kernel * g->kernel * g->n_filters, "conv2d din");
         expect_near(dw, dw_ref, w_size, n * g->out_h * g->out_w, "conv2d dweight");
@@ -137,6 +138,8 @@ START_TEST(test_dense_matches_reference) {
         float *dw = floats_alloc((size_t)n_in * n_out), *dw_ref = floats_alloc((size_t)n_in * n_out);
         float *db = floats_alloc(n_out), *db_ref = floats_alloc(n_out);
         float *scratch = floats_alloc((size_t)n * n_in);
+        for (size_t i = 0; i < (size_t)n_in * n_out; i++) dw[i] = NAN; /* written, not added */
+        for (int i = 0; i < n_out; i++) db[i] = NAN;
         dense_backward(dx, dw, db, dy, x, w, n, n_in, n_out, scratch, 1);
         dense_backward_ref(dx_ref, dw_ref, db_ref, dy, x, w, n, n_in, n_out);
         expect_near(dx, dx_ref, (size_t)n * n_in, n_out, "dense din");

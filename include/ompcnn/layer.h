@@ -4,8 +4,8 @@
  * shape inference, parameter tensors, initialisation, forward and backward.
  *
  * Activations are one sample, channels-last (shape3). Parameters and their gradients are slices of
- * the net's arenas. backward() *adds* the parameter gradient into dparams (so gradients of several
- * samples accumulate) and *writes* the input gradient into din (din may be NULL for the first
+ * the net's arenas. backward() *writes* the parameter gradient of each lane of samples into dparams
+ * (the lane's samples summed in order) and the input gradient into din (din may be NULL for the first
  * layer, which needs none). `nt` is the number of OpenMP threads the kernel may use; every output
  * element is computed by one thread in a fixed order, so results do not depend on nt.
  */
@@ -33,14 +33,34 @@ typedef struct tensor_desc {
 
 typedef struct layer layer;
 
-/* How one layer call runs: on n samples stored one after another, with up to nt OpenMP threads,
- * a scratch buffer of at least scratch_size() floats, and the layer's own buffer of
- * n * saved_size() floats that forward fills and backward reads. */
+/* How a pass's n samples are cut into gradient lanes: lane l holds samples [start[l],
+ * start[l + 1]), and backward writes lane l's parameter gradient into dparams + l * grad_stride,
+ * the lane's samples summed in order. lanes == 0 means one lane of all n samples. Layers whose
+ * per-sample results could depend on how many samples share a call (dense: one sample takes the
+ * thin GEMM path) also run forward lane by lane, so a sample's result depends on its lane only. */
+typedef struct lane_cut {
+    int lanes;
+    const int *start;
+    size_t grad_stride;
+} lane_cut;
+
+static inline int cut_lanes(const lane_cut *c) {
+    return c->lanes > 0 ? c->lanes : 1;
+}
+/* First sample of lane l (and, for l = lanes, one past the last) of a pass of n samples. */
+static inline int cut_start(const lane_cut *c, int l, int n) {
+    return c->lanes > 0 ? c->start[l] : (l == 0 ? 0 : n);
+}
+
+/* How one layer call runs: on n samples stored one after another, cut into lanes, with up to nt
+ * OpenMP threads, a scratch buffer of at least scratch_size(max_n, nt) floats, and the layer's own
+ * buffer of n * saved_size() floats that forward fills and backward reads. */
 typedef struct run_ctx {
     int n;
     int nt;
     float *scratch;
     float *saved;
+    lane_cut cut;
     /* For layers that draw random numbers (dropout): whether this is a training pass, and the
      * key of each sample's stream, so draws depend on (seed, epoch, sample) and nothing else. */
     int training;
@@ -57,8 +77,9 @@ typedef struct layer_ops {
     int (*shape)(const void *settings, shape3 in, shape3 *out, const char *path, errbuf *err);
     /* Fills desc with the layer's parameter tensors (at most 2) and returns how many. */
     int (*params)(const void *settings, shape3 in, shape3 out, tensor_desc desc[2]);
-    /* Floats of scratch one call on up to max_n samples needs (NULL: none). */
-    size_t (*scratch_size)(const layer *l, int max_n);
+    /* Floats of scratch one call on up to max_n samples with up to max_threads threads needs
+     * (NULL: none). */
+    size_t (*scratch_size)(const layer *l, int max_n, int max_threads);
     /* Floats per sample that forward keeps for backward (NULL: none). */
     size_t (*saved_size)(const layer *l);
     /* Draws the initial parameters (NULL for layers without parameters). */
@@ -123,13 +144,21 @@ typedef struct conv_geom {
  * reference). Activations are n samples of HWC; weights as saved (see docs/cli.md). A sample's
  * input patches are out_h*out_w*kernel*kernel*in_c floats (none for 1x1 convolutions at stride 1
  * without padding). `cols`, when not NULL, keeps the n samples' patches: forward fills it and
- * backward reads it; when NULL, both build each sample's patches in the scratch `col`. `dcol`
- * is scratch for one sample's patch gradient. */
+ * backward reads it; when NULL, both build each sample's patches in `col`, which has room for
+ * nt samples' patches (one per thread). `dcol` likewise holds nt samples' patch gradients, and
+ * `partial` n samples' weight gradients (n_filters * kernel * kernel * in_c floats each). With
+ * n samples and nt threads, the samples are shared out when n >= nt, and each sample's products
+ * are split over the threads otherwise; the result is the same either way.
+ * conv2d_backward writes each lane's weight and bias gradient (cut: NULL for one lane) into
+ * dweight and dbias + l * cut->grad_stride: every sample's gradient is computed on its own (into
+ * `partial`, n * n_filters * (kernel * kernel * in_c + 1) floats) and the lane adds them in
+ * sample order, which leaves the lane's sum independent of threads. dense_backward writes the
+ * gradient of its n samples, summed in order. */
 void conv2d_forward(float *out, const float *in, const float *weight, const float *bias, int n,
                     const conv_geom *g, float *cols, float *col, int nt);
 void conv2d_backward(float *din, float *dweight, float *dbias, const float *dout, const float *in,
                      const float *weight, int n, const conv_geom *g, const float *cols,
-                     float *col, float *dcol, int nt);
+                     float *col, float *dcol, float *partial, const lane_cut *cut, int nt);
 void conv2d_forward_ref(float *out, const float *in, const float *weight, const float *bias, int n,
                         const conv_geom *g);
 void conv2d_backward_ref(float *din, float *dweight, float *dbias, const float *dout,

@@ -29,10 +29,12 @@ void net_describe(const net *n, char *buf, size_t size);
 /* Draws all parameters in layer order from numpy's legacy generator seeded with seed. */
 void net_init_params(const net *n, float *params, init_kind kind, uint32_t seed);
 
-/* Buffers for a chunk of up to max_n samples: activations of every layer, two gradient buffers
- * and the layers' scratch. Activation i of sample s is at acts + offset[i] + s * size(i). */
+/* Buffers for a pass over up to max_n samples with up to max_threads threads: activations of
+ * every layer, two gradient buffers and the layers' scratch. Activation i of sample s is at
+ * acts + offset[i] + s * size(i). */
 typedef struct workspace {
     int max_n;
+    int max_threads;
     int n_layers;
     float *acts;
     size_t *offset; /* n_layers + 1 offsets: activation i is the input of layer i */
@@ -40,16 +42,20 @@ typedef struct workspace {
     float *scratch;
     float **saved; /* per layer: what its forward keeps for its backward (or NULL) */
     int training;          /* set by the trainer: a training pass (dropout active) */
-    uint64_t *sample_keys; /* max_n stream keys, one per sample of the chunk */
-    float *scratch_image;  /* one input sample, for augmentation */
+    uint64_t *sample_keys; /* max_n stream keys, one per sample of the pass */
+    float *scratch_image;  /* max_threads input samples, one per thread, for augmentation */
+    /* How the pass's samples are cut into lanes (layer.h); all zero: one lane. The caller sets
+     * it before net_forward and keeps it for net_backward. */
+    lane_cut cut;
 } workspace;
 
-int workspace_alloc(workspace *ws, const net *n, int max_n, errbuf *err);
+int workspace_alloc(workspace *ws, const net *n, int max_n, int max_threads, errbuf *err);
 void workspace_free(workspace *ws);
 /* The input buffer: max_n samples of the input shape, one after another. */
 float *workspace_input(const workspace *ws);
 
-/* Runs all layers on the first `count` samples of the input buffer. */
+/* Runs all layers on the first `count` samples of the input buffer, layer after layer, each over
+ * all the samples with up to nt threads (nt <= ws->max_threads). */
 void net_forward(const net *n, const float *params, workspace *ws, int count, int nt);
 /* Class probabilities of sample s after net_forward. */
 const float *net_probs(const net *n, const workspace *ws, int s);
@@ -57,7 +63,8 @@ const float *net_probs(const net *n, const workspace *ws, int s);
 int net_class(const net *n, const workspace *ws, int s);
 /* Cross-entropy loss of sample s after net_forward, for its label. */
 float net_loss(const net *n, const workspace *ws, int s, int label);
-/* Backpropagates the summed cross-entropy loss of the `count` samples, adding into dparams. */
+/* Backpropagates the summed cross-entropy loss of the `count` samples, writing each lane's
+ * gradient into dparams + lane * ws->cut.grad_stride (every parameter of every lane is written). */
 void net_backward(const net *n, const float *params, workspace *ws, const int *labels, int count,
                   float *dparams, int nt);
 

@@ -2,11 +2,12 @@
  * The training loop. A trainer owns the parameters, the gradient lanes and one workspace per lane;
  * the datasets are the caller's.
  *
- * Batch size 1 is the report's per-sample SGD: forward, backward, step, sample after sample, with
- * the threads working inside each layer. A minibatch of B samples is cut into L lanes of
- * consecutive samples (L = min(lanes, B)); each lane sums its samples' gradients in order, the lanes
- * run in parallel, and their sums are added in lane order before one step with the mean gradient.
- * Which thread runs a lane never matters, so the weights are the same for any thread count.
+ * Batch size 1 is the report's per-sample SGD: forward, backward, step, sample after sample. A
+ * minibatch of B samples is cut into L lanes of consecutive samples (L = min(lanes, B)); each
+ * lane sums its samples' gradients in order, and the lane sums are added in lane order before one
+ * step with the mean gradient. The batch goes through the net one layer at a time, each layer
+ * over all its samples with all the threads (threads are a machine setting, lanes fix the
+ * arithmetic), so the weights are the same for any thread count.
  * With several processes (dist.h) each runs a contiguous share of the lanes and the lane sums
  * are added across processes in the same lane order, so the process count does not matter either.
  */
@@ -18,6 +19,9 @@
 #include "ompcnn/idx.h"
 #include "ompcnn/net.h"
 
+/* Evaluation runs passes of at least this many samples, and 8 per thread (whole chunks). */
+#define EVAL_PASS 64
+
 typedef struct trainer {
     const config *cfg;
     const dataset *train, *test;
@@ -25,17 +29,19 @@ typedef struct trainer {
     net net;
     dist *dist;  /* the processes sharing each batch; NULL or size 1: this one alone */
     int threads; /* threads actually used */
-    int lanes;   /* workspaces: one per lane this process runs at most */
+    int lanes;   /* gradient buffers: one per lane this process runs at most */
     int chunk;   /* samples a lane takes at most: ceil(batch_size / min(lanes, batch_size)) */
+    int pass_chunks; /* chunks one pass through the workspace holds (see EVAL_PASS) */
     float *params;
     float *grads;      /* one gradient per lane this process runs, n_params each */
     float *grad_sum;   /* with several processes: the batch's summed gradient */
     int *result_begin; /* with several processes: where each one's samples begin (size + 1) */
-    workspace *ws;     /* one per lane */
+    workspace ws;      /* pass_chunks * chunk samples, threads threads */
+    int *cut_start;    /* the current pass's lanes (pass_chunks + 1 entries) */
     int *order;        /* sample order of the current epoch */
     float *sample_loss;    /* per-sample loss of the current pass */
     unsigned char *sample_hit; /* per-sample correctness of the current pass */
-    int *labels;               /* lanes * chunk labels of the samples in flight */
+    int *labels;               /* the labels of the pass's samples */
     int weights_bad;           /* the last step left a parameter NaN or infinite */
     float *opt_state;          /* the optimizer's state: 0, 1 or 2 floats per parameter */
     int epoch;                 /* the epoch being trained (keys the random streams) */
@@ -89,9 +95,8 @@ void trainer_evaluate(trainer *t, const dataset *ds, double *loss, double *acc);
  * process only). The dataset may hold at most as many samples as the trainer's training or test
  * set. With several processes each classifies a share and all learn every sample's result. */
 void trainer_classify(trainer *t, const dataset *ds, int *predicted, double *loss, double *acc);
-/* The minibatch path: trains one batch of samples given by index, in lanes, and takes one step
- * with the mean gradient (trainer_epoch uses it for batch_size > 1; with batch_size 1 it takes
- * the per-sample path, which a test holds equal to this one for count 1). */
+/* One step: trains one batch of samples given by index, in lanes, and takes one step with the
+ * mean gradient (trainer_epoch calls it for every batch, of one sample or many). */
 void trainer_step(trainer *t, const int *samples, int count, double *loss_sum, int *hits);
 /* The first layer whose parameters hold a NaN or an infinity, or -1. */
 int trainer_bad_layer(const trainer *t);

@@ -1,0 +1,47 @@
+/*
+ * The parallelism profile behind `trainer --profile`: for every parallel region (par_blocks),
+ * each thread's CPU time in it (CLOCK_THREAD_CPUTIME_ID, which running more threads than cores
+ * does not distort), and the calling thread's CPU time between regions, the serial part.
+ *
+ * Per phase (training, evaluation) it sums:
+ *   work   = serial + the CPU time of every thread in every region: what one core would do;
+ *   span   = serial + the longest thread of every region: what P = threads cores would take;
+ * so work / span bounds the speedup of this decomposition on `threads` cores, whatever cores the
+ * profiled run itself had. Off unless profile_enable() was called; then each region costs two
+ * clock reads per thread.
+ */
+#ifndef OMPCNN_PROFILE_H
+#define OMPCNN_PROFILE_H
+
+#include <stdio.h>
+
+#define PROFILE_MAX_THREADS 1024
+
+enum { PROFILE_NONE = -1, PROFILE_TRAIN = 0, PROFILE_EVAL = 1, PROFILE_PHASES = 2 };
+
+typedef struct profile_phase {
+    long regions;
+    double serial; /* CPU seconds of the calling thread outside regions */
+    double work;   /* CPU seconds of all threads inside regions */
+    double span;   /* the sum over regions of the longest thread's CPU seconds */
+    double wall;   /* wall-clock seconds spent in the phase */
+} profile_phase;
+
+extern int profile_on;
+
+void profile_enable(void);
+/* Work from now on counts towards `phase` (PROFILE_NONE: towards nothing); returns the phase it
+ * counted towards before. */
+int profile_set_phase(int phase);
+double profile_thread_cpu(void);
+void profile_region_begin(void);
+void profile_region_end(const double *busy, int threads, const char *site);
+/* The totals of one phase so far. */
+profile_phase profile_get(int phase);
+/* The profile as CSV: a header, then per phase that ran one row for the whole phase (site
+ * "all") and one per region site (the loop body's name): phase, site, threads, regions,
+ * serial_s, region_work_s, region_span_s, work_s, span_s, wall_s, speedup_bound (work / span).
+ * Returns the length, or -1 when size is too small. */
+int profile_csv(char *buf, size_t size, int threads);
+
+#endif

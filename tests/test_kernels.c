@@ -60,20 +60,32 @@ START_TEST(test_gemm_matches_reference) {
 END_TEST
 
 START_TEST(test_gemm_thread_count_does_not_matter) {
-    /* Large enough to be split over threads: a tiled shape and the three thin kinds. */
-    const int sizes[][3] = {{203, 77, 300}, {1, 1100, 1000}, {1100, 1, 1000}, {1100, 1000, 1}};
+    /* Large enough to be split over threads: tiled shapes with ragged edges and several blocks
+     * of k, taller than wide (tiles row panel by row panel) and wider than tall (column panel by
+     * column panel, like a dense layer's batch), and the three thin kinds; accumulating or not. */
+    const int sizes[][3] = {{203, 77, 300},  {37, 300, 700},   {12, 128, 1568},
+                            {1, 1100, 1000}, {1100, 1, 1000}, {1100, 1000, 1}};
+    const int thread_counts[] = {2, 3, 4, 7, 16};
     for (size_t c = 0; c < sizeof sizes / sizeof sizes[0]; c++) {
         const int M = sizes[c][0], N = sizes[c][1], K = sizes[c][2];
         float *A = random_floats((size_t)M * K), *B = random_floats((size_t)K * N);
-        float *C1 = floats_alloc((size_t)M * N), *C4 = floats_alloc((size_t)M * N);
+        float *C0 = random_floats((size_t)M * N);
+        float *C1 = floats_alloc((size_t)M * N), *Cn = floats_alloc((size_t)M * N);
         for (int ta = 0; ta < 2; ta++)
-            for (int tb = 0; tb < 2; tb++) {
-                gemm(ta, tb, M, N, K, A, ta ? M : K, B, tb ? K : N, 0, C1, N, 1);
-                gemm(ta, tb, M, N, K, A, ta ? M : K, B, tb ? K : N, 0, C4, N, 4);
-                ck_assert_msg(memcmp(C1, C4, (size_t)M * N * sizeof *C1) == 0,
-                              "gemm %dx%dx%d ta=%d tb=%d: 1 and 4 threads differ", M, N, K, ta, tb);
-            }
-        aligned_free(A), aligned_free(B), aligned_free(C1), aligned_free(C4);
+            for (int tb = 0; tb < 2; tb++)
+                for (int acc = 0; acc < 2; acc++) {
+                    memcpy(C1, C0, (size_t)M * N * sizeof *C1);
+                    gemm(ta, tb, M, N, K, A, ta ? M : K, B, tb ? K : N, acc, C1, N, 1);
+                    for (size_t k = 0; k < sizeof thread_counts / sizeof thread_counts[0]; k++) {
+                        memcpy(Cn, C0, (size_t)M * N * sizeof *Cn);
+                        gemm(ta, tb, M, N, K, A, ta ? M : K, B, tb ? K : N, acc, Cn, N,
+                             thread_counts[k]);
+                        ck_assert_msg(memcmp(C1, Cn, (size_t)M * N * sizeof *C1) == 0,
+                                      "gemm %dx%dx%d ta=%d tb=%d acc=%d: 1 and %d threads differ",
+                                      M, N, K, ta, tb, acc, thread_counts[k]);
+                    }
+                }
+        aligned_free(A), aligned_free(B), aligned_free(C0), aligned_free(C1), aligned_free(Cn);
     }
 }
 END_TEST
@@ -124,6 +136,67 @@ START_TEST(test_conv2d_matches_reference) {
 }
 END_TEST
 
+/* conv2d's threads never change a bit, over samples (n >= threads) or inside each sample's
+ * products (n < threads), kept or rebuilt patches; and a lane of a cut pass gets exactly what a
+ * pass of that lane's samples alone gets. */
+START_TEST(test_conv2d_threads_and_lanes) {
+    const conv_geom cases[] = {{28, 28, 8, 28, 28, 32, 5, 1, 2}, {12, 12, 3, 10, 10, 64, 3, 1, 0}};
+    const int n = 5, starts[] = {0, 2, 3, 5}, thread_counts[] = {2, 3, 5, 16};
+    const lane_cut cut = {3, starts, 0};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
+        for (int keep = 0; keep < 2; keep++) {
+            const conv_geom *g = &cases[c];
+            const size_t in_size = (size_t)g->in_h * g->in_w * g->in_c;
+            const size_t out_size = (size_t)g->out_h * g->out_w * g->n_filters;
+            const size_t w_size = (size_t)g->n_filters * g->kernel * g->kernel * g->in_c;
+            const size_t patches = (size_t)g->out_h * g->out_w * g->kernel * g->kernel * g->in_c;
+            const size_t lane_len = w_size + g->n_filters;
+            lane_cut with_stride = cut;
+            with_stride.grad_stride = lane_len;
+            float *x = random_floats(n * in_size), *w = random_floats(w_size);
+            float *b = random_floats(g->n_filters), *dy = random_floats(n * out_size);
+            float *cols = keep ? floats_alloc(n * patches) : NULL;
+            float *col = floats_alloc(16 * patches), *dcol = floats_alloc(16 * patches);
+            float *partial = floats_alloc(n * lane_len);
+            float *y[2], *dx[2], *grads[2];
+            for (int r = 0; r < 2; r++) {
+                y[r] = floats_alloc(n * out_size);
+                dx[r] = floats_alloc(n * in_size);
+                grads[r] = floats_alloc(3 * lane_len);
+            }
+            conv2d_forward(y[0], x, w, b, n, g, cols, col, 1);
+            conv2d_backward(dx[0], grads[0], grads[0] + w_size, dy, x, w, n, g, cols, col, dcol,
+                            partial, &with_stride, 1);
+            for (size_t k = 0; k < sizeof thread_counts / sizeof thread_counts[0]; k++) {
+                const int nt = thread_counts[k];
+                conv2d_forward(y[1], x, w, b, n, g, cols, col, nt);
+                conv2d_backward(dx[1], grads[1], grads[1] + w_size, dy, x, w, n, g, cols, col,
+                                dcol, partial, &with_stride, nt);
+                ck_assert_msg(memcmp(y[0], y[1], n * out_size * sizeof(float)) == 0 &&
+                                  memcmp(dx[0], dx[1], n * in_size * sizeof(float)) == 0 &&
+                                  memcmp(grads[0], grads[1], 3 * lane_len * sizeof(float)) == 0,
+                              "conv2d case %zu keep %d: 1 and %d threads differ", c, keep, nt);
+            }
+            /* Lane 1 alone (sample 2) and lane 2 alone (samples 3, 4), as one-lane passes. */
+            for (int l = 1; l < 3; l++) {
+                const int s0 = starts[l], m = starts[l + 1] - s0;
+                float *lane = floats_alloc(lane_len);
+                if (keep) conv2d_forward(y[1], x + s0 * in_size, w, b, m, g, cols, col, 1);
+                conv2d_backward(dx[1], lane, lane + w_size, dy + s0 * out_size, x + s0 * in_size,
+                                w, m, g, cols, col, dcol, partial, NULL, 1);
+                ck_assert_msg(memcmp(lane, grads[0] + l * lane_len, lane_len * sizeof(float)) == 0,
+                              "conv2d case %zu keep %d: lane %d differs from its samples alone",
+                              c, keep, l);
+                aligned_free(lane);
+            }
+            aligned_free(x), aligned_free(w), aligned_free(b), aligned_free(dy), aligned_free(col);
+            aligned_free(dcol), aligned_free(partial);
+            if (cols) aligned_free(cols);
+            for (int r = 0; r < 2; r++) aligned_free(y[r]), aligned_free(dx[r]), aligned_free(grads[r]);
+        }
+}
+END_TEST
+
 START_TEST(test_dense_matches_reference) {
     const int shapes[][3] = {{1, 1352, 20}, {4, 1352, 20}, {7, 33, 10}, {8, 256, 120}};
     for (size_t c = 0; c < sizeof shapes / sizeof shapes[0]; c++) {
@@ -158,6 +231,7 @@ static Suite *kernels_suite(void) {
     tcase_add_test(tc, test_gemm_matches_reference);
     tcase_add_test(tc, test_gemm_thread_count_does_not_matter);
     tcase_add_test(tc, test_conv2d_matches_reference);
+    tcase_add_test(tc, test_conv2d_threads_and_lanes);
     tcase_add_test(tc, test_dense_matches_reference);
     suite_add_tcase(s, tc);
     return s;

@@ -1,8 +1,9 @@
 /*
  * The thread count changes speed, never results: training with 1, 2, 3, 4, 8 and 16 threads
- * must give bit-identical weights and figures, at batch 1 (threads inside the layers) and with
- * minibatches (threads over gradient lanes), with shuffling and a partial last batch. And a batch
- * of one through the minibatch path equals the per-sample path bit for bit.
+ * must give bit-identical weights and figures, at batch 1 and with minibatches, with shuffling
+ * and a partial last batch; every thread count from 1 to 16 against 1, 2 and 8 lanes, so threads
+ * run both below and above the lane count. And a batch of one through the minibatch path equals
+ * the per-sample path bit for bit.
  */
 #include <math.h>
 
@@ -151,6 +152,51 @@ START_TEST(test_lenet_optimizers) {
 }
 END_TEST
 
+/* Every thread count from 1 to 16 against lanes 1, 2 and 8 (threads below, at and above the lane
+ * count), with dropout, shifts and shuffling, a batch of 12 that 8 lanes cut into lanes of one
+ * and two samples, and a test set whose evaluation passes grow with the thread count. The lane
+ * count itself must change the weights (the sums are order-sensitive), or the comparison could
+ * not see a lane sum added in another order. */
+START_TEST(test_threads_by_lanes) {
+    config cfg;
+    errbuf err;
+    const char *const set[] = {"network[7]={\"type\":\"dropout\",\"rate\":0.3}",
+                               "training.augment_shift=2"};
+    ck_assert_msg(config_parse_text(&cfg, lenet_like, "lenet", ".", set, 2, &err) == 0, "%s",
+                  err.msg);
+    cfg.batch_size = 12;
+    cfg.optimizer = (optimizer_config){OPT_MOMENTUM, 0.9, 1e-4, 0.9, 0.999, 1e-8};
+    train_set.n = 174; /* 14 full batches and one of 6 */
+    test_set.n = 300;
+    static const int lane_counts[] = {1, 2, 8};
+    float *first_lanes = NULL;
+    for (size_t k = 0; k < 3; k++) {
+        cfg.lanes = lane_counts[k];
+        char what[64];
+        snprintf(what, sizeof what, "lenet, batch 12, %d lanes", cfg.lanes);
+        run_result base, other;
+        train_run(&cfg, 1, 1, &base);
+        ck_assert_msg(base.moved > 1e-3, "%s: the weights moved only %.3g", what, base.moved);
+        for (int threads = 2; threads <= 16; threads++) {
+            train_run(&cfg, threads, 1, &other);
+            expect_identical(&base, &other, 1, what, threads);
+            free(other.params);
+        }
+        if (!first_lanes) {
+            first_lanes = base.params;
+            continue;
+        }
+        ck_assert_msg(memcmp(first_lanes, base.params, base.n_params * sizeof(float)) != 0,
+                      "%s: the same weights as with 1 lane", what);
+        free(base.params);
+    }
+    free(first_lanes);
+    train_set.n = 700;
+    test_set.n = 700;
+    config_free(&cfg);
+}
+END_TEST
+
 /* A batch of one through the minibatch path (lanes, mean gradient) must be exactly the
  * per-sample path that batch_size 1 takes. */
 START_TEST(test_batch1_paths_agree) {
@@ -242,6 +288,7 @@ static Suite *threads_suite(void) {
     tcase_add_test(tc, test_lenet_batch7_partial);
     tcase_add_test(tc, test_batch1_paths_agree);
     tcase_add_test(tc, test_lenet_optimizers);
+    tcase_add_test(tc, test_threads_by_lanes);
     tcase_add_test(tc, test_shuffle_is_keyed);
     tcase_add_test(tc, test_bad_layer_is_named);
     suite_add_tcase(s, tc);

@@ -299,7 +299,7 @@ int cmd_predict(int argc, char **argv) {
         input_shape(opt.load, &cfg, &shape, &err) || net_build(&n, &cfg, shape, &err))
         goto fail;
     params = floats_alloc(n.n_params);
-    if (!params || workspace_alloc(&ws, &n, 1, 1, &err)) {
+    if (!params || workspace_alloc(&ws, &n, 1, 0, 1, &err)) {
         errorf(&err, "out of memory");
         exit_code = EXIT_RUNTIME;
         goto fail;

@@ -355,20 +355,44 @@ static void pack_block(const gemm_block *g, int trans_b, int packed_cols, int ro
     }
 }
 
-/* A whole product split over threads by tiles. */
+/* One tiled product, ready to run: its block of arguments and its shape. */
 typedef struct gemm_job {
     gemm_block blk;
     int K, accumulate, packed_cols, row_panels, trans_b;
-    float *pa, *pb;        /* one slot per worker */
-    size_t slot_a, slot_b; /* floats per slot */
+    long tiles;
+    size_t slot_a, slot_b; /* floats its packed panels need */
 } gemm_job;
 
-/* Tiles [begin, end) through every block of k, packing into this worker's slots. A thread packs
- * the ragged row panel only when one of its tiles lies in it. */
-static int gemm_all_k(void *ctx, long begin, long end, int worker) {
-    const gemm_job *job = ctx;
+/* Fills job for the product, unless it is thin or empty (then runs it at once with nt threads
+ * and returns 1). */
+static int gemm_prepare(int trans_a, int trans_b, int M, int N, int K, const float *A, int lda,
+                        const float *B, int ldb, int accumulate, float *C, int ldc, int nt,
+                        gemm_job *job) {
+    if (M <= 0 || N <= 0) return 1;
+    if (K <= 0) {
+        if (!accumulate)
+            for (int i = 0; i < M; i++) memset(C + (size_t)i * ldc, 0, (size_t)N * sizeof(float));
+        return 1;
+    }
+    if (gemm_thin(trans_a, trans_b, M, N, K, A, lda, B, ldb, accumulate, C, ldc, nt)) return 1;
+    const int row_panels = (M + GEMM_MR - 1) / GEMM_MR, col_panels = (N + GEMM_NR - 1) / GEMM_NR;
+    /* Panels read in place: all full row panels of A; the full column panels of B when B is not
+     * transposed. The rest is packed, zero-padded. */
+    const int full_rows = M / GEMM_MR, direct_cols = trans_b ? 0 : N / GEMM_NR;
+    const int packed_cols = col_panels - direct_cols;
+    const int kc = K < GEMM_KC ? K : GEMM_KC;
+    *job = (gemm_job){{trans_a, M, N, 0, 0, full_rows, direct_cols, col_panels, 0, row_panels,
+                       M < N, A, B, NULL, NULL, lda, ldb, ldc, C},
+                      K, accumulate, packed_cols, row_panels, trans_b,
+                      (long)row_panels * col_panels, (size_t)GEMM_MR * kc,
+                      (size_t)(packed_cols ? packed_cols : 1) * GEMM_NR * kc};
+    return 0;
+}
+
+/* Tiles [begin, end) of one product through every block of k in order, packing into pa and pb.
+ * A thread packs the ragged row panel only when one of its tiles lies in it. */
+static void gemm_run(const gemm_job *job, long begin, long end, float *pa, float *pb) {
     gemm_block blk = job->blk;
-    float *pa = job->pa + (size_t)worker * job->slot_a, *pb = job->pb + (size_t)worker * job->slot_b;
     /* In column order every column panel has a tile in the ragged row panel. */
     const int needs_ragged = blk.by_cols ? blk.full_rows < job->row_panels
                                          : end > (long)blk.full_rows * blk.col_panels;
@@ -381,70 +405,92 @@ static int gemm_all_k(void *ctx, long begin, long end, int worker) {
         blk.kb = kb;
         blk.add = job->accumulate || k0 > 0;
         pack_block(&blk, job->trans_b, job->packed_cols, row_panels, k0, kb, pa, pb);
-        gemm_tiles(&blk, begin, end, worker);
+        gemm_tiles(&blk, begin, end, 0);
+    }
+}
+
+/* Several products in one region: the tiles of all of them, numbered product after product;
+ * each worker packs into its own slot. */
+typedef struct gemm_batch_args {
+    const gemm_job *jobs;
+    int count;
+    float *pa, *pb;
+    size_t slot_a, slot_b;
+} gemm_batch_args;
+
+static int gemm_batch_tiles(void *ctx, long begin, long end, int worker) {
+    const gemm_batch_args *a = ctx;
+    float *pa = a->pa + (size_t)worker * a->slot_a, *pb = a->pb + (size_t)worker * a->slot_b;
+    long first = 0;
+    for (int i = 0; i < a->count && first < end; first += a->jobs[i].tiles, i++) {
+        const long lo = begin > first ? begin - first : 0;
+        const long hi = end - first < a->jobs[i].tiles ? end - first : a->jobs[i].tiles;
+        if (lo < hi) gemm_run(&a->jobs[i], lo, hi, pa, pb);
     }
     return 0;
 }
 
-void gemm(int trans_a, int trans_b, int M, int N, int K, const float *A, int lda, const float *B,
-          int ldb, int accumulate, float *C, int ldc, int nt) {
-    if (M <= 0 || N <= 0) return;
-    if (K <= 0) {
-        if (!accumulate)
-            for (int i = 0; i < M; i++) memset(C + (size_t)i * ldc, 0, (size_t)N * sizeof(float));
-        return;
+/* Runs the prepared products with up to nt threads: one region over all their tiles when the
+ * work pays for several threads, else one after another on this thread. */
+static void gemm_jobs(gemm_job *jobs, int count, int nt) {
+    size_t work = 0, slot_a = 0, slot_b = 0;
+    long tiles = 0;
+    for (int i = 0; i < count; i++) {
+        work += (size_t)jobs[i].blk.M * jobs[i].blk.N * jobs[i].K;
+        tiles += jobs[i].tiles;
+        if (jobs[i].slot_a > slot_a) slot_a = jobs[i].slot_a;
+        if (jobs[i].slot_b > slot_b) slot_b = jobs[i].slot_b;
     }
-    if (gemm_thin(trans_a, trans_b, M, N, K, A, lda, B, ldb, accumulate, C, ldc, nt)) return;
-    const int row_panels = (M + GEMM_MR - 1) / GEMM_MR, col_panels = (N + GEMM_NR - 1) / GEMM_NR;
-    /* Panels read in place: all full row panels of A; the full column panels of B when B is not
-     * transposed. The rest is packed, zero-padded. */
-    const int full_rows = M / GEMM_MR, direct_cols = trans_b ? 0 : N / GEMM_NR;
-    const int packed_cols = col_panels - direct_cols;
-    const int kc = K < GEMM_KC ? K : GEMM_KC;
+    const int threads = par_threads(nt, work, tiles);
     pack_buffers *bufs = thread_buffers();
-    float *pa = bufs ? scratch(&bufs->a, &bufs->cap_a, (size_t)GEMM_MR * kc) : NULL;
-    float *pb = bufs ? scratch(&bufs->b, &bufs->cap_b,
-                               (size_t)(packed_cols ? packed_cols : 1) * GEMM_NR * kc)
-                     : NULL;
+    float *pa = bufs ? scratch(&bufs->a, &bufs->cap_a, slot_a * threads) : NULL;
+    float *pb = bufs ? scratch(&bufs->b, &bufs->cap_b, slot_b * threads) : NULL;
     if (!pa || !pb) {
         /* No memory for the packed panels (a few MiB at most): the plain loop needs none. Its
-         * rounding differs, but it is chosen by the shapes and the allocator, never by threads. */
-        gemm_ref(trans_a, trans_b, M, N, K, A, lda, B, ldb, accumulate, C, ldc);
+         * rounding differs, but it is chosen by the shapes and the allocator, never by threads
+         * (the panels of one thread are tried first). */
+        pa = bufs ? scratch(&bufs->a, &bufs->cap_a, slot_a) : NULL;
+        pb = bufs ? scratch(&bufs->b, &bufs->cap_b, slot_b) : NULL;
+        for (int i = 0; i < count; i++) {
+            const gemm_job *j = &jobs[i];
+            if (pa && pb) {
+                gemm_run(j, 0, j->tiles, pa, pb);
+            } else {
+                const gemm_block *g = &j->blk;
+                gemm_ref(g->trans_a, j->trans_b, g->M, g->N, j->K, g->A, g->lda, g->B, g->ldb,
+                         j->accumulate, g->C, g->ldc);
+            }
+        }
         return;
     }
-    const int tiles = row_panels * col_panels;
-    gemm_block blk = {trans_a, M, N, 0, 0, full_rows, direct_cols, col_panels, 0,
-                      row_panels, M < N, A, B, pa, pb, lda, ldb, ldc, C};
-    const size_t work = (size_t)M * N * K;
-    const int threads = par_threads(nt, work, tiles);
-    if (threads > 1) {
-        /* One region for all of K: each thread packs what it needs into its own slot and runs
-         * its tiles through every block of k in order, as the loop below does. */
-        const size_t slot_a = (size_t)GEMM_MR * kc, slot_b = (size_t)(packed_cols ? packed_cols : 1) * GEMM_NR * kc;
-        float *all_a = scratch(&bufs->a, &bufs->cap_a, slot_a * threads);
-        float *all_b = scratch(&bufs->b, &bufs->cap_b, slot_b * threads);
-        if (all_a && all_b) {
-            gemm_job job = {blk, K, accumulate, packed_cols, row_panels, trans_b, all_a, all_b,
-                            slot_a, slot_b};
-            par_blocks(threads, work, tiles, gemm_all_k, &job);
-            return;
-        }
-        pa = scratch(&bufs->a, &bufs->cap_a, (size_t)GEMM_MR * kc);
-        pb = scratch(&bufs->b, &bufs->cap_b, slot_b);
-        if (!pa || !pb) {
-            gemm_ref(trans_a, trans_b, M, N, K, A, lda, B, ldb, accumulate, C, ldc);
-            return;
-        }
-        blk.pa = pa;
-        blk.pb = pb;
+    if (threads < 2) {
+        for (int i = 0; i < count; i++) gemm_run(&jobs[i], 0, jobs[i].tiles, pa, pb);
+        return;
     }
-    for (int k0 = 0; k0 < K; k0 += GEMM_KC) {
-        const int kb = K - k0 < GEMM_KC ? K - k0 : GEMM_KC;
-        blk.k0 = k0;
-        blk.kb = kb;
-        blk.add = accumulate || k0 > 0;
-        pack_block(&blk, trans_b, packed_cols, row_panels, k0, kb, pa, pb);
-        gemm_tiles(&blk, 0, tiles, 0);
+    gemm_batch_args args = {jobs, count, pa, pb, slot_a, slot_b};
+    par_blocks(threads, work, tiles, gemm_batch_tiles, &args);
+}
+
+void gemm(int trans_a, int trans_b, int M, int N, int K, const float *A, int lda, const float *B,
+          int ldb, int accumulate, float *C, int ldc, int nt) {
+    gemm_job job;
+    if (gemm_prepare(trans_a, trans_b, M, N, K, A, lda, B, ldb, accumulate, C, ldc, nt, &job))
+        return;
+    gemm_jobs(&job, 1, nt);
+}
+
+void gemm_batch(int count, const gemm_args *list, int nt) {
+    enum { CHUNK = 32 };
+    gemm_job jobs[CHUNK];
+    for (int done = 0; done < count;) {
+        int n = 0;
+        for (; done < count && n < CHUNK; done++) {
+            const gemm_args *g = &list[done];
+            if (!gemm_prepare(g->trans_a, g->trans_b, g->M, g->N, g->K, g->A, g->lda, g->B, g->ldb,
+                              g->accumulate, g->C, g->ldc, nt, &jobs[n]))
+                n++;
+        }
+        gemm_jobs(jobs, n, nt);
     }
 }
 

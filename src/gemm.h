@@ -21,6 +21,21 @@
 void gemm(int trans_a, int trans_b, int M, int N, int K, const float *A, int lda, const float *B,
           int ldb, int accumulate, float *C, int ldc, int nt);
 
+/* The arguments of one gemm() call. */
+typedef struct gemm_args {
+    int trans_a, trans_b, M, N, K;
+    const float *A;
+    int lda;
+    const float *B;
+    int ldb, accumulate;
+    float *C;
+    int ldc;
+} gemm_args;
+
+/* The count products of list, each exactly as gemm() computes it, with up to nt threads over the
+ * tiles of all of them at once (a layer's lanes: one region instead of one per lane). */
+void gemm_batch(int count, const gemm_args *list, int nt);
+
 /* The plain triple loop, for tests: the same result up to rounding. */
 void gemm_ref(int trans_a, int trans_b, int M, int N, int K, const float *A, int lda,
               const float *B, int ldb, int accumulate, float *C, int ldc);

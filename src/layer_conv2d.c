@@ -392,8 +392,9 @@ static int keeps_patches(const conv_geom *g) {
     return row < 16 || patch_floats(g) < 32768;
 }
 
-/* The scratch of a call on up to max_n samples with up to nt threads: each sample's weight
- * gradient, then per thread one sample's patches (when they are rebuilt) and their gradient. */
+/* The scratch of a call with up to nt threads: per thread one sample's patches (when they are
+ * built on the fly: always in evaluation, which keeps none) and their gradient, then, for a
+ * backward pass over up to max_n samples, each sample's weight and bias gradient. */
 typedef struct conv_scratch {
     float *partial, *col, *dcol;
 } conv_scratch;
@@ -401,11 +402,11 @@ typedef struct conv_scratch {
 static size_t conv2d_scratch_layout(const layer *l, int max_n, int nt, float *base,
                                     conv_scratch *out) {
     conv_geom g = geometry(l);
+    size_t col = is_pointwise(&g) ? 0 : (size_t)nt * patch_floats(&g);
+    size_t dcol = col;
     size_t partial = (size_t)max_n * partial_floats(&g);
-    size_t col = is_pointwise(&g) || keeps_patches(&g) ? 0 : (size_t)nt * patch_floats(&g);
-    size_t dcol = is_pointwise(&g) ? 0 : (size_t)nt * patch_floats(&g);
-    if (out) *out = (conv_scratch){base, base + partial, base + partial + col};
-    return partial + col + dcol;
+    if (out) *out = (conv_scratch){base + col + dcol, base, base + col};
+    return col + dcol + partial;
 }
 
 static size_t conv2d_scratch_size(const layer *l, int max_n, int max_threads) {
@@ -425,7 +426,7 @@ static void conv2d_layer_forward(const layer *l, const float *params, const floa
     conv_scratch sc;
     conv2d_scratch_layout(l, run->n, run->nt, run->scratch, &sc);
     conv2d_forward(out, in, params, s->bias ? params + l->tensors[0].size : NULL, run->n, &g,
-                   keeps_patches(&g) ? run->saved : NULL, sc.col, run->nt);
+                   keeps_patches(&g) && run->training ? run->saved : NULL, sc.col, run->nt);
 }
 
 static void conv2d_layer_backward(const layer *l, const float *params, const float *in,
@@ -437,7 +438,7 @@ static void conv2d_layer_backward(const layer *l, const float *params, const flo
     conv_scratch sc;
     conv2d_scratch_layout(l, run->n, run->nt, run->scratch, &sc);
     conv2d_backward(din, dparams, s->bias ? dparams + l->tensors[0].size : NULL, dout, in, params,
-                    run->n, &g, keeps_patches(&g) ? run->saved : NULL, sc.col, sc.dcol,
+                    run->n, &g, keeps_patches(&g) && run->training ? run->saved : NULL, sc.col, sc.dcol,
                     sc.partial, &run->cut, run->nt);
 }
 

@@ -131,7 +131,8 @@ void dense_backward(float *din, float *dweight, float *dbias, const float *dout,
     if (n > 1) {
         transpose_args t = {din, dt, n, n_in};
         const long blocks = (long)((n + 15) / 16) * ((n_in + 255) / 256);
-        par_blocks(nt, (size_t)n * n_in * PAR_ELEMENT_COST, blocks, transpose_blocks, &t);
+        /* A strided copy: each element costs about four of an elementwise loop's. */
+        par_blocks(nt, (size_t)n * n_in * 4 * PAR_ELEMENT_COST, blocks, transpose_blocks, &t);
     }
 }
 
@@ -141,32 +142,106 @@ static size_t dense_scratch_size(const layer *l, int max_n, int max_threads) {
     return max_n > 1 ? (size_t)max_n * shape_size(l->in) : 0;
 }
 
-/* Lane by lane: the samples of a lane are the rows of one GEMM, whatever else the pass holds. */
+/* Lane by lane: the samples of a lane are the rows of one GEMM, whatever else the pass holds;
+ * the lanes' GEMMs share one parallel region, LANE_BATCH lanes at a time. */
+enum { LANE_BATCH = 32 };
+
 static void dense_layer_forward(const layer *l, const float *params, const float *in, float *out,
                                 const run_ctx *run) {
     const dense_settings *s = l->settings;
-    const size_t n_in = shape_size(l->in);
-    for (int lane = 0; lane < cut_lanes(&run->cut); lane++) {
-        int s0 = cut_start(&run->cut, lane, run->n), s1 = cut_start(&run->cut, lane + 1, run->n);
-        dense_forward(out + (size_t)s0 * s->units, in + (size_t)s0 * n_in, params,
-                      s->bias ? params + l->tensors[0].size : NULL, s1 - s0, (int)n_in, s->units,
-                      run->nt);
+    const int n_in = (int)shape_size(l->in), n_out = s->units, lanes = cut_lanes(&run->cut);
+    gemm_args list[LANE_BATCH];
+    for (int first = 0; first < lanes; first += LANE_BATCH) {
+        int count = 0;
+        for (int lane = first; lane < lanes && count < LANE_BATCH; lane++) {
+            int s0 = cut_start(&run->cut, lane, run->n), s1 = cut_start(&run->cut, lane + 1, run->n);
+            list[count++] = (gemm_args){0, 0, s1 - s0, n_out, n_in, in + (size_t)s0 * n_in, n_in,
+                                        params, n_out, 0, out + (size_t)s0 * n_out, n_out};
+        }
+        gemm_batch(count, list, run->nt);
     }
+    if (s->bias) {
+        const float *bias = params + l->tensors[0].size;
+        for (int k = 0; k < run->n; k++)
+            for (int o = 0; o < n_out; o++) out[(size_t)k * n_out + o] += bias[o];
+    }
+}
+
+/* din of the lanes of more than one sample, from their transposes in scratch (see
+ * dense_backward), in blocks of 16 samples x 256 inputs over all those lanes. */
+typedef struct lanes_transpose_args {
+    const lane_cut *cut;
+    int n, n_in;
+    float *din;
+    const float *scratch;
+    const long *first_block; /* lanes + 1 prefix sums of the lanes' blocks */
+} lanes_transpose_args;
+
+static int lanes_transpose(void *ctx, long begin, long end, int worker) {
+    const lanes_transpose_args *a = ctx;
+    const long i_blocks = (a->n_in + 255) / 256;
+    int lane = 0;
+    (void)worker;
+    for (long b = begin; b < end; b++) {
+        while (b >= a->first_block[lane + 1]) lane++;
+        const int s0 = cut_start(a->cut, lane, a->n), m = cut_start(a->cut, lane + 1, a->n) - s0;
+        transpose_args t = {a->din + (size_t)s0 * a->n_in, a->scratch + (size_t)s0 * a->n_in, m,
+                            a->n_in};
+        const long local = b - a->first_block[lane];
+        (void)i_blocks;
+        transpose_blocks(&t, local, local + 1, 0);
+    }
+    return 0;
 }
 
 static void dense_layer_backward(const layer *l, const float *params, const float *in,
                                  const float *out, const float *dout, float *din, float *dparams,
                                  const run_ctx *run) {
     const dense_settings *s = l->settings;
-    const size_t n_in = shape_size(l->in);
+    const int n_in = (int)shape_size(l->in), n_out = s->units, lanes = cut_lanes(&run->cut);
+    const size_t stride = run->cut.grad_stride;
     (void)out;
-    for (int lane = 0; lane < cut_lanes(&run->cut); lane++) {
-        int s0 = cut_start(&run->cut, lane, run->n), s1 = cut_start(&run->cut, lane + 1, run->n);
-        float *dw = dparams + (size_t)lane * run->cut.grad_stride;
-        dense_backward(din ? din + (size_t)s0 * n_in : NULL, dw,
-                       s->bias ? dw + l->tensors[0].size : NULL, dout + (size_t)s0 * s->units,
-                       in + (size_t)s0 * n_in, params, s1 - s0, (int)n_in, s->units,
-                       run->scratch ? run->scratch + (size_t)s0 * n_in : NULL, run->nt);
+    gemm_args list[LANE_BATCH];
+    long blocks[LANE_BATCH + 1];
+    for (int first = 0; first < lanes; first += LANE_BATCH) {
+        const int count = lanes - first < LANE_BATCH ? lanes - first : LANE_BATCH;
+        /* The bias: the lane's samples summed in order. */
+        for (int i = 0; s->bias && i < count; i++) {
+            int s0 = cut_start(&run->cut, first + i, run->n);
+            int s1 = cut_start(&run->cut, first + i + 1, run->n);
+            float *db = dparams + (size_t)(first + i) * stride + l->tensors[0].size;
+            for (int o = 0; o < n_out; o++) db[o] = dout[(size_t)s0 * n_out + o];
+            for (int k = s0 + 1; k < s1; k++)
+                for (int o = 0; o < n_out; o++) db[o] += dout[(size_t)k * n_out + o];
+        }
+        /* dW (n_in x n_out) = in^T . dout over the lane's samples, in order. */
+        for (int i = 0; i < count; i++) {
+            int s0 = cut_start(&run->cut, first + i, run->n);
+            int s1 = cut_start(&run->cut, first + i + 1, run->n);
+            list[i] = (gemm_args){1, 0, n_in, n_out, s1 - s0, in + (size_t)s0 * n_in, n_in,
+                                  dout + (size_t)s0 * n_out, n_out, 0,
+                                  dparams + (size_t)(first + i) * stride, n_out};
+        }
+        gemm_batch(count, list, run->nt);
+        if (!din) continue;
+        /* din^T = W . dout^T, so that the large W is read in place; one sample's is its din. */
+        blocks[0] = 0;
+        for (int i = 0; i < count; i++) {
+            int s0 = cut_start(&run->cut, first + i, run->n);
+            int m = cut_start(&run->cut, first + i + 1, run->n) - s0;
+            float *dt = m == 1 ? din + (size_t)s0 * n_in : run->scratch + (size_t)s0 * n_in;
+            list[i] = (gemm_args){0, 1, n_in, m, n_out, params, n_out, dout + (size_t)s0 * n_out,
+                                  n_out, 0, dt, m};
+            blocks[i + 1] = blocks[i] + (m > 1 ? (long)((m + 15) / 16) * ((n_in + 255) / 256) : 0);
+        }
+        gemm_batch(count, list, run->nt);
+        lane_cut sub = {count, run->cut.lanes > 0 ? run->cut.start + first : NULL, 0};
+        if (run->cut.lanes == 0) sub.lanes = 0;
+        lanes_transpose_args t = {&sub, run->n, n_in, din, run->scratch, blocks};
+        const int s_lo = cut_start(&run->cut, first, run->n);
+        const int s_hi = cut_start(&run->cut, first + count, run->n);
+        par_blocks(run->nt, (size_t)(s_hi - s_lo) * n_in * 4 * PAR_ELEMENT_COST, blocks[count],
+                   lanes_transpose, &t);
     }
 }
 

@@ -79,20 +79,22 @@ void net_init_params(const net *n, float *params, init_kind kind, uint32_t seed)
     }
 }
 
-int workspace_alloc(workspace *ws, const net *n, int max_n, int max_threads, errbuf *err) {
+int workspace_alloc(workspace *ws, const net *n, int max_n, int max_train_n, int max_threads,
+                    errbuf *err) {
     memset(ws, 0, sizeof *ws);
     if (max_threads < 1) max_threads = 1;
     ws->max_n = max_n;
+    ws->max_train_n = max_train_n;
     ws->max_threads = max_threads;
     ws->n_layers = n->n_layers;
     ws->acts = floats_alloc(n->total_act * (size_t)max_n);
     ws->offset = malloc((size_t)(n->n_layers + 1) * sizeof *ws->offset);
-    ws->delta[0] = floats_alloc(n->max_act * (size_t)max_n);
-    ws->delta[1] = floats_alloc(n->max_act * (size_t)max_n);
+    ws->delta[0] = floats_alloc(n->max_act * (size_t)max_train_n);
+    ws->delta[1] = floats_alloc(n->max_act * (size_t)max_train_n);
     size_t scratch = 0;
     for (int i = 0; i < n->n_layers; i++) {
         const layer *l = &n->layers[i];
-        size_t need = l->ops->scratch_size ? l->ops->scratch_size(l, max_n, max_threads) : 0;
+        size_t need = l->ops->scratch_size ? l->ops->scratch_size(l, max_train_n, max_threads) : 0;
         if (need > scratch) scratch = need;
     }
     ws->scratch = floats_alloc(scratch);
@@ -103,7 +105,7 @@ int workspace_alloc(workspace *ws, const net *n, int max_n, int max_threads, err
     for (int i = 0; saved_ok && i < n->n_layers; i++) {
         const layer *l = &n->layers[i];
         size_t need = l->ops->saved_size ? l->ops->saved_size(l) : 0;
-        if (need) saved_ok = (ws->saved[i] = floats_alloc(need * (size_t)max_n)) != NULL;
+        if (need) saved_ok = (ws->saved[i] = floats_alloc(need * (size_t)max_train_n)) != NULL;
     }
     if (!ws->acts || !ws->offset || !ws->delta[0] || !ws->delta[1] || !ws->scratch || !saved_ok ||
         !ws->sample_keys || !ws->scratch_image) {

@@ -59,6 +59,7 @@ static inline int par_blocks_at(int nt, size_t work, long n, par_body body, void
         {
             const int parts = omp_get_num_threads(), me = omp_get_thread_num();
             const double t0 = profile_thread_cpu();
+            if (me == 0) profile_region_started(t0);
             any |= body(ctx, n * me / parts, n * (me + 1) / parts, me);
             if (me < PROFILE_MAX_THREADS) busy[me] = profile_thread_cpu() - t0;
         }

@@ -61,8 +61,15 @@ int profile_set_phase(int next) {
     return previous;
 }
 
+static double region_begin;
+
 void profile_region_begin(void) {
-    close_serial(profile_thread_cpu());
+    region_begin = profile_thread_cpu();
+    close_serial(region_begin);
+}
+
+void profile_region_started(double cpu) {
+    if (phase != PROFILE_NONE) totals[phase].launch += cpu - region_begin;
 }
 
 void profile_region_end(const double *busy, int threads, const char *site) {
@@ -91,20 +98,20 @@ void profile_region_end(const double *busy, int threads, const char *site) {
 int profile_csv(char *buf, size_t size, int threads) {
     static const char *const names[PROFILE_PHASES] = {"train", "eval"};
     int used = snprintf(buf, size, "phase,site,threads,regions,serial_s,region_work_s,"
-                                   "region_span_s,work_s,span_s,wall_s,speedup_bound\n");
+                                   "region_span_s,work_s,span_s,wall_s,speedup_bound,launch_s\n");
     for (int i = 0; i < PROFILE_PHASES && used > 0 && (size_t)used < size; i++) {
         profile_phase p = profile_get(i);
         if (p.wall == 0.0) continue;
         double work = p.serial + p.work, span = p.serial + p.span;
         used += snprintf(buf + used, size - (size_t)used,
-                         "%s,all,%d,%ld,%.6f,%.6f,%.6f,%.6f,%.6f,%.6f,%.4f\n", names[i],
+                         "%s,all,%d,%ld,%.6f,%.6f,%.6f,%.6f,%.6f,%.6f,%.4f,%.6f\n", names[i],
                          threads, p.regions, p.serial, p.work, p.span, work, span, p.wall,
-                         span > 0.0 ? work / span : 0.0);
+                         span > 0.0 ? work / span : 0.0, p.launch);
         for (int k = 0; k < PROFILE_SITES && sites[i][k].name && used > 0 && (size_t)used < size;
              k++) {
             const site_totals *st = &sites[i][k];
             used += snprintf(buf + used, size - (size_t)used,
-                             "%s,%s,%d,%ld,0,%.6f,%.6f,%.6f,%.6f,,%.4f\n", names[i], st->name,
+                             "%s,%s,%d,%ld,0,%.6f,%.6f,%.6f,%.6f,,%.4f,\n", names[i], st->name,
                              threads, st->regions, st->work, st->span, st->work, st->span,
                              st->span > 0.0 ? st->work / st->span : 0.0);
         }

@@ -22,6 +22,7 @@ enum { PROFILE_NONE = -1, PROFILE_TRAIN = 0, PROFILE_EVAL = 1, PROFILE_PHASES = 
 typedef struct profile_phase {
     long regions;
     double serial; /* CPU seconds of the calling thread outside regions */
+    double launch; /* CPU seconds of the calling thread starting regions (waking the others) */
     double work;   /* CPU seconds of all threads inside regions */
     double span;   /* the sum over regions of the longest thread's CPU seconds */
     double wall;   /* wall-clock seconds spent in the phase */
@@ -35,6 +36,8 @@ void profile_enable(void);
 int profile_set_phase(int phase);
 double profile_thread_cpu(void);
 void profile_region_begin(void);
+/* The calling thread, as worker 0, starts its share of the region at CPU time `cpu`. */
+void profile_region_started(double cpu);
 void profile_region_end(const double *busy, int threads, const char *site);
 /* The totals of one phase so far. */
 profile_phase profile_get(int phase);

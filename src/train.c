@@ -100,7 +100,7 @@ int trainer_open_dist(trainer *t, const config *cfg, const dataset *train, const
         trainer_close(t);
         return -1;
     }
-    if (workspace_alloc(&t->ws, &t->net, capacity, t->threads, err)) {
+    if (workspace_alloc(&t->ws, &t->net, capacity, local_lanes * t->chunk, t->threads, err)) {
         trainer_close(t);
         return -1;
     }

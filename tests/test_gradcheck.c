@@ -212,7 +212,7 @@ START_TEST(test_network_gradients) {
     net n;
     ck_assert_msg(net_build(&n, &cfg, (shape3){10, 9, 2}, &err) == 0, "%s", err.msg);
     workspace ws;
-    ck_assert_int_eq(workspace_alloc(&ws, &n, 1, 1, &err), 0);
+    ck_assert_int_eq(workspace_alloc(&ws, &n, 1, 1, 1, &err), 0);
     float *params = floats_alloc(n.n_params), *dparams = floats_alloc(n.n_params);
     net_init_params(&n, params, INIT_XAVIER, 3);
     float *input = workspace_input(&ws);

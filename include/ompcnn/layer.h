@@ -53,8 +53,9 @@ static inline int cut_start(const lane_cut *c, int l, int n) {
 }
 
 /* How one layer call runs: on n samples stored one after another, cut into lanes, with up to nt
- * OpenMP threads, a scratch buffer of at least scratch_size(max_n, nt) floats, and the layer's own
- * buffer of n * saved_size() floats that forward fills and backward reads. */
+ * OpenMP threads, a scratch buffer of at least scratch_size(n, nt) floats, and the layer's own
+ * buffer of n * saved_size() floats that a training forward fills and backward reads (forward
+ * with training 0 leaves it alone). */
 typedef struct run_ctx {
     int n;
     int nt;
@@ -77,8 +78,8 @@ typedef struct layer_ops {
     int (*shape)(const void *settings, shape3 in, shape3 *out, const char *path, errbuf *err);
     /* Fills desc with the layer's parameter tensors (at most 2) and returns how many. */
     int (*params)(const void *settings, shape3 in, shape3 out, tensor_desc desc[2]);
-    /* Floats of scratch one call on up to max_n samples with up to max_threads threads needs
-     * (NULL: none). */
+    /* Floats of scratch one call with up to max_threads threads needs, backward on up to max_n
+     * samples included (forward needs no more for more samples) (NULL: none). */
     size_t (*scratch_size)(const layer *l, int max_n, int max_threads);
     /* Floats per sample that forward keeps for backward (NULL: none). */
     size_t (*saved_size)(const layer *l);

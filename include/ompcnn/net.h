@@ -30,10 +30,12 @@ void net_describe(const net *n, char *buf, size_t size);
 void net_init_params(const net *n, float *params, init_kind kind, uint32_t seed);
 
 /* Buffers for a pass over up to max_n samples with up to max_threads threads: activations of
- * every layer, two gradient buffers and the layers' scratch. Activation i of sample s is at
- * acts + offset[i] + s * size(i). */
+ * every layer and the layers' scratch; and for training passes (forward with ws->training set,
+ * then backward) of up to max_train_n <= max_n samples, two gradient buffers and what each layer
+ * keeps from forward for backward. Activation i of sample s is at acts + offset[i] + s * size(i). */
 typedef struct workspace {
     int max_n;
+    int max_train_n;
     int max_threads;
     int n_layers;
     float *acts;
@@ -49,7 +51,8 @@ typedef struct workspace {
     lane_cut cut;
 } workspace;
 
-int workspace_alloc(workspace *ws, const net *n, int max_n, int max_threads, errbuf *err);
+int workspace_alloc(workspace *ws, const net *n, int max_n, int max_train_n, int max_threads,
+                    errbuf *err);
 void workspace_free(workspace *ws);
 /* The input buffer: max_n samples of the input shape, one after another. */
 float *workspace_input(const workspace *ws);

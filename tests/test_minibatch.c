@@ -1,0 +1,188 @@
+/*
+ * Minibatch training against an independent reference: tools/minibatch_reference.py, numpy in
+ * float64, written from the docs. For a small network on 12 MNIST images and several configs
+ * (each optimizer, weight decay, step and cosine schedules with a warm-up that ends mid-epoch,
+ * shuffling, batches cut into lanes, a partial last batch, a last batch of one sample, a batch
+ * larger than the data), every parameter after every step of the run and the epoch's loss and
+ * accuracy must match the fixture (tests/fixtures/minibatch_*.txt, made by
+ * tools/make_minibatch_fixtures) within float32's rounding.
+ */
+#include <math.h>
+
+#include "ompcnn/train.h"
+#include "testutil.h"
+
+/* The network of tools/minibatch_reference.py. */
+#define NETWORK                                                                                    \
+    "\"network\":[{\"type\":\"conv2d\",\"filters\":4,\"kernel\":3,\"stride\":2},"                \
+    "{\"type\":\"relu\"},{\"type\":\"maxpool\",\"size\":2},{\"type\":\"dense\",\"units\":8},"    \
+    "{\"type\":\"tanh\"},{\"type\":\"dense\",\"units\":10},{\"type\":\"softmax\"}]"
+
+typedef struct fixture {
+    int steps, epochs;
+    size_t n_params;
+    double *params;            /* steps x n_params: the parameters after each step */
+    double loss[8], acc[8];    /* per epoch */
+} fixture;
+
+static void fixture_read(fixture *f, const char *name, size_t n_params) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/tests/fixtures/%s.txt", OMPCNN_SOURCE_DIR, name);
+    FILE *in = fopen(path, "r");
+    ck_assert_msg(in != NULL, "cannot open %s", path);
+    memset(f, 0, sizeof *f);
+    f->n_params = n_params;
+    size_t cap = 16;
+    f->params = malloc(cap * n_params * sizeof *f->params);
+    char word[16];
+    while (fscanf(in, "%15s", word) == 1) {
+        if (word[0] == '#') {
+            int c;
+            while ((c = fgetc(in)) != '\n' && c != EOF) {}
+        } else if (strcmp(word, "step") == 0) {
+            int k;
+            ck_assert_int_eq(fscanf(in, "%d", &k), 1);
+            ck_assert_int_eq(k, f->steps + 1);
+            if ((size_t)f->steps == cap) {
+                cap *= 2;
+                f->params = realloc(f->params, cap * n_params * sizeof *f->params);
+            }
+            for (size_t i = 0; i < n_params; i++)
+                ck_assert_int_eq(fscanf(in, "%lf", &f->params[(size_t)f->steps * n_params + i]), 1);
+            f->steps++;
+        } else {
+            ck_assert_str_eq(word, "epoch");
+            int e;
+            ck_assert_int_eq(fscanf(in, "%d %lf %lf", &e, &f->loss[f->epochs], &f->acc[f->epochs]),
+                             3);
+            ck_assert_int_eq(e, f->epochs + 1);
+            f->epochs++;
+        }
+    }
+    fclose(in);
+}
+
+typedef struct compare_ctx {
+    trainer *t;
+    const fixture *f;
+    const char *name;
+    int step;
+    double worst; /* the largest scaled difference seen */
+} compare_ctx;
+
+/* After every step: each parameter within 2e-5 + 1e-4 |reference|. */
+static int compare_step(void *ctx, int done, int total) {
+    compare_ctx *c = ctx;
+    (void)done, (void)total;
+    ck_assert_msg(c->step < c->f->steps, "%s: more steps than the reference", c->name);
+    const double *ref = c->f->params + (size_t)c->step * c->f->n_params;
+    for (size_t i = 0; i < c->f->n_params; i++) {
+        double got = c->t->params[i], want = ref[i];
+        double scaled = fabs(got - want) / (2e-5 + 1e-4 * fabs(want));
+        if (scaled > c->worst) c->worst = scaled;
+        ck_assert_msg(scaled <= 1.0, "%s, step %d: parameter %zu is %.9g, the reference %.9g",
+                      c->name, c->step + 1, i, got, want);
+    }
+    c->step++;
+    return 0;
+}
+
+static void check_against(const char *name, const char *training, int epochs) {
+    char json[2048];
+    snprintf(json, sizeof json,
+             "{\"data\":{\"train\":{\"images\":\"x\",\"labels\":\"y\"}}," NETWORK
+             ",\"training\":{\"epochs\":%d,\"init\":\"he\",\"seed\":3,\"eval_every\":0,%s}}",
+             epochs, training);
+    config cfg;
+    errbuf err;
+    ck_assert_msg(config_parse_text(&cfg, json, name, ".", NULL, 0, &err) == 0, "%s", err.msg);
+    dataset train;
+    load_mnist(&train, NULL, 12);
+    for (int threads = 1; threads <= 3; threads += 2) {
+        cfg.threads = threads;
+        trainer t;
+        ck_assert_msg(trainer_open(&t, &cfg, &train, NULL, &err) == 0, "%s", err.msg);
+        fixture f;
+        fixture_read(&f, name, t.net.n_params);
+        ck_assert_int_eq(f.epochs, epochs);
+        compare_ctx c = {&t, &f, name, 0, 0.0};
+        t.step_hook = compare_step;
+        t.step_ctx = &c;
+        for (int e = 0; e < epochs; e++) {
+            epoch_stats st;
+            trainer_epoch(&t, e, &st);
+            ck_assert_msg(fabs(st.train_loss - f.loss[e]) <= 1e-5 * fabs(f.loss[e]),
+                          "%s, epoch %d: loss %.9g, the reference %.9g", name, e + 1,
+                          st.train_loss, f.loss[e]);
+            ck_assert_msg(st.train_acc == f.acc[e] || fabs(st.train_acc - f.acc[e]) < 1e-9,
+                          "%s, epoch %d: accuracy %.6g, the reference %.6g", name, e + 1,
+                          st.train_acc, f.acc[e]);
+        }
+        ck_assert_msg(c.step == f.steps, "%s: %d steps, the reference %d", name, c.step, f.steps);
+        free(f.params);
+        trainer_close(&t);
+    }
+    dataset_free(&train);
+    config_free(&cfg);
+}
+
+START_TEST(test_sgd) {
+    check_against("minibatch_sgd",
+                  "\"batch_size\":7,\"lanes\":3,\"optimizer\":\"sgd\",\"learning_rate\":0.1", 2);
+}
+END_TEST
+
+START_TEST(test_momentum_step_schedule) {
+    check_against("minibatch_momentum",
+                  "\"batch_size\":7,\"lanes\":3,\"optimizer\":\"momentum\",\"learning_rate\":0.05,"
+                  "\"weight_decay\":0.001,\"lr_schedule\":\"step\",\"lr_gamma\":0.5,"
+                  "\"shuffle\":true",
+                  2);
+}
+END_TEST
+
+START_TEST(test_nesterov_cosine_warmup) {
+    check_against("minibatch_nesterov",
+                  "\"batch_size\":7,\"lanes\":3,\"optimizer\":\"nesterov\",\"learning_rate\":0.05,"
+                  "\"weight_decay\":0.0005,\"lr_schedule\":\"cosine\",\"warmup_epochs\":1.5,"
+                  "\"shuffle\":true",
+                  2);
+}
+END_TEST
+
+START_TEST(test_adam_partial_batch) {
+    check_against("minibatch_adam",
+                  "\"batch_size\":5,\"lanes\":2,\"optimizer\":\"adam\",\"learning_rate\":0.01,"
+                  "\"weight_decay\":0.0001,\"shuffle\":true",
+                  3);
+}
+END_TEST
+
+START_TEST(test_batch_larger_than_data) {
+    check_against("minibatch_big_batch",
+                  "\"batch_size\":16,\"lanes\":8,\"optimizer\":\"momentum\",\"learning_rate\":0.1", 3);
+}
+END_TEST
+
+START_TEST(test_last_batch_of_one) {
+    check_against("minibatch_last_one",
+                  "\"batch_size\":11,\"lanes\":3,\"optimizer\":\"sgd\",\"learning_rate\":0.1,"
+                  "\"warmup_epochs\":0.5,\"weight_decay\":0.001,\"shuffle\":true",
+                  2);
+}
+END_TEST
+
+static Suite *minibatch_suite(void) {
+    Suite *s = suite_create("minibatch");
+    TCase *tc = tcase_create("against the numpy reference");
+    tcase_add_test(tc, test_sgd);
+    tcase_add_test(tc, test_momentum_step_schedule);
+    tcase_add_test(tc, test_nesterov_cosine_warmup);
+    tcase_add_test(tc, test_adam_partial_batch);
+    tcase_add_test(tc, test_batch_larger_than_data);
+    tcase_add_test(tc, test_last_batch_of_one);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+TEST_MAIN(minibatch_suite)

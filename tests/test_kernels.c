@@ -141,7 +141,8 @@ END_TEST
  * pass of that lane's samples alone gets. */
 START_TEST(test_conv2d_threads_and_lanes) {
     const conv_geom cases[] = {{28, 28, 8, 28, 28, 32, 5, 1, 2}, {12, 12, 3, 10, 10, 64, 3, 1, 0}};
-    const int n = 5, starts[] = {0, 2, 3, 5}, thread_counts[] = {2, 3, 5, 16};
+    const int n = 5, starts[] = {0, 1, 2, 5}, thread_counts[] = {2, 3, 5, 16};
+    int order_matters = 0;
     const lane_cut cut = {3, starts, 0};
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
         for (int keep = 0; keep < 2; keep++) {
@@ -177,7 +178,27 @@ START_TEST(test_conv2d_threads_and_lanes) {
                                   memcmp(grads[0], grads[1], 3 * lane_len * sizeof(float)) == 0,
                               "conv2d case %zu keep %d: 1 and %d threads differ", c, keep, nt);
             }
-            /* Lane 1 alone (sample 2) and lane 2 alone (samples 3, 4), as one-lane passes. */
+            /* Lane 2 (samples 2, 3, 4) is its samples' gradients, each computed alone, added in
+             * sample order in float; in reverse order some sums differ. */
+            float *single[3];
+            for (int k = 0; k < 3; k++) {
+                single[k] = floats_alloc(lane_len);
+                if (keep) conv2d_forward(y[1], x + (2 + k) * in_size, w, b, 1, g, cols, col, 1);
+                conv2d_backward(dx[1], single[k], single[k] + w_size, dy + (2 + k) * out_size,
+                                x + (2 + k) * in_size, w, 1, g, cols, col, dcol, partial, NULL, 1);
+            }
+            for (size_t i = 0; i < lane_len; i++) {
+                float sum = single[0][i] + single[1][i];
+                sum += single[2][i];
+                float reverse = single[2][i] + single[1][i];
+                reverse += single[0][i];
+                order_matters |= memcmp(&sum, &reverse, sizeof sum) != 0;
+                ck_assert_msg(memcmp(&sum, &grads[0][2 * lane_len + i], sizeof sum) == 0,
+                              "conv2d case %zu keep %d: lane 2's gradient %zu is not its samples' "
+                              "sum in order", c, keep, i);
+            }
+            for (int k = 0; k < 3; k++) aligned_free(single[k]);
+            /* Lane 1 alone (sample 1) and lane 2 alone (samples 2, 3, 4), as one-lane passes. */
             for (int l = 1; l < 3; l++) {
                 const int s0 = starts[l], m = starts[l + 1] - s0;
                 float *lane = floats_alloc(lane_len);
@@ -194,6 +215,7 @@ START_TEST(test_conv2d_threads_and_lanes) {
             if (cols) aligned_free(cols);
             for (int r = 0; r < 2; r++) aligned_free(y[r]), aligned_free(dx[r]), aligned_free(grads[r]);
         }
+    ck_assert_msg(order_matters, "no lane sum depends on the order of its samples");
 }
 END_TEST
 

@@ -172,6 +172,65 @@ START_TEST(test_last_batch_of_one) {
 }
 END_TEST
 
+/* The lane sums bit for bit: after one step of a batch of 12 in 3 lanes, each lane's gradient
+ * buffer equals what a pass over that lane's 4 samples alone gives, and the new weights are the
+ * old ones minus lr / 12 times (lane 0 + lane 1) + lane 2, added in that order in float. The data
+ * are order-sensitive: adding the lanes in reverse order changes some sums, so a sum in another
+ * order could not pass. */
+START_TEST(test_lane_order_bitwise) {
+    const char *json = "{\"data\":{\"train\":{\"images\":\"x\",\"labels\":\"y\"}}," NETWORK
+                       ",\"training\":{\"init\":\"he\",\"seed\":5,\"learning_rate\":0.1,"
+                       "\"batch_size\":12,\"lanes\":3,\"threads\":3}}";
+    config cfg, one_lane;
+    errbuf err;
+    ck_assert_msg(config_parse_text(&cfg, json, "lanes", ".", NULL, 0, &err) == 0, "%s", err.msg);
+    ck_assert_msg(config_parse_text(&one_lane, json, "lanes", ".", NULL, 0, &err) == 0, "%s",
+                  err.msg);
+    one_lane.lanes = 1;
+    one_lane.batch_size = 4;
+    dataset train;
+    load_mnist(&train, NULL, 12);
+    trainer a;
+    ck_assert_msg(trainer_open(&a, &cfg, &train, NULL, &err) == 0, "%s", err.msg);
+    const size_t n = a.net.n_params;
+    float *before = malloc(n * sizeof *before);
+    memcpy(before, a.params, n * sizeof *before);
+    int samples[12];
+    for (int i = 0; i < 12; i++) samples[i] = i;
+    double loss;
+    int hits;
+    trainer_step(&a, samples, 12, &loss, &hits);
+    for (int l = 0; l < 3; l++) {
+        trainer b;
+        ck_assert_msg(trainer_open(&b, &one_lane, &train, NULL, &err) == 0, "%s", err.msg);
+        ck_assert_int_eq(memcmp(b.params, before, n * sizeof *before), 0);
+        trainer_step(&b, samples + 4 * l, 4, &loss, &hits);
+        ck_assert_msg(memcmp(b.grads, a.grads + (size_t)l * n, n * sizeof(float)) == 0,
+                      "lane %d's sum differs from its samples' pass alone", l);
+        trainer_close(&b);
+    }
+    const float step = (float)(0.1 / 12);
+    int order_matters = 0;
+    for (size_t i = 0; i < n; i++) {
+        const float *g = a.grads;
+        float sum = g[i] + g[n + i];
+        sum += g[2 * n + i];
+        float reverse = g[2 * n + i] + g[n + i];
+        reverse += g[i];
+        order_matters |= memcmp(&sum, &reverse, sizeof sum) != 0;
+        float want = before[i] - step * sum;
+        ck_assert_msg(memcmp(&want, &a.params[i], sizeof want) == 0,
+                      "parameter %zu is %.9g, lane order gives %.9g", i, a.params[i], want);
+    }
+    ck_assert_msg(order_matters, "no sum depends on the lane order: the test could not see it");
+    free(before);
+    trainer_close(&a);
+    dataset_free(&train);
+    config_free(&cfg);
+    config_free(&one_lane);
+}
+END_TEST
+
 static Suite *minibatch_suite(void) {
     Suite *s = suite_create("minibatch");
     TCase *tc = tcase_create("against the numpy reference");
@@ -181,6 +240,7 @@ static Suite *minibatch_suite(void) {
     tcase_add_test(tc, test_adam_partial_batch);
     tcase_add_test(tc, test_batch_larger_than_data);
     tcase_add_test(tc, test_last_batch_of_one);
+    tcase_add_test(tc, test_lane_order_bitwise);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -241,6 +241,7 @@ typedef struct conv_args {
     float *out, *keep; /* forward: output, and where to keep the patches (or NULL) */
     float *col, *dcol, *partial, *din;
     int nt; /* threads for each sample's products (1 when the samples are shared out) */
+    int one_slot; /* backward: every sample's gradient into partial's first slot */
 } conv_args;
 
 static size_t patch_floats(const conv_geom *g) {
@@ -308,7 +309,8 @@ static int backward_samples(void *ctx, long begin, long end, int worker) {
     for (long s = begin; s < end; s++) {
         const float *x = a->in + (size_t)s * g->in_h * g->in_w * g->in_c;
         const float *dy = a->dout + (size_t)s * P * F;
-        float *dw = a->partial + (size_t)s * partial_floats(g), *db = dw + (size_t)F * Kc;
+        float *dw = a->partial + (a->one_slot ? 0 : (size_t)s * partial_floats(g));
+        float *db = dw + (size_t)F * Kc;
         const float *patches = patches_of(a, x, (int)s, worker);
         gemm(1, 0, F, Kc, P, dy, F, patches, Kc, 0, dw, Kc, a->nt);
         for (int f = 0; f < F; f++) db[f] = 0.0f;
@@ -364,11 +366,34 @@ void conv2d_backward(float *din, float *dweight, float *dbias, const float *dout
     const size_t P = (size_t)g->out_h * g->out_w;
     conv_args a = {.g = g, .in = in, .weight = weight, .dout = dout, .cols = cols, .col = col,
                    .dcol = dcol, .partial = partial, .din = din};
-    over_samples(&a, n, P * W * (size_t)n * (din ? 2 : 1), backward_samples, nt);
     const lane_cut one = {0, NULL, 0};
     const size_t len = partial_floats(g);
     lane_sum_args s = {cut ? cut : &one, n, W, len, (long)((len + 63) / 64), partial, dweight,
                        dbias};
+    if (n < nt || nt == 1) {
+        /* One sample after another, each one's products split over the threads: its gradient
+         * goes through one slot that stays in cache and is added to its lane's straight away,
+         * in the same order as the lane sums below. */
+        a.nt = nt;
+        a.one_slot = 1;
+        for (int l = 0; l < cut_lanes(s.cut); l++) {
+            const int s0 = cut_start(s.cut, l, n), s1 = cut_start(s.cut, l + 1, n);
+            float *dw = dweight + (size_t)l * s.cut->grad_stride;
+            float *db = dbias ? dbias + (size_t)l * s.cut->grad_stride : NULL;
+            for (int k = s0; k < s1; k++) {
+                backward_samples(&a, k, k + 1, 0);
+                if (k == s0) {
+                    memcpy(dw, partial, W * sizeof *dw);
+                    if (db) memcpy(db, partial + W, F * sizeof *db);
+                    continue;
+                }
+                for (size_t i = 0; i < W; i++) dw[i] += partial[i];
+                for (size_t f = 0; db && f < F; f++) db[f] += partial[W + f];
+            }
+        }
+        return;
+    }
+    over_samples(&a, n, P * W * (size_t)n * (din ? 2 : 1), backward_samples, nt);
     par_blocks(nt, (size_t)n * len * PAR_ELEMENT_COST, (long)cut_lanes(s.cut) * s.blocks,
                lane_sums, &s);
 }

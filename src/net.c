@@ -79,6 +79,16 @@ void net_init_params(const net *n, float *params, init_kind kind, uint32_t seed)
     }
 }
 
+size_t net_scratch_size(const net *n, int count, int nt) {
+    size_t scratch = 0;
+    for (int i = 0; i < n->n_layers; i++) {
+        const layer *l = &n->layers[i];
+        size_t need = l->ops->scratch_size ? l->ops->scratch_size(l, count, nt) : 0;
+        if (need > scratch) scratch = need;
+    }
+    return scratch;
+}
+
 int workspace_alloc(workspace *ws, const net *n, int max_n, int max_train_n, int max_threads,
                     errbuf *err) {
     memset(ws, 0, sizeof *ws);
@@ -91,13 +101,7 @@ int workspace_alloc(workspace *ws, const net *n, int max_n, int max_train_n, int
     ws->offset = malloc((size_t)(n->n_layers + 1) * sizeof *ws->offset);
     ws->delta[0] = floats_alloc(n->max_act * (size_t)max_train_n);
     ws->delta[1] = floats_alloc(n->max_act * (size_t)max_train_n);
-    size_t scratch = 0;
-    for (int i = 0; i < n->n_layers; i++) {
-        const layer *l = &n->layers[i];
-        size_t need = l->ops->scratch_size ? l->ops->scratch_size(l, max_train_n, max_threads) : 0;
-        if (need > scratch) scratch = need;
-    }
-    ws->scratch = floats_alloc(scratch);
+    ws->scratch = floats_alloc(net_scratch_size(n, max_train_n, max_threads));
     ws->saved = calloc((size_t)n->n_layers, sizeof *ws->saved);
     ws->sample_keys = calloc((size_t)max_n, sizeof *ws->sample_keys);
     ws->scratch_image = floats_alloc(shape_size(n->input) * (size_t)max_threads);
@@ -140,13 +144,21 @@ float *workspace_input(const workspace *ws) {
 }
 
 void net_forward(const net *n, const float *params, workspace *ws, int count, int nt) {
-    if (nt > ws->max_threads) nt = ws->max_threads;
+    const pass_view v = {0, count, nt, ws->cut, ws->scratch};
+    net_forward_view(n, params, ws, &v);
+}
+
+void net_forward_view(const net *n, const float *params, workspace *ws, const pass_view *v) {
+    const int nt = v->nt < ws->max_threads ? v->nt : ws->max_threads;
+    const size_t first = (size_t)v->first;
     for (int i = 0; i < n->n_layers; i++) {
         const layer *l = &n->layers[i];
-        run_ctx run = {count, nt, ws->scratch, ws->saved[i], ws->cut, ws->training,
-                       ws->sample_keys};
-        l->ops->forward(l, params + l->param_off, ws->acts + ws->offset[i],
-                        ws->acts + ws->offset[i + 1], &run);
+        const size_t kept = l->ops->saved_size ? l->ops->saved_size(l) : 0;
+        run_ctx run = {v->count, nt, v->scratch, ws->saved[i] + first * kept, v->cut,
+                       ws->training, ws->sample_keys + first};
+        l->ops->forward(l, params + l->param_off,
+                        ws->acts + ws->offset[i] + first * shape_size(l->in),
+                        ws->acts + ws->offset[i + 1] + first * shape_size(l->out), &run);
     }
 }
 
@@ -170,24 +182,33 @@ float net_loss(const net *n, const workspace *ws, int s, int label) {
 
 void net_backward(const net *n, const float *params, workspace *ws, const int *labels, int count,
                   float *dparams, int nt) {
-    if (nt > ws->max_threads) nt = ws->max_threads;
+    const pass_view v = {0, count, nt, ws->cut, ws->scratch};
+    net_backward_view(n, params, ws, &v, labels, dparams);
+}
+
+void net_backward_view(const net *n, const float *params, workspace *ws, const pass_view *v,
+                       const int *labels, float *dparams) {
+    const int nt = v->nt < ws->max_threads ? v->nt : ws->max_threads;
+    const size_t first = (size_t)v->first;
     /* Softmax with cross-entropy: d loss / d logits = p - onehot(label), per sample. */
-    float *delta = ws->delta[0];
-    for (int s = 0; s < count; s++) {
-        const float *probs = net_probs(n, ws, s);
-        float *d = delta + (size_t)s * n->n_classes;
+    float *delta[2] = {ws->delta[0] + first * n->max_act, ws->delta[1] + first * n->max_act};
+    for (int s = 0; s < v->count; s++) {
+        const float *probs = net_probs(n, ws, v->first + s);
+        float *d = delta[0] + (size_t)s * n->n_classes;
         for (int k = 0; k < n->n_classes; k++) d[k] = probs[k] - (k == labels[s] ? 1.0f : 0.0f);
     }
     int cur = 0;
     for (int i = n->n_layers - 2; i >= 0; i--) {
         const layer *l = &n->layers[i];
-        run_ctx run = {count, nt, ws->scratch, ws->saved[i], ws->cut, ws->training,
-                       ws->sample_keys};
+        const size_t kept = l->ops->saved_size ? l->ops->saved_size(l) : 0;
+        run_ctx run = {v->count, nt, v->scratch, ws->saved[i] + first * kept, v->cut,
+                       ws->training, ws->sample_keys + first};
         /* The first layer's input gradient is never used. */
-        float *din = i > 0 ? ws->delta[1 - cur] : NULL;
-        l->ops->backward(l, params + l->param_off, ws->acts + ws->offset[i],
-                         ws->acts + ws->offset[i + 1], ws->delta[cur], din,
-                         dparams + l->param_off, &run);
+        float *din = i > 0 ? delta[1 - cur] : NULL;
+        l->ops->backward(l, params + l->param_off,
+                         ws->acts + ws->offset[i] + first * shape_size(l->in),
+                         ws->acts + ws->offset[i + 1] + first * shape_size(l->out), delta[cur],
+                         din, dparams + l->param_off, &run);
         cur = 1 - cur;
     }
 }

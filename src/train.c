@@ -291,6 +291,38 @@ static int apply_update(trainer *t, const float *grads, int n_lanes, int count) 
                           n_lanes, n, count, lr, t->pos.step + 1, t->threads);
 }
 
+/* Lanes as passes of their own, one lane per thread at a time (when the threads are no more
+ * than the lanes): each lane's samples go through the whole net on one thread, in that thread's
+ * slot of the workspace scratch, which keeps a lane's working set in its core's caches and needs
+ * one parallel region a step. The arithmetic is the layer-at-a-time pass's: every layer computes
+ * a sample, or a lane's sum, the same way whichever pass it is in. */
+typedef struct lane_pass_args {
+    trainer *t;
+    const int *samples; /* the samples of this process's lanes */
+    float *loss;
+    unsigned char *hit;
+} lane_pass_args;
+
+static int lane_passes(void *ctx, long begin, long end, int worker) {
+    const lane_pass_args *a = ctx;
+    trainer *t = a->t;
+    const size_t slot = net_scratch_size(&t->net, t->chunk, 1);
+    load_args load = {t, t->train, a->samples, 0, 1};
+    for (long l = begin; l < end; l++) {
+        const int s0 = t->cut_start[l], s1 = t->cut_start[l + 1];
+        load_samples(&load, s0, s1, worker);
+        const pass_view v = {s0, s1 - s0, 1, {0, NULL, 0}, t->ws.scratch + (size_t)worker * slot};
+        net_forward_view(&t->net, t->params, &t->ws, &v);
+        for (int k = s0; k < s1; k++) {
+            a->loss[k] = net_loss(&t->net, &t->ws, k, t->labels[k]);
+            a->hit[k] = net_class(&t->net, &t->ws, k) == t->labels[k];
+        }
+        net_backward_view(&t->net, t->params, &t->ws, &v, t->labels + s0,
+                          t->grads + (size_t)l * t->net.n_params);
+    }
+    return 0;
+}
+
 void trainer_step(trainer *t, const int *samples, int count, double *loss_sum, int *hits) {
     const size_t n_params = t->net.n_params;
     const int n_lanes = min_int(min_int(t->cfg->lanes, t->cfg->batch_size), count);
@@ -303,7 +335,12 @@ void trainer_step(trainer *t, const int *samples, int count, double *loss_sum, i
         t->cut_start[l - first] = (int)((long)l * count / n_lanes) - k0;
     float *loss = t->sample_loss;
     unsigned char *hit = t->sample_hit;
-    if (k1 > k0) {
+    if (k1 > k0 && t->threads <= t->lanes && last - first > 1) {
+        t->ws.training = 1;
+        lane_pass_args a = {t, samples + k0, loss + k0, hit + k0};
+        const size_t work = (size_t)(k1 - k0) * PAR_GRAIN; /* a sample's pass: a thread's worth */
+        par_blocks(t->threads, work, last - first, lane_passes, &a);
+    } else if (k1 > k0) {
         run_pass(t, t->train, samples + k0, 0, k1 - k0, last - first, 1, loss + k0, hit + k0,
                  NULL);
         net_backward(&t->net, t->params, &t->ws, t->labels, k1 - k0, t->grads, t->threads);

@@ -53,6 +53,9 @@ typedef struct workspace {
 
 int workspace_alloc(workspace *ws, const net *n, int max_n, int max_train_n, int max_threads,
                     errbuf *err);
+/* The scratch floats a pass of `count` training samples with nt threads needs (the largest of
+ * the layers'); a workspace holds net_scratch_size(max_train_n, max_threads). */
+size_t net_scratch_size(const net *n, int count, int nt);
 void workspace_free(workspace *ws);
 /* The input buffer: max_n samples of the input shape, one after another. */
 float *workspace_input(const workspace *ws);
@@ -60,6 +63,22 @@ float *workspace_input(const workspace *ws);
 /* Runs all layers on the first `count` samples of the input buffer, layer after layer, each over
  * all the samples with up to nt threads (nt <= ws->max_threads). */
 void net_forward(const net *n, const float *params, workspace *ws, int count, int nt);
+/* A pass over samples [first, first + count) of a workspace, cut into lanes as `cut` says (all
+ * zero: one lane), with up to nt threads and the given scratch: several passes over disjoint
+ * samples, each with a scratch of its own, may run at once (each with nt 1). The scratch needs
+ * the layers' scratch_size(count, nt) floats. */
+typedef struct pass_view {
+    int first, count, nt;
+    lane_cut cut;
+    float *scratch;
+} pass_view;
+
+void net_forward_view(const net *n, const float *params, workspace *ws, const pass_view *v);
+/* Backpropagates the view's samples (labels[0] is sample `first`'s), writing each lane's
+ * gradient into dparams + lane * v->cut.grad_stride. */
+void net_backward_view(const net *n, const float *params, workspace *ws, const pass_view *v,
+                       const int *labels, float *dparams);
+
 /* Class probabilities of sample s after net_forward. */
 const float *net_probs(const net *n, const workspace *ws, int s);
 /* The predicted class of sample s after net_forward: the most probable, the first of equals. */

@@ -295,6 +295,49 @@ START_TEST(test_eval_and_predict) {
 }
 END_TEST
 
+/* predict classifies an IDX file's images in passes over all threads: the output is the same for
+ * any thread count, and each image's line is what the image alone gives. */
+START_TEST(test_predict_threads) {
+    char args[4096], w[512], many[512], one[512];
+    snprintf(w, sizeof w, "%s/wp.npz", dir);
+    snprintf(args, sizeof args, REPORT SMALL " --set data.train.limit=300 --save '%s'", w);
+    ck_assert_int_eq(trainer(args), 0);
+    dataset test;
+    errbuf err;
+    ck_assert_msg(dataset_load(&test, SRC_PATH("data/mnist/t10k-images-idx3-ubyte.gz"),
+                               SRC_PATH("data/mnist/t10k-labels-idx1-ubyte.gz"), 200, 10, &err) == 0,
+                  "%s", err.msg);
+    snprintf(many, sizeof many, "%s/many-idx3-ubyte", dir);
+    snprintf(one, sizeof one, "%s/one123-idx3-ubyte", dir);
+    unsigned char header[16] = {0, 0, 8, 3, 0, 0, 0, 200, 0, 0, 0, 28, 0, 0, 0, 28};
+    FILE *f = fopen(many, "wb");
+    fwrite(header, 1, 16, f);
+    fwrite(test.pixels, 1, 200 * 784, f);
+    fclose(f);
+    header[7] = 1;
+    f = fopen(one, "wb");
+    fwrite(header, 1, 16, f);
+    fwrite(test.pixels + 123 * 784, 1, 784, f);
+    fclose(f);
+    dataset_free(&test);
+    static char first[65536];
+    snprintf(args, sizeof args, "predict --load '%s' '%s'", w, many);
+    setenv("OMP_NUM_THREADS", "1", 1);
+    ck_assert_int_eq(trainer(args), 0);
+    ck_assert_int_eq(count_lines(out), 200);
+    strcpy(first, out);
+    setenv("OMP_NUM_THREADS", "3", 1);
+    ck_assert_int_eq(trainer(args), 0);
+    ck_assert_msg(strcmp(first, out) == 0, "predict differs between 1 and 3 threads");
+    snprintf(args, sizeof args, "predict --load '%s' '%s'", w, one);
+    ck_assert_int_eq(trainer(args), 0);
+    unsetenv("OMP_NUM_THREADS");
+    const char *alone = strstr(out, "]: class"), *in_file = strstr(first, "[123]: class");
+    ck_assert_msg(alone && in_file, "%s", out);
+    ck_assert_int_eq(strncmp(alone + 1, in_file + 5, strcspn(alone, "\n") - 1), 0);
+}
+END_TEST
+
 static Suite *cli_suite(void) {
     Suite *s = suite_create("cli");
     TCase *tc = tcase_create("cli");
@@ -310,6 +353,7 @@ static Suite *cli_suite(void) {
     tcase_add_test(tc, test_divergence_exits_3);
     tcase_add_test(tc, test_validation_and_save_best);
     tcase_add_test(tc, test_eval_and_predict);
+    tcase_add_test(tc, test_predict_threads);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -1,13 +1,15 @@
 /*
- * The training loop. A trainer owns the parameters, the gradient lanes and one workspace per lane;
- * the datasets are the caller's.
+ * The training loop. A trainer owns the parameters, the gradient lanes and one workspace for a
+ * batch's samples; the datasets are the caller's.
  *
  * Batch size 1 is the report's per-sample SGD: forward, backward, step, sample after sample. A
  * minibatch of B samples is cut into L lanes of consecutive samples (L = min(lanes, B)); each
  * lane sums its samples' gradients in order, and the lane sums are added in lane order before one
- * step with the mean gradient. The batch goes through the net one layer at a time, each layer
- * over all its samples with all the threads (threads are a machine setting, lanes fix the
- * arithmetic), so the weights are the same for any thread count.
+ * step with the mean gradient. With more threads than lanes the batch goes through the net one
+ * layer at a time, each layer over all its samples with all the threads; with no more threads
+ * than lanes each lane goes through the whole net on one thread. Both compute every sample and
+ * every lane sum the same way (threads are a machine setting, lanes fix the arithmetic), so the
+ * weights are the same for any thread count.
  * With several processes (dist.h) each runs a contiguous share of the lanes and the lane sums
  * are added across processes in the same lane order, so the process count does not matter either.
  */

@@ -287,6 +287,9 @@ START_TEST(test_eval_and_predict) {
     write_bytes(bad, "P5 28 28 255\nshort", 18);
     ck_assert_int_eq(trainer(args), 2);
     ck_assert_msg(strstr(out, "small.pgm: truncated PGM"), "%s", out);
+    write_bytes(bad, "P2 28 28 256\n0", 15); /* 16-bit PGM files are not read */
+    ck_assert_int_eq(trainer(args), 2);
+    ck_assert_msg(strstr(out, "small.pgm: PGM maxval 256 is not supported (1 to 255)"), "%s", out);
     snprintf(args, sizeof args, "predict --load '%s'", w);
     ck_assert_int_eq(trainer(args), 2);
     snprintf(args, sizeof args, "eval --load /no/such.npz");

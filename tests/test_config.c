@@ -90,6 +90,9 @@ START_TEST(test_value_errors) {
                  "training.init: expected one of \"report\", \"he\", \"xavier\", got \"glorot\"");
     expect_error(make_text(good_net, "{\"threads\": 5000}"), NULL, 0,
                  "training.threads: expected an integer no larger than 1024, got 5000");
+    expect_error(make_text(good_net, "{\"lanes\": 0}"), NULL, 0,
+                 "training.lanes: expected a positive integer, got 0");
+    expect_error(make_text(good_net, "{\"lanes\": 257}"), NULL, 0, "training.lanes");
     expect_error(make_text(good_net, "[]"), NULL, 0, "training: expected an object");
     expect_error(make_text("[{\"type\":\"maxpool\",\"ties\":\"any\"},{\"type\":\"softmax\"}]", "{}"),
                  NULL, 0, "network[0].ties: expected one of \"all\", \"first\"");

@@ -259,6 +259,30 @@ START_TEST(test_maxpool_tie_rules) {
 }
 END_TEST
 
+/* Overlapping windows (size 2, stride 1) over a 3x3 input of equal values, every position a
+ * maximum of each window that holds it: "all" gives a position the sum of the gradients of the
+ * windows holding it, "first" gives each window's gradient to its top-left position only. */
+START_TEST(test_maxpool_overlapping_ties) {
+    float in[9], out[4], din[9];
+    for (int i = 0; i < 9; i++) in[i] = 1.0f;
+    const float dout[4] = {1, 2, 3, 4};
+    const char *rules[2] = {"{\"type\":\"maxpool\",\"size\":2,\"stride\":1,\"ties\":\"all\"}",
+                            "{\"type\":\"maxpool\",\"size\":2,\"stride\":1,\"ties\":\"first\"}"};
+    const float want[2][9] = {{1, 3, 2, 4, 10, 6, 3, 7, 4}, {1, 2, 0, 3, 4, 0, 0, 0, 0}};
+    for (int r = 0; r < 2; r++) {
+        test_layer tl;
+        make_layer(&tl, rules[r], (shape3){3, 3, 1});
+        tl.l.ops->forward(&tl.l, NULL, in, out, &one);
+        for (int i = 0; i < 4; i++) ck_assert_float_eq(out[i], 1.0f);
+        tl.l.ops->backward(&tl.l, NULL, in, out, dout, din, NULL, &one);
+        for (int i = 0; i < 9; i++)
+            ck_assert_msg(din[i] == want[r][i], "ties %s: din[%d] = %g, want %g",
+                          r ? "first" : "all", i, din[i], want[r][i]);
+        free_layer(&tl);
+    }
+}
+END_TEST
+
 /* The printed report loop writes window (i, j)'s gradient at d_input[i + i2][j + j2]. On a 4x4
  * input with the maximum of every window at offset (1, 1), window (1, 1) writes (2, 2) and
  * windows (0, 0), (0, 1), (1, 0) write (1, 1), (1, 2), (2, 1). */
@@ -308,6 +332,7 @@ static Suite *gradcheck_suite(void) {
     tcase_add_test(tc, test_dropout_mask);
     tcase_add_test(tc, test_network_gradients);
     tcase_add_test(tc, test_maxpool_tie_rules);
+    tcase_add_test(tc, test_maxpool_overlapping_ties);
     tcase_add_test(tc, test_maxpool_report_index_bug);
     tcase_add_test(tc, test_double_sigmoid_switch);
     suite_add_tcase(s, tc);

@@ -179,7 +179,6 @@ typedef struct lanes_transpose_args {
 
 static int lanes_transpose(void *ctx, long begin, long end, int worker) {
     const lanes_transpose_args *a = ctx;
-    const long i_blocks = (a->n_in + 255) / 256;
     int lane = 0;
     (void)worker;
     for (long b = begin; b < end; b++) {
@@ -188,7 +187,6 @@ static int lanes_transpose(void *ctx, long begin, long end, int worker) {
         transpose_args t = {a->din + (size_t)s0 * a->n_in, a->scratch + (size_t)s0 * a->n_in, m,
                             a->n_in};
         const long local = b - a->first_block[lane];
-        (void)i_blocks;
         transpose_blocks(&t, local, local + 1, 0);
     }
     return 0;

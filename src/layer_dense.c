@@ -83,57 +83,116 @@ void dense_backward_ref(float *din, float *dweight, float *dbias, const float *d
     }
 }
 
-/* Fast kernels: the n samples are the rows of one GEMM. */
-void dense_forward(float *out, const float *in, const float *weight, const float *bias, int n,
-                   int n_in, int n_out, int nt) {
-    gemm(0, 0, n, n_out, n_in, in, n_in, weight, n_out, 0, out, n_out, nt);
+/* ---- fast kernels ----
+ * Lane by lane (cut: NULL for one lane of all n samples): the samples of a lane are the rows of
+ * one GEMM, whatever else the call holds, and the lanes' GEMMs share one parallel region,
+ * LANE_BATCH lanes at a time. Lane l's gradient goes to dweight and dbias + l * cut->grad_stride. */
+enum { LANE_BATCH = 32 };
+
+static void forward_lanes(float *out, const float *in, const float *weight, const float *bias,
+                          int n, const lane_cut *cut, int n_in, int n_out, int nt) {
+    const int lanes = cut_lanes(cut);
+    gemm_args list[LANE_BATCH];
+    for (int first = 0; first < lanes; first += LANE_BATCH) {
+        int count = 0;
+        for (int lane = first; lane < lanes && count < LANE_BATCH; lane++) {
+            int s0 = cut_start(cut, lane, n), s1 = cut_start(cut, lane + 1, n);
+            list[count++] = (gemm_args){0, 0, s1 - s0, n_out, n_in, in + (size_t)s0 * n_in, n_in,
+                                        weight, n_out, 0, out + (size_t)s0 * n_out, n_out};
+        }
+        gemm_batch(count, list, nt);
+    }
     if (bias)
-        for (int s = 0; s < n; s++)
-            for (int o = 0; o < n_out; o++) out[(size_t)s * n_out + o] += bias[o];
+        for (int k = 0; k < n; k++)
+            for (int o = 0; o < n_out; o++) out[(size_t)k * n_out + o] += bias[o];
 }
 
-/* din (n x n_in) from its transpose dt (n_in x n), in blocks of 16 samples x 256 inputs: each
- * input's 16 values are read together and written to 16 rows that advance in step. */
+/* din of the lanes of more than one sample from their transposes dt (see backward_lanes), in
+ * blocks of 16 samples x 256 inputs: each input's 16 values are read together and written to 16
+ * rows that advance in step. first_block holds the prefix sums of the lanes' blocks. */
 typedef struct transpose_args {
+    const lane_cut *cut;
+    int n, n_in, first_lane;
     float *din;
     const float *dt;
-    int n, n_in;
+    const long *first_block;
 } transpose_args;
 
 static int transpose_blocks(void *ctx, long begin, long end, int worker) {
-    const transpose_args *t = ctx;
-    const long i_blocks = (t->n_in + 255) / 256;
+    const transpose_args *a = ctx;
+    const long i_blocks = (a->n_in + 255) / 256;
+    int lane = 0;
     (void)worker;
     for (long b = begin; b < end; b++) {
-        const int s0 = (int)(b / i_blocks) * 16, i0 = (int)(b % i_blocks) * 256;
-        const int s1 = s0 + 16 < t->n ? s0 + 16 : t->n, i1 = i0 + 256 < t->n_in ? i0 + 256 : t->n_in;
+        while (b >= a->first_block[lane + 1]) lane++;
+        const int base = cut_start(a->cut, a->first_lane + lane, a->n);
+        const int m = cut_start(a->cut, a->first_lane + lane + 1, a->n) - base;
+        const long local = b - a->first_block[lane];
+        const int s0 = (int)(local / i_blocks) * 16, i0 = (int)(local % i_blocks) * 256;
+        const int s1 = s0 + 16 < m ? s0 + 16 : m, i1 = i0 + 256 < a->n_in ? i0 + 256 : a->n_in;
+        float *din = a->din + (size_t)base * a->n_in;
+        const float *dt = a->dt + (size_t)base * a->n_in;
         for (int i = i0; i < i1; i++)
-            for (int s = s0; s < s1; s++)
-                t->din[(size_t)s * t->n_in + i] = t->dt[(size_t)i * t->n + s];
+            for (int s = s0; s < s1; s++) din[(size_t)s * a->n_in + i] = dt[(size_t)i * m + s];
     }
     return 0;
 }
 
+static void backward_lanes(float *din, float *dweight, float *dbias, const float *dout,
+                           const float *in, const float *weight, int n, const lane_cut *cut,
+                           int n_in, int n_out, float *scratch, int nt) {
+    const int lanes = cut_lanes(cut);
+    const size_t stride = cut->grad_stride;
+    gemm_args list[LANE_BATCH];
+    long blocks[LANE_BATCH + 1];
+    for (int first = 0; first < lanes; first += LANE_BATCH) {
+        const int count = lanes - first < LANE_BATCH ? lanes - first : LANE_BATCH;
+        /* The bias: the lane's samples summed in order. */
+        for (int i = 0; dbias && i < count; i++) {
+            int s0 = cut_start(cut, first + i, n), s1 = cut_start(cut, first + i + 1, n);
+            float *db = dbias + (size_t)(first + i) * stride;
+            for (int o = 0; o < n_out; o++) db[o] = dout[(size_t)s0 * n_out + o];
+            for (int k = s0 + 1; k < s1; k++)
+                for (int o = 0; o < n_out; o++) db[o] += dout[(size_t)k * n_out + o];
+        }
+        /* dW (n_in x n_out) = in^T . dout over the lane's samples, in order. */
+        for (int i = 0; i < count; i++) {
+            int s0 = cut_start(cut, first + i, n), s1 = cut_start(cut, first + i + 1, n);
+            list[i] = (gemm_args){1, 0, n_in, n_out, s1 - s0, in + (size_t)s0 * n_in, n_in,
+                                  dout + (size_t)s0 * n_out, n_out, 0,
+                                  dweight + (size_t)(first + i) * stride, n_out};
+        }
+        gemm_batch(count, list, nt);
+        if (!din) continue;
+        /* din^T = W . dout^T, so that the large W is read in place; for a lane of one sample
+         * din^T is din, else it goes through scratch and is transposed. */
+        blocks[0] = 0;
+        for (int i = 0; i < count; i++) {
+            int s0 = cut_start(cut, first + i, n), m = cut_start(cut, first + i + 1, n) - s0;
+            float *dt = m == 1 ? din + (size_t)s0 * n_in : scratch + (size_t)s0 * n_in;
+            list[i] = (gemm_args){0, 1, n_in, m, n_out, weight, n_out, dout + (size_t)s0 * n_out,
+                                  n_out, 0, dt, m};
+            blocks[i + 1] = blocks[i] + (m > 1 ? (long)((m + 15) / 16) * ((n_in + 255) / 256) : 0);
+        }
+        gemm_batch(count, list, nt);
+        transpose_args t = {cut, n, n_in, first, din, scratch, blocks};
+        const int s_lo = cut_start(cut, first, n), s_hi = cut_start(cut, first + count, n);
+        /* A strided copy: each element costs about four of an elementwise loop's. */
+        par_blocks(nt, (size_t)(s_hi - s_lo) * n_in * 4 * PAR_ELEMENT_COST, blocks[count],
+                   transpose_blocks, &t);
+    }
+}
+
+static const lane_cut one_lane = {0, NULL, 0};
+
+void dense_forward(float *out, const float *in, const float *weight, const float *bias, int n,
+                   int n_in, int n_out, int nt) {
+    forward_lanes(out, in, weight, bias, n, &one_lane, n_in, n_out, nt);
+}
+
 void dense_backward(float *din, float *dweight, float *dbias, const float *dout, const float *in,
                     const float *weight, int n, int n_in, int n_out, float *scratch, int nt) {
-    if (dbias) {
-        for (int o = 0; o < n_out; o++) dbias[o] = dout[o];
-        for (int s = 1; s < n; s++)
-            for (int o = 0; o < n_out; o++) dbias[o] += dout[(size_t)s * n_out + o];
-    }
-    /* dW (n_in x n_out) = in^T . dout, summed over the samples in order. */
-    gemm(1, 0, n_in, n_out, n, in, n_in, dout, n_out, 0, dweight, n_out, nt);
-    if (!din) return;
-    /* din (n x n_in) = dout . W^T, computed as din^T = W . dout^T so that the large W is read in
-     * place rather than packed; for one sample din^T is din, else it goes through scratch. */
-    float *dt = n == 1 ? din : scratch;
-    gemm(0, 1, n_in, n, n_out, weight, n_out, dout, n_out, 0, dt, n, nt);
-    if (n > 1) {
-        transpose_args t = {din, dt, n, n_in};
-        const long blocks = (long)((n + 15) / 16) * ((n_in + 255) / 256);
-        /* A strided copy: each element costs about four of an elementwise loop's. */
-        par_blocks(nt, (size_t)n * n_in * 4 * PAR_ELEMENT_COST, blocks, transpose_blocks, &t);
-    }
+    backward_lanes(din, dweight, dbias, dout, in, weight, n, &one_lane, n_in, n_out, scratch, nt);
 }
 
 /* The transposed input gradient of the samples (of each lane with more than one). */
@@ -142,105 +201,20 @@ static size_t dense_scratch_size(const layer *l, int max_n, int max_threads) {
     return max_n > 1 ? (size_t)max_n * shape_size(l->in) : 0;
 }
 
-/* Lane by lane: the samples of a lane are the rows of one GEMM, whatever else the pass holds;
- * the lanes' GEMMs share one parallel region, LANE_BATCH lanes at a time. */
-enum { LANE_BATCH = 32 };
-
 static void dense_layer_forward(const layer *l, const float *params, const float *in, float *out,
                                 const run_ctx *run) {
     const dense_settings *s = l->settings;
-    const int n_in = (int)shape_size(l->in), n_out = s->units, lanes = cut_lanes(&run->cut);
-    gemm_args list[LANE_BATCH];
-    for (int first = 0; first < lanes; first += LANE_BATCH) {
-        int count = 0;
-        for (int lane = first; lane < lanes && count < LANE_BATCH; lane++) {
-            int s0 = cut_start(&run->cut, lane, run->n), s1 = cut_start(&run->cut, lane + 1, run->n);
-            list[count++] = (gemm_args){0, 0, s1 - s0, n_out, n_in, in + (size_t)s0 * n_in, n_in,
-                                        params, n_out, 0, out + (size_t)s0 * n_out, n_out};
-        }
-        gemm_batch(count, list, run->nt);
-    }
-    if (s->bias) {
-        const float *bias = params + l->tensors[0].size;
-        for (int k = 0; k < run->n; k++)
-            for (int o = 0; o < n_out; o++) out[(size_t)k * n_out + o] += bias[o];
-    }
-}
-
-/* din of the lanes of more than one sample, from their transposes in scratch (see
- * dense_backward), in blocks of 16 samples x 256 inputs over all those lanes. */
-typedef struct lanes_transpose_args {
-    const lane_cut *cut;
-    int n, n_in;
-    float *din;
-    const float *scratch;
-    const long *first_block; /* lanes + 1 prefix sums of the lanes' blocks */
-} lanes_transpose_args;
-
-static int lanes_transpose(void *ctx, long begin, long end, int worker) {
-    const lanes_transpose_args *a = ctx;
-    int lane = 0;
-    (void)worker;
-    for (long b = begin; b < end; b++) {
-        while (b >= a->first_block[lane + 1]) lane++;
-        const int s0 = cut_start(a->cut, lane, a->n), m = cut_start(a->cut, lane + 1, a->n) - s0;
-        transpose_args t = {a->din + (size_t)s0 * a->n_in, a->scratch + (size_t)s0 * a->n_in, m,
-                            a->n_in};
-        const long local = b - a->first_block[lane];
-        transpose_blocks(&t, local, local + 1, 0);
-    }
-    return 0;
+    forward_lanes(out, in, params, s->bias ? params + l->tensors[0].size : NULL, run->n,
+                  &run->cut, (int)shape_size(l->in), s->units, run->nt);
 }
 
 static void dense_layer_backward(const layer *l, const float *params, const float *in,
                                  const float *out, const float *dout, float *din, float *dparams,
                                  const run_ctx *run) {
     const dense_settings *s = l->settings;
-    const int n_in = (int)shape_size(l->in), n_out = s->units, lanes = cut_lanes(&run->cut);
-    const size_t stride = run->cut.grad_stride;
     (void)out;
-    gemm_args list[LANE_BATCH];
-    long blocks[LANE_BATCH + 1];
-    for (int first = 0; first < lanes; first += LANE_BATCH) {
-        const int count = lanes - first < LANE_BATCH ? lanes - first : LANE_BATCH;
-        /* The bias: the lane's samples summed in order. */
-        for (int i = 0; s->bias && i < count; i++) {
-            int s0 = cut_start(&run->cut, first + i, run->n);
-            int s1 = cut_start(&run->cut, first + i + 1, run->n);
-            float *db = dparams + (size_t)(first + i) * stride + l->tensors[0].size;
-            for (int o = 0; o < n_out; o++) db[o] = dout[(size_t)s0 * n_out + o];
-            for (int k = s0 + 1; k < s1; k++)
-                for (int o = 0; o < n_out; o++) db[o] += dout[(size_t)k * n_out + o];
-        }
-        /* dW (n_in x n_out) = in^T . dout over the lane's samples, in order. */
-        for (int i = 0; i < count; i++) {
-            int s0 = cut_start(&run->cut, first + i, run->n);
-            int s1 = cut_start(&run->cut, first + i + 1, run->n);
-            list[i] = (gemm_args){1, 0, n_in, n_out, s1 - s0, in + (size_t)s0 * n_in, n_in,
-                                  dout + (size_t)s0 * n_out, n_out, 0,
-                                  dparams + (size_t)(first + i) * stride, n_out};
-        }
-        gemm_batch(count, list, run->nt);
-        if (!din) continue;
-        /* din^T = W . dout^T, so that the large W is read in place; one sample's is its din. */
-        blocks[0] = 0;
-        for (int i = 0; i < count; i++) {
-            int s0 = cut_start(&run->cut, first + i, run->n);
-            int m = cut_start(&run->cut, first + i + 1, run->n) - s0;
-            float *dt = m == 1 ? din + (size_t)s0 * n_in : run->scratch + (size_t)s0 * n_in;
-            list[i] = (gemm_args){0, 1, n_in, m, n_out, params, n_out, dout + (size_t)s0 * n_out,
-                                  n_out, 0, dt, m};
-            blocks[i + 1] = blocks[i] + (m > 1 ? (long)((m + 15) / 16) * ((n_in + 255) / 256) : 0);
-        }
-        gemm_batch(count, list, run->nt);
-        lane_cut sub = {count, run->cut.lanes > 0 ? run->cut.start + first : NULL, 0};
-        if (run->cut.lanes == 0) sub.lanes = 0;
-        lanes_transpose_args t = {&sub, run->n, n_in, din, run->scratch, blocks};
-        const int s_lo = cut_start(&run->cut, first, run->n);
-        const int s_hi = cut_start(&run->cut, first + count, run->n);
-        par_blocks(run->nt, (size_t)(s_hi - s_lo) * n_in * 4 * PAR_ELEMENT_COST, blocks[count],
-                   lanes_transpose, &t);
-    }
+    backward_lanes(din, dparams, s->bias ? dparams + l->tensors[0].size : NULL, dout, in, params,
+                   run->n, &run->cut, (int)shape_size(l->in), s->units, run->scratch, run->nt);
 }
 
 static void dense_describe(const void *settings, char *buf, size_t size) {

@@ -2,7 +2,8 @@
  * The training loop: epochs, batches, lanes, the SGD step, and evaluation.
  *
  * A step runs the batch (this process's share of it) through the net one layer at a time, every
- * layer over all the samples with all the threads, so every thread works whatever the lane count.
+ * layer over all the samples with all the threads, so every thread works whatever the lane count;
+ * with no more threads than lanes, each lane instead goes through the whole net on one thread.
  *
  * Determinism: a batch's samples are cut into lanes of consecutive samples, a cut that depends on
  * the batch size and lane count only. A lane sums its samples' gradients in order; lanes are added
@@ -193,6 +194,18 @@ static int load_samples(void *ctx, long begin, long end, int worker) {
     return 0;
 }
 
+/* Records the loss of samples [s0, s1) of the workspace after forward, whether each was
+ * classified right, and (when predicted is not NULL) its class; the arrays start at sample s0. */
+static void record_results(trainer *t, int s0, int s1, float *loss, unsigned char *hit,
+                           int *predicted) {
+    for (int k = s0; k < s1; k++) {
+        const int guess = net_class(&t->net, &t->ws, k);
+        loss[k - s0] = net_loss(&t->net, &t->ws, k, t->labels[k]);
+        hit[k - s0] = guess == t->labels[k];
+        if (predicted) predicted[k - s0] = guess;
+    }
+}
+
 /* Loads `count` samples into the workspace and runs them forward, cut as t->cut_start says,
  * then records each one's loss and whether it was classified right (and its class). */
 static void run_pass(trainer *t, const dataset *ds, const int *samples, int first, int count,
@@ -204,12 +217,7 @@ static void run_pass(trainer *t, const dataset *ds, const int *samples, int firs
     ws->training = training;
     ws->cut = (lane_cut){lanes, t->cut_start, t->net.n_params};
     net_forward(&t->net, t->params, ws, count, t->threads);
-    for (int k = 0; k < count; k++) {
-        const int guess = net_class(&t->net, ws, k);
-        loss[k] = net_loss(&t->net, ws, k, t->labels[k]);
-        hit[k] = guess == t->labels[k];
-        if (predicted) predicted[k] = guess;
-    }
+    record_results(t, 0, count, loss, hit, predicted);
 }
 
 /* One plain SGD step: w -= step * (the lanes' sum, in lane order). */
@@ -313,10 +321,7 @@ static int lane_passes(void *ctx, long begin, long end, int worker) {
         load_samples(&load, s0, s1, worker);
         const pass_view v = {s0, s1 - s0, 1, {0, NULL, 0}, t->ws.scratch + (size_t)worker * slot};
         net_forward_view(&t->net, t->params, &t->ws, &v);
-        for (int k = s0; k < s1; k++) {
-            a->loss[k] = net_loss(&t->net, &t->ws, k, t->labels[k]);
-            a->hit[k] = net_class(&t->net, &t->ws, k) == t->labels[k];
-        }
+        record_results(t, s0, s1, a->loss + s0, a->hit + s0, NULL);
         net_backward_view(&t->net, t->params, &t->ws, &v, t->labels + s0,
                           t->grads + (size_t)l * t->net.n_params);
     }

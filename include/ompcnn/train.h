@@ -38,7 +38,7 @@ typedef struct trainer {
     float *grads;      /* one gradient per lane this process runs, n_params each */
     float *grad_sum;   /* with several processes: the batch's summed gradient */
     int *result_begin; /* with several processes: where each one's samples begin (size + 1) */
-    workspace ws;      /* pass_chunks * chunk samples, threads threads */
+    workspace ws;      /* pass_chunks * chunk samples (training uses lanes * chunk), threads */
     int *cut_start;    /* the current pass's lanes (pass_chunks + 1 entries) */
     int *order;        /* sample order of the current epoch */
     float *sample_loss;    /* per-sample loss of the current pass */

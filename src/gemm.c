@@ -468,7 +468,7 @@ static void gemm_jobs(gemm_job *jobs, int count, int nt) {
         return;
     }
     gemm_batch_args args = {jobs, count, pa, pb, slot_a, slot_b};
-    par_blocks(threads, work, tiles, gemm_batch_tiles, &args);
+    par_blocks(nt, work, tiles, gemm_batch_tiles, &args);
 }
 
 void gemm(int trans_a, int trans_b, int M, int N, int K, const float *A, int lda, const float *B,

@@ -2,11 +2,15 @@
  * The fast kernels against the plain reference kernels kept beside them: the blocked GEMM
  * against a triple loop for every transpose combination and ragged sizes, and conv2d and dense
  * forward and backward against their direct loops, within float tolerance. Also: the GEMM's
- * result does not depend on the number of threads, bit for bit.
+ * result does not depend on the number of threads, bit for bit. And par_blocks: each item is run
+ * once, in the blocks the loop's thread count gives, by a team that keeps its threads.
  */
 #include <math.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "../src/gemm.h"
+#include "../src/parallel.h"
 #include "ompcnn/layer.h"
 #include "testutil.h"
 
@@ -247,6 +251,59 @@ START_TEST(test_dense_matches_reference) {
 }
 END_TEST
 
+/* Regions of 2, 4, 3 and 4 working threads out of 4: every item runs exactly once, in the block
+ * its thread count gives, and the same 4 threads run them all. (libgomp ends the threads a smaller
+ * team leaves out, so teams sized to each loop start new threads at the next larger one.) */
+enum { PB_ITEMS = 97, PB_NT = 4, PB_REGIONS = 4 };
+typedef struct {
+    int hits[PB_ITEMS];
+    int worker_of[PB_ITEMS];
+    long tid[PB_REGIONS][PB_NT];
+    int region;
+} pb_ctx;
+
+static int pb_body(void *ctx, long begin, long end, int worker) {
+    pb_ctx *c = ctx;
+    for (long i = begin; i < end; i++) c->hits[i]++, c->worker_of[i] = worker;
+    c->tid[c->region][worker] = (long)syscall(SYS_gettid);
+    return 0;
+}
+
+START_TEST(test_par_blocks_cuts_and_keeps_threads) {
+    static pb_ctx c;
+    const int want[PB_REGIONS] = {2, 4, 3, 4};
+    memset(&c, 0, sizeof c);
+    for (c.region = 0; c.region < PB_REGIONS; c.region++) {
+        const int threads = want[c.region];
+        const size_t work = (size_t)threads * PAR_GRAIN;
+        ck_assert_int_eq(par_threads(PB_NT, work, PB_ITEMS), threads);
+        memset(c.hits, 0, sizeof c.hits);
+        par_blocks(PB_NT, work, PB_ITEMS, pb_body, &c);
+        for (long i = 0; i < PB_ITEMS; i++) {
+            ck_assert_msg(c.hits[i] == 1, "region %d: item %ld ran %d times", c.region, i,
+                          c.hits[i]);
+            /* contiguous blocks, one per working thread: item i belongs to the w with
+             * floor(n w / t) <= i < floor(n (w + 1) / t) */
+            const int w = c.worker_of[i];
+            ck_assert_msg(w < threads && PB_ITEMS * w / threads <= i &&
+                              i < PB_ITEMS * (w + 1) / threads,
+                          "region %d (%d threads): item %ld ran on worker %d", c.region, threads,
+                          i, w);
+        }
+    }
+    long seen[PB_REGIONS * PB_NT];
+    int distinct = 0;
+    for (int r = 0; r < PB_REGIONS; r++)
+        for (int w = 0; w < want[r]; w++) {
+            int known = 0;
+            for (int k = 0; k < distinct; k++) known |= seen[k] == c.tid[r][w];
+            if (!known) seen[distinct++] = c.tid[r][w];
+        }
+    ck_assert_msg(distinct <= PB_NT, "regions of at most %d threads ran on %d different threads",
+                  PB_NT, distinct);
+}
+END_TEST
+
 static Suite *kernels_suite(void) {
     Suite *s = suite_create("kernels");
     TCase *tc = tcase_create("fast vs reference");
@@ -255,6 +312,7 @@ static Suite *kernels_suite(void) {
     tcase_add_test(tc, test_conv2d_matches_reference);
     tcase_add_test(tc, test_conv2d_threads_and_lanes);
     tcase_add_test(tc, test_dense_matches_reference);
+    tcase_add_test(tc, test_par_blocks_cuts_and_keeps_threads);
     suite_add_tcase(s, tc);
     return s;
 }

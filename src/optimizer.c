@@ -1,6 +1,7 @@
 /*
  * The update rules (as PyTorch defines them, so the twin in tools/ matches) and the schedules.
- *   sgd:       w -= lr * g
+ *   sgd:       w -= lr * g   (without weight decay: w -= (lr / count) * sum, the report's
+ *              arithmetic, one rounding fewer than taking the mean first)
  *   momentum:  v = mu * v + g;  w -= lr * v
  *   nesterov:  v = mu * v + g;  w -= lr * (g + mu * v)
  *   adam:      m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
@@ -63,15 +64,55 @@ static int step_block(void *ctx, long begin, long end, int worker) {
     return bad;
 }
 
+/* Plain SGD, w -= (lr / count) * (the lanes' sum in lane order), for parameters [begin, end). */
+static int sgd_block(void *ctx, long begin, long end, int worker) {
+    (void)worker;
+    const step_args *a = ctx;
+    float *params = a->params;
+    const float *grads = a->grads;
+    const float step = a->lr;
+    int bad = 0;
+    for (size_t i = (size_t)begin; i < (size_t)end; i++) {
+        float g = grads[i];
+        for (int l = 1; l < a->n_lanes; l++) g += grads[(size_t)l * a->n + i];
+        params[i] -= step * g;
+        bad |= !(fabsf(params[i]) <= FLT_MAX); /* NaN or infinity */
+    }
+    return bad;
+}
+
+/* The same for a single lane (batch size 1, or a summed gradient), in a loop the compiler
+ * vectorises: the report's per-sample step. */
+static int sgd_block_one(void *ctx, long begin, long end, int worker) {
+    (void)worker;
+    const step_args *a = ctx;
+    float *restrict params = a->params;
+    const float *restrict grads = a->grads;
+    const float step = a->lr;
+    int bad = 0;
+    for (size_t i = (size_t)begin; i < (size_t)end; i++) {
+        params[i] -= step * grads[i];
+        bad |= !(fabsf(params[i]) <= FLT_MAX);
+    }
+    return bad;
+}
+
 int optimizer_step(const optimizer_config *o, float *params, float *state1, float *state2,
                    const float *grads, int n_lanes, size_t n, int count, double lr, long step,
                    int nt) {
+    const size_t work = n * (size_t)n_lanes * PAR_ELEMENT_COST;
+    if (o->kind == OPT_SGD && o->weight_decay == 0.0) {
+        step_args a = {.params = params, .grads = grads, .n_lanes = n_lanes, .n = n,
+                       .lr = (float)(lr / count)};
+        if (n_lanes == 1) return par_blocks(nt, work, (long)n, sgd_block_one, &a);
+        return par_blocks(nt, work, (long)n, sgd_block, &a);
+    }
     const double bc1 = 1.0 - pow(o->beta1, (double)step), bc2 = 1.0 - pow(o->beta2, (double)step);
     step_args a = {o->kind, params, state1, state2, grads, n_lanes, n,
                    1.0f / (float)count, (float)o->weight_decay, (float)lr, (float)o->momentum,
                    (float)o->beta1, (float)o->beta2, (float)o->eps, (float)(lr / bc1),
                    (float)(1.0 / sqrt(bc2))};
-    return par_blocks(nt, n * (size_t)n_lanes * PAR_ELEMENT_COST, (long)n, step_block, &a);
+    return par_blocks(nt, work, (long)n, step_block, &a);
 }
 
 double schedule_lr(const schedule_config *s, double base_lr, long step, long steps_per_epoch,

@@ -220,56 +220,6 @@ static void run_pass(trainer *t, const dataset *ds, const int *samples, int firs
     record_results(t, 0, count, loss, hit, predicted);
 }
 
-/* One plain SGD step: w -= step * (the lanes' sum, in lane order). */
-typedef struct sgd_args {
-    float *params;
-    const float *grads;
-    int n_lanes;
-    size_t n;
-    float step;
-} sgd_args;
-
-/* Parameters [begin, end); nonzero when one of them is no longer finite. */
-static int sgd_block(void *ctx, long begin, long end, int worker) {
-    (void)worker;
-    const sgd_args *a = ctx;
-    float *params = a->params;
-    const float *grads = a->grads;
-    int bad = 0;
-    for (size_t i = (size_t)begin; i < (size_t)end; i++) {
-        float g = grads[i];
-        for (int l = 1; l < a->n_lanes; l++) g += grads[(size_t)l * a->n + i];
-        params[i] -= a->step * g;
-        bad |= !(fabsf(params[i]) <= FLT_MAX); /* NaN or infinity */
-    }
-    return bad;
-}
-
-/* The same for a single lane, in a loop the compiler vectorises. */
-static int sgd_block_one(void *ctx, long begin, long end, int worker) {
-    (void)worker;
-    const sgd_args *a = ctx;
-    float *restrict params = a->params;
-    const float *restrict grads = a->grads;
-    const float step = a->step;
-    int bad = 0;
-    for (size_t i = (size_t)begin; i < (size_t)end; i++) {
-        params[i] -= step * grads[i];
-        bad |= !(fabsf(params[i]) <= FLT_MAX);
-    }
-    return bad;
-}
-
-/* Sums `n_lanes` gradient lanes in lane order and takes one SGD step of size `step`; nonzero
- * when a parameter is no longer finite. Each parameter belongs to one thread, so the sum's order
- * never depends on the thread count. */
-static int sgd_update(trainer *t, const float *grads, int n_lanes, float step) {
-    sgd_args a = {t->params, grads, n_lanes, t->net.n_params, step};
-    const size_t work = a.n * (size_t)n_lanes * PAR_ELEMENT_COST;
-    if (n_lanes == 1) return par_blocks(t->threads, work, (long)a.n, sgd_block_one, &a);
-    return par_blocks(t->threads, work, (long)a.n, sgd_block, &a);
-}
-
 int trainer_bad_layer(const trainer *t) {
     for (int i = 0; i < t->net.n_layers; i++) {
         const layer *l = &t->net.layers[i];
@@ -279,19 +229,9 @@ int trainer_bad_layer(const trainer *t) {
     return -1;
 }
 
-/* Plain SGD at a constant rate keeps its own loops: the report's arithmetic, w -= lr * dw. */
-static int plain_sgd(const config *cfg) {
-    return cfg->optimizer.kind == OPT_SGD && cfg->optimizer.weight_decay == 0.0 &&
-           cfg->schedule.kind == SCHEDULE_CONSTANT && cfg->schedule.warmup_epochs == 0.0;
-}
-
 /* The update of one step from n_lanes gradient lanes over `count` samples. */
 static int apply_update(trainer *t, const float *grads, int n_lanes, int count) {
     const config *cfg = t->cfg;
-    if (plain_sgd(cfg)) {
-        float step = (float)(cfg->learning_rate / count);
-        return sgd_update(t, grads, n_lanes, step);
-    }
     double lr = schedule_lr(&cfg->schedule, cfg->learning_rate, t->pos.step, t->steps_per_epoch,
                             cfg->epochs);
     size_t n = t->net.n_params;

@@ -187,9 +187,7 @@ static int parse_network(config *cfg, const cJSON *network, errbuf *err) {
                         layer_type_list());
         spec->ops = layer_find(type->valuestring);
         if (!spec->ops) {
-            static const char *const types[] = {"conv2d", "maxpool", "avgpool", "dense", "dropout",
-                                                "sigmoid", "relu",   "tanh",    "softmax", NULL};
-            const char *hint = closest(type->valuestring, types);
+            const char *hint = closest(type->valuestring, layer_type_names());
             if (hint)
                 return errorf(err, "%s.type: unknown layer type \"%s\" (did you mean \"%s\"?)",
                             spec->path, type->valuestring, hint);
@@ -230,7 +228,6 @@ static int parse_training(config *cfg, const cJSON *training, const char *base_d
         "augment_shift", NULL};
     static const char *const optimizers[] = {"sgd", "momentum", "nesterov", "adam", NULL};
     static const char *const schedules[] = {"constant", "step", "cosine", NULL};
-    static const char *const inits[] = {"report", "he", "xavier", NULL};
     static const cJSON empty = {0};
     const char *path = "training";
     if (!training) training = &empty;
@@ -242,7 +239,7 @@ static int parse_training(config *cfg, const cJSON *training, const char *base_d
         json_get_bool(training, "shuffle", 0, path, &cfg->shuffle, err) ||
         json_get_int(training, "threads", 0, 0, 1024, path, &cfg->threads, err) ||
         json_get_int(training, "lanes", 8, 1, 256, path, &cfg->lanes, err) ||
-        json_get_choice(training, "init", INIT_HE, inits, path, &init, err) ||
+        json_get_choice(training, "init", INIT_HE, init_names, path, &init, err) ||
         json_get_int(training, "eval_every", 1, 0, 1000000, path, &cfg->eval_every, err))
         return -1;
     cfg->init = (init_kind)init;

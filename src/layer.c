@@ -10,18 +10,35 @@
 #include <stdlib.h>
 #include <string.h>
 
+const char *const init_names[] = {"report", "he", "xavier", NULL};
+
+/* The one list of layer kinds: the config's type names, the messages' lists and the "did you
+ * mean" hints all come from it. */
 static const layer_ops *const all_ops[] = {&conv2d_ops,  &maxpool_ops, &avgpool_ops,
                                            &dense_ops,   &dropout_ops, &sigmoid_ops,
                                            &relu_ops,    &tanh_ops,    &softmax_ops};
+enum { N_KINDS = sizeof all_ops / sizeof all_ops[0] };
 
 const layer_ops *layer_find(const char *type) {
-    for (size_t i = 0; i < sizeof all_ops / sizeof all_ops[0]; i++)
+    for (size_t i = 0; i < N_KINDS; i++)
         if (strcmp(all_ops[i]->type, type) == 0) return all_ops[i];
     return NULL;
 }
 
+const char *const *layer_type_names(void) {
+    static const char *names[N_KINDS + 1];
+    if (!names[0])
+        for (size_t i = 0; i < N_KINDS; i++) names[i] = all_ops[i]->type;
+    return names;
+}
+
 const char *layer_type_list(void) {
-    return "conv2d, maxpool, avgpool, dense, dropout, sigmoid, relu, tanh, softmax";
+    static char list[256];
+    if (!list[0])
+        for (size_t i = 0, len = 0; i < N_KINDS; i++)
+            len += (size_t)snprintf(list + len, sizeof list - len, "%s%s", i ? ", " : "",
+                                    all_ops[i]->type);
+    return list;
 }
 
 /* The JSON value as the user wrote it, for "got ..." in messages. */

@@ -27,8 +27,8 @@ static int avgpool_shape(const void *settings, shape3 in, shape3 *out, const cha
 
 typedef struct avgpool_args {
     const layer *l;
-    const float *x; /* forward: the input; backward: the output gradient */
-    float *y;       /* forward: the output; backward: the input gradient */
+    const float *src; /* what the pass reads: forward the input, backward the output gradient */
+    float *dst;       /* what it writes: forward the output, backward the input gradient */
 } avgpool_args;
 
 /* Samples [begin, end). */
@@ -40,8 +40,8 @@ static int avgpool_forward_samples(void *ctx, long begin, long end, int worker) 
     const float inv = 1.0f / (float)(s->size * s->size);
     (void)worker;
     for (long k = begin; k < end; k++) {
-        const float *x = a->x + (size_t)k * shape_size(l->in);
-        float *y = a->y + (size_t)k * shape_size(l->out);
+        const float *x = a->src + (size_t)k * shape_size(l->in);
+        float *y = a->dst + (size_t)k * shape_size(l->out);
         for (int oy = 0; oy < l->out.h; oy++)
             for (int ox = 0; ox < l->out.w; ox++) {
                 float *o = y + ((size_t)oy * l->out.w + ox) * n_ch;
@@ -66,8 +66,8 @@ static int avgpool_backward_samples(void *ctx, long begin, long end, int worker)
     const float inv = 1.0f / (float)(s->size * s->size);
     (void)worker;
     for (long k = begin; k < end; k++) {
-        const float *dy = a->x + (size_t)k * shape_size(l->out);
-        float *dx = a->y + (size_t)k * shape_size(l->in);
+        const float *dy = a->src + (size_t)k * shape_size(l->out);
+        float *dx = a->dst + (size_t)k * shape_size(l->in);
         memset(dx, 0, shape_size(l->in) * sizeof *dx);
         for (int oy = 0; oy < l->out.h; oy++)
             for (int ox = 0; ox < l->out.w; ox++) {
@@ -83,7 +83,7 @@ static int avgpool_backward_samples(void *ctx, long begin, long end, int worker)
     return 0;
 }
 
-static void avgpool_forward(const layer *l, const float *params, const float *in, float *out,
+static void avgpool_layer_forward(const layer *l, const float *params, const float *in, float *out,
                             const run_ctx *run) {
     avgpool_args a = {l, in, out};
     (void)params;
@@ -91,7 +91,7 @@ static void avgpool_forward(const layer *l, const float *params, const float *in
                avgpool_forward_samples, &a);
 }
 
-static void avgpool_backward(const layer *l, const float *params, const float *in,
+static void avgpool_layer_backward(const layer *l, const float *params, const float *in,
                              const float *out, const float *dout, float *din, float *dparams,
                              const run_ctx *run) {
     avgpool_args a = {l, dout, din};
@@ -115,7 +115,7 @@ const layer_ops avgpool_ops = {
     .shape = avgpool_shape,
     .params = layer_no_params,
     .init = NULL,
-    .forward = avgpool_forward,
-    .backward = avgpool_backward,
+    .forward = avgpool_layer_forward,
+    .backward = avgpool_layer_backward,
     .describe = avgpool_describe,
 };

@@ -65,7 +65,7 @@ static int dropout_backward_block(void *ctx, long begin, long end, int worker) {
     return 0;
 }
 
-static void dropout_forward(const layer *l, const float *params, const float *in, float *out,
+static void dropout_layer_forward(const layer *l, const float *params, const float *in, float *out,
                             const run_ctx *run) {
     const dropout_settings *s = l->settings;
     const size_t size = shape_size(l->in);
@@ -84,7 +84,7 @@ static void dropout_forward(const layer *l, const float *params, const float *in
                dropout_forward_samples, &a);
 }
 
-static void dropout_backward(const layer *l, const float *params, const float *in,
+static void dropout_layer_backward(const layer *l, const float *params, const float *in,
                              const float *out, const float *dout, float *din, float *dparams,
                              const run_ctx *run) {
     (void)params, (void)in, (void)out, (void)dparams;
@@ -108,7 +108,7 @@ const layer_ops dropout_ops = {
     .params = layer_no_params,
     .saved_size = dropout_saved_size,
     .init = NULL,
-    .forward = dropout_forward,
-    .backward = dropout_backward,
+    .forward = dropout_layer_forward,
+    .backward = dropout_layer_backward,
     .describe = dropout_describe,
 };

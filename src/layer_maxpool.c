@@ -48,7 +48,7 @@ static int maxpool_shape(const void *settings, shape3 in, shape3 *out, const cha
 typedef struct pool_args {
     const layer *l;
     const float *in, *out, *dout;
-    float *y; /* forward: the output; backward: the input gradient */
+    float *dst; /* what the pass writes: forward the output, backward the input gradient */
 } pool_args;
 
 /* Output rows [begin, end) of all samples. Channels innermost, so the max over a window runs
@@ -61,7 +61,7 @@ static int maxpool_forward_rows(void *ctx, long begin, long end, int worker) {
     const maxpool_settings *s = l->settings;
     const int in_w = l->in.w, n_ch = l->in.c, out_h = l->out.h, out_w = l->out.w;
     const float *in = a->in;
-    float *out = a->y;
+    float *out = a->dst;
     for (int row = (int)begin; row < (int)end; row++) {
         const int sample = row / out_h, oy = row % out_h;
         const float *x = in + (size_t)sample * shape_size(l->in);
@@ -81,7 +81,7 @@ static int maxpool_forward_rows(void *ctx, long begin, long end, int worker) {
 }
 
 /* A row is one thread's. */
-static void maxpool_forward(const layer *l, const float *params, const float *in, float *out,
+static void maxpool_layer_forward(const layer *l, const float *params, const float *in, float *out,
                             const run_ctx *run) {
     (void)params;
     pool_args a = {l, in, NULL, NULL, out};
@@ -113,7 +113,7 @@ static int maxpool_backward_rows(void *ctx, long begin, long end, int worker) {
     const maxpool_settings *s = l->settings;
     const int in_w = l->in.w, n_ch = l->in.c, out_h = l->out.h, out_w = l->out.w;
     const float *in = a->in, *out = a->out, *dout = a->dout;
-    float *din = a->y;
+    float *din = a->dst;
     for (int row = (int)begin; row < (int)end; row++) {
         const int sample = row / out_h, oy = row % out_h;
         const float *x = in + (size_t)sample * shape_size(l->in);
@@ -153,7 +153,7 @@ static int maxpool_backward_planes(void *ctx, long begin, long end, int worker) 
     const maxpool_settings *s = l->settings;
     const int in_w = l->in.w, n_ch = l->in.c, out_h = l->out.h, out_w = l->out.w;
     const float *in = a->in, *out = a->out, *dout = a->dout;
-    float *din = a->y;
+    float *din = a->dst;
     for (int plane = (int)begin; plane < (int)end; plane++) {
         const int sample = plane / n_ch, c = plane % n_ch;
         const float *x = in + (size_t)sample * shape_size(l->in);
@@ -180,7 +180,7 @@ static int maxpool_backward_planes(void *ctx, long begin, long end, int worker) 
     return 0;
 }
 
-static void maxpool_backward(const layer *l, const float *params, const float *in,
+static void maxpool_layer_backward(const layer *l, const float *params, const float *in,
                              const float *out, const float *dout, float *din, float *dparams,
                              const run_ctx *run) {
     const maxpool_settings *s = l->settings;
@@ -212,7 +212,7 @@ const layer_ops maxpool_ops = {
     .shape = maxpool_shape,
     .params = layer_no_params,
     .init = NULL,
-    .forward = maxpool_forward,
-    .backward = maxpool_backward,
+    .forward = maxpool_layer_forward,
+    .backward = maxpool_layer_backward,
     .describe = maxpool_describe,
 };

@@ -31,7 +31,7 @@ static int relu_backward_block(void *ctx, long begin, long end, int worker) {
     return 0;
 }
 
-static void relu_forward(const layer *l, const float *params, const float *in, float *out,
+static void relu_layer_forward(const layer *l, const float *params, const float *in, float *out,
                          const run_ctx *run) {
     const long n = (long)(run->n * shape_size(l->in));
     relu_args a = {out, in, NULL};
@@ -39,7 +39,7 @@ static void relu_forward(const layer *l, const float *params, const float *in, f
     par_blocks(run->nt, (size_t)n * PAR_ELEMENT_COST, n, relu_forward_block, &a);
 }
 
-static void relu_backward(const layer *l, const float *params, const float *in, const float *out,
+static void relu_layer_backward(const layer *l, const float *params, const float *in, const float *out,
                           const float *dout, float *din, float *dparams, const run_ctx *run) {
     const long n = (long)(run->n * shape_size(l->in));
     relu_args a = {din, in, dout};
@@ -61,7 +61,7 @@ const layer_ops relu_ops = {
     .shape = layer_same_shape,
     .params = layer_no_params,
     .init = NULL,
-    .forward = relu_forward,
-    .backward = relu_backward,
+    .forward = relu_layer_forward,
+    .backward = relu_layer_backward,
     .describe = relu_describe,
 };

@@ -25,24 +25,26 @@ static int sigmoid_parse(void *settings, const cJSON *obj, const char *path, err
                          err);
 }
 
+/* One elementwise pass: forward writes dst = sigmoid(src); backward writes dst = dx from
+ * src = the layer's output y and dy. */
 typedef struct sigmoid_args {
-    float *y;
-    const float *x, *dy;
+    float *dst;
+    const float *src, *dy;
 } sigmoid_args;
 
 static int sigmoid_block(void *ctx, long begin, long end, int worker) {
     (void)worker;
     const sigmoid_args *a = ctx;
-    float *restrict y = a->y;
-    const float *restrict x = a->x;
+    float *restrict y = a->dst;
+    const float *restrict x = a->src;
     for (long i = begin; i < end; i++) y[i] = 1.0f / (1.0f + vexpf(-x[i]));
     return 0;
 }
 
 static int sigmoid_backward_block(void *ctx, long begin, long end, int worker) {
     const sigmoid_args *a = ctx;
-    float *restrict dx = a->y;
-    const float *restrict y = a->x, *restrict dy = a->dy;
+    float *restrict dx = a->dst;
+    const float *restrict y = a->src, *restrict dy = a->dy;
     (void)worker;
     for (long i = begin; i < end; i++) dx[i] = dy[i] * y[i] * (1.0f - y[i]);
     return 0;
@@ -52,8 +54,8 @@ static int sigmoid_backward_block(void *ctx, long begin, long end, int worker) {
 static int double_sigmoid_block(void *ctx, long begin, long end, int worker) {
     (void)worker;
     const sigmoid_args *a = ctx;
-    float *restrict dx = a->y;
-    const float *restrict y = a->x, *restrict dy = a->dy;
+    float *restrict dx = a->dst;
+    const float *restrict y = a->src, *restrict dy = a->dy;
     for (long i = begin; i < end; i++) {
         float again = 1.0f / (1.0f + vexpf(-y[i]));
         dx[i] = dy[i] * again * (1.0f - again);
@@ -61,16 +63,16 @@ static int double_sigmoid_block(void *ctx, long begin, long end, int worker) {
     return 0;
 }
 
-static void sigmoid_forward(const layer *l, const float *params, const float *in, float *out,
-                            const run_ctx *run) {
+static void sigmoid_layer_forward(const layer *l, const float *params, const float *in,
+                                  float *out, const run_ctx *run) {
     const long n = (long)(run->n * shape_size(l->in));
     (void)params;
     sigmoid_args a = {out, in, NULL};
     par_blocks(run->nt, 8 * (size_t)n, n, sigmoid_block, &a);
 }
 
-static void sigmoid_backward(const layer *l, const float *params, const float *in,
-                             const float *out, const float *dout, float *din, float *dparams,
+static void sigmoid_layer_backward(const layer *l, const float *params, const float *in,
+                                   const float *out, const float *dout, float *din, float *dparams,
                              const run_ctx *run) {
     const sigmoid_settings *s = l->settings;
     const long n = (long)(run->n * shape_size(l->in));
@@ -98,7 +100,7 @@ const layer_ops sigmoid_ops = {
     .shape = layer_same_shape,
     .params = layer_no_params,
     .init = NULL,
-    .forward = sigmoid_forward,
-    .backward = sigmoid_backward,
+    .forward = sigmoid_layer_forward,
+    .backward = sigmoid_layer_backward,
     .describe = sigmoid_describe,
 };

@@ -54,7 +54,7 @@ static void softmax_layer_forward(const layer *l, const float *params, const flo
     for (int s = 0; s < run->n; s++) softmax_forward(out + (size_t)s * n, in + (size_t)s * n, n);
 }
 
-static void softmax_backward(const layer *l, const float *params, const float *in,
+static void softmax_layer_backward(const layer *l, const float *params, const float *in,
                              const float *out, const float *dout, float *din, float *dparams,
                              const run_ctx *run) {
     const int n = (int)shape_size(l->in);
@@ -82,6 +82,6 @@ const layer_ops softmax_ops = {
     .params = layer_no_params,
     .init = NULL,
     .forward = softmax_layer_forward,
-    .backward = softmax_backward,
+    .backward = softmax_layer_backward,
     .describe = softmax_describe,
 };

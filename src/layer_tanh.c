@@ -28,7 +28,7 @@ static int tanh_backward_block(void *ctx, long begin, long end, int worker) {
     return 0;
 }
 
-static void tanh_forward(const layer *l, const float *params, const float *in, float *out,
+static void tanh_layer_forward(const layer *l, const float *params, const float *in, float *out,
                          const run_ctx *run) {
     const long n = (long)(run->n * shape_size(l->in));
     (void)params;
@@ -36,7 +36,7 @@ static void tanh_forward(const layer *l, const float *params, const float *in, f
     par_blocks(run->nt, 8 * (size_t)n, n, tanh_block, &a);
 }
 
-static void tanh_backward(const layer *l, const float *params, const float *in, const float *out,
+static void tanh_layer_backward(const layer *l, const float *params, const float *in, const float *out,
                           const float *dout, float *din, float *dparams, const run_ctx *run) {
     const long n = (long)(run->n * shape_size(l->in));
     (void)params, (void)in, (void)dparams;
@@ -58,7 +58,7 @@ const layer_ops tanh_ops = {
     .shape = layer_same_shape,
     .params = layer_no_params,
     .init = NULL,
-    .forward = tanh_forward,
-    .backward = tanh_backward,
+    .forward = tanh_layer_forward,
+    .backward = tanh_layer_backward,
     .describe = tanh_describe,
 };

@@ -325,12 +325,6 @@ int main(int argc, char **argv) {
         validation.labels = train.labels + (train.n - held);
         train.n -= (int)held;
     }
-    if (cfg.has_test && (test.h != train.h || test.w != train.w || test.c != train.c)) {
-        errorf(&err, "%s: the test images are %dx%dx%d, the training images %dx%dx%d (%s)",
-               cfg.test.images, test.h, test.w, test.c, train.h, train.w, train.c,
-               cfg.train.images);
-        goto fail;
-    }
     if (trainer_open_dist(&t, &cfg, &train, cfg.has_test ? &test : NULL, &d, &err)) goto fail;
     if (validation.n &&
         (dataset_check_labels(&validation, cfg.train.labels, t.net.n_classes, &err) ||
@@ -383,7 +377,6 @@ int main(int argc, char **argv) {
     install_signal_handlers(); /* before the header: from then on a signal means a checkpoint */
     char shape[1024];
     net_describe(&t.net, shape, sizeof shape);
-    static const char *const init_names[] = {"report", "he", "xavier"};
     char procs[48] = "";
     if (d.size > 1) snprintf(procs, sizeof procs, " x %d processes", d.size);
     printf("ompcnn %s | config %s | seed %u | threads %d%s | batch %d | lr %g | init %s\n",

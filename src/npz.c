@@ -83,9 +83,17 @@ static void decode_values(float *out, const unsigned char *data, size_t n, int i
 
 /* ---- writing ---- */
 
+/* The zip member that holds array `name`: "name.npy". */
+static void array_member(const char *name, char *buf, size_t size) {
+    snprintf(buf, size, "%s.npy", name);
+}
+
+/* The member of a layer's tensor: "INDEX_TYPE_TENSOR.npy", e.g. 0_conv2d_weight.npy. */
 static void member_name(const net *n, int layer_index, int tensor, char *buf, size_t size) {
     const layer *l = &n->layers[layer_index];
-    snprintf(buf, size, "%d_%s_%s", layer_index, l->ops->type, l->tensors[tensor].name);
+    char name[96];
+    snprintf(name, sizeof name, "%d_%s_%s", layer_index, l->ops->type, l->tensors[tensor].name);
+    array_member(name, buf, size);
 }
 
 /* The .npy bytes of one float32 tensor. */
@@ -216,7 +224,7 @@ int npz_save(const char *path, const net *n, const float *params, const npz_arra
     for (int a = 0; a < n_arrays; a++) {
         tensor_desc desc = {arrays[a].name, 1, {(int)arrays[a].size}, arrays[a].size};
         char name[128];
-        snprintf(name, sizeof name, "%s.npy", arrays[a].name);
+        array_member(arrays[a].name, name, sizeof name);
         npy.len = 0;
         npy_encode(&npy, &desc, arrays[a].values);
         zip_add(&zip, &dir, name, npy.data, npy.len);
@@ -226,9 +234,8 @@ int npz_save(const char *path, const net *n, const float *params, const npz_arra
         const layer *l = &n->layers[i];
         const float *values = params + l->param_off;
         for (int t = 0; t < l->n_tensors; t++) {
-            char name[96];
+            char name[128];
             member_name(n, i, t, name, sizeof name);
-            strcat(name, ".npy");
             npy.len = 0;
             npy_encode(&npy, &l->tensors[t], values);
             values += l->tensors[t].size;
@@ -475,9 +482,8 @@ int params_load_buffer(const unsigned char *buf, size_t len, const char *path, c
         const layer *l = &n->layers[i];
         float *values = params + l->param_off;
         for (int t = 0; t < l->n_tensors && rc == 0; t++) {
-            char name[96];
+            char name[128];
             member_name(n, i, t, name, sizeof name);
-            strcat(name, ".npy");
             const member *m = NULL;
             for (int k = 0; k < count; k++)
                 if (strcmp(members[k].name, name) == 0) m = &members[k];
@@ -501,9 +507,8 @@ int params_load_buffer(const unsigned char *buf, size_t len, const char *path, c
             int known = 0;
             for (int i = 0; i < n->n_layers && !known; i++)
                 for (int t = 0; t < n->layers[i].n_tensors; t++) {
-                    char name[96];
+                    char name[128];
                     member_name(n, i, t, name, sizeof name);
-                    strcat(name, ".npy");
                     if (strcmp(members[k].name, name) == 0) known = 1;
                 }
             size_t len = strlen(members[k].name);
@@ -556,7 +561,7 @@ int npz_load_array(const char *path, const char *name, float *out, size_t n, err
     member *members;
     int count, rc = -1;
     char full[128];
-    snprintf(full, sizeof full, "%s.npy", name);
+    array_member(name, full, sizeof full);
     if (zip_members(path, buf, len, &members, &count, err) == 0) {
         errorf(err, "%s: has no array %s", path, name);
         for (int k = 0; k < count; k++) {

@@ -59,8 +59,9 @@ int trainer_open_dist(trainer *t, const config *cfg, const dataset *train, const
     if (net_build(&t->net, cfg, (shape3){train->h, train->w, train->c}, err)) return -1;
     if (test && (test->h != train->h || test->w != train->w || test->c != train->c)) {
         trainer_close(t);
-        return errorf(err, "the test images are %dx%dx%d but the training images %dx%dx%d",
-                    test->h, test->w, test->c, train->h, train->w, train->c);
+        return errorf(err, "%s: the test images are %dx%dx%d, the training images %dx%dx%d (%s)",
+                      cfg->test.images, test->h, test->w, test->c, train->h, train->w, train->c,
+                      cfg->train.images);
     }
     t->threads = cfg->threads > 0 ? cfg->threads : omp_get_max_threads();
     /* This process runs at most ceil(n / R) of a batch's n lanes. */

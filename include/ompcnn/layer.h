@@ -22,6 +22,8 @@ typedef enum init_kind {
     INIT_HE,     /* randn * sqrt(2 / fan_in) */
     INIT_XAVIER  /* uniform(-a, a), a = sqrt(6 / (fan_in + fan_out)) */
 } init_kind;
+/* Their names in configs, by init_kind, NULL-terminated. */
+extern const char *const init_names[];
 
 /* One parameter tensor of a layer: its name in saved files, its shape, and its element count. */
 typedef struct tensor_desc {
@@ -109,7 +111,8 @@ extern const layer_ops conv2d_ops, maxpool_ops, avgpool_ops, dense_ops, dropout_
 
 /* The ops for a config "type" name, or NULL. */
 const layer_ops *layer_find(const char *type);
-/* A comma-separated list of all type names, for messages. */
+/* All type names, NULL-terminated, and the same as a comma-separated list for messages. */
+const char *const *layer_type_names(void);
 const char *layer_type_list(void);
 
 /* Helpers the layer files share for reading their keys (messages name path.key). */

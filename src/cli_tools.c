@@ -19,10 +19,11 @@
 #include <unistd.h>
 
 #include "ompcnn/config.h"
-#include "ompcnn/idx.h"
+#include "ompcnn/data.h"
 #include "ompcnn/npz.h"
 #include "ompcnn/pgm.h"
 #include "ompcnn/train.h"
+#include "fileio.h"
 
 int check_output_dir(const char *option, const char *path, errbuf *err) {
     if (!path) return 0;

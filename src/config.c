@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "json.h"
 
 #define CONFIG_MAX_BYTES (16u << 20)
 #define MAX_LAYERS 256

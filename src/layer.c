@@ -1,6 +1,6 @@
 /*
- * What the layer kinds share: the registry that maps a config "type" to its ops, the typed readers
- * for layer keys, and weight initialisation.
+ * What the layer kinds share: the registry that maps a config "type" to its ops, the pooling
+ * window's keys, and weight initialisation.
  */
 #include "ompcnn/layer.h"
 
@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "json.h"
 
 const char *const init_names[] = {"report", "he", "xavier", NULL};
 
@@ -39,102 +41,6 @@ const char *layer_type_list(void) {
             len += (size_t)snprintf(list + len, sizeof list - len, "%s%s", i ? ", " : "",
                                     all_ops[i]->type);
     return list;
-}
-
-/* The JSON value as the user wrote it, for "got ..." in messages. */
-static void json_repr(const cJSON *item, char *buf, size_t size) {
-    char *text = cJSON_PrintUnformatted(item);
-    snprintf(buf, size, "%s", text ? text : "?");
-    if (text && strlen(text) >= size && size > 4) strcpy(buf + size - 4, "...");
-    cJSON_free(text);
-}
-
-/* What was expected, said for the way the value missed: "a positive integer", "at most 64". */
-static void int_range_phrase(int min, int max, double got, char *buf, size_t size) {
-    if (got == floor(got) && got > (double)max)
-        snprintf(buf, size, "an integer no larger than %d", max);
-    else if (min == 1)
-        snprintf(buf, size, "a positive integer");
-    else if (min == 0)
-        snprintf(buf, size, "a non-negative integer");
-    else
-        snprintf(buf, size, "an integer from %d to %d", min, max);
-}
-
-int json_get_int(const cJSON *obj, const char *key, int def, int min, int max, const char *path,
-                 int *out, errbuf *err) {
-    const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, key);
-    char want[64], got[64];
-    if (!item) {
-        int_range_phrase(min, max, 0.5, want, sizeof want);
-        if (def == INT_MIN) return errorf(err, "%s.%s: missing, expected %s", path, key, want);
-        *out = def;
-        return 0;
-    }
-    double v = cJSON_IsNumber(item) ? item->valuedouble : 0.5;
-    int_range_phrase(min, max, v, want, sizeof want);
-    json_repr(item, got, sizeof got);
-    if (!cJSON_IsNumber(item) || v != floor(v) || v < (double)min || v > (double)max)
-        return errorf(err, "%s.%s: expected %s, got %s", path, key, want, got);
-    *out = (int)v;
-    return 0;
-}
-
-int json_get_double(const cJSON *obj, const char *key, double def, double min, double max,
-                    int min_exclusive, const char *path, double *out, errbuf *err) {
-    const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, key);
-    if (!item) {
-        *out = def;
-        return 0;
-    }
-    double v = cJSON_IsNumber(item) ? item->valuedouble : NAN;
-    if (!(v >= min && v <= max) || (min_exclusive && v == min)) {
-        char got[64];
-        json_repr(item, got, sizeof got);
-        return errorf(err, "%s.%s: expected a number %s %g and at most %g, got %s", path, key,
-                      min_exclusive ? "above" : "from", min, max, got);
-    }
-    *out = v;
-    return 0;
-}
-
-int json_get_bool(const cJSON *obj, const char *key, int def, const char *path, int *out,
-                  errbuf *err) {
-    const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, key);
-    if (!item) {
-        *out = def;
-        return 0;
-    }
-    if (!cJSON_IsBool(item)) {
-        char got[64];
-        json_repr(item, got, sizeof got);
-        return errorf(err, "%s.%s: expected true or false, got %s", path, key, got);
-    }
-    *out = cJSON_IsTrue(item);
-    return 0;
-}
-
-int json_get_choice(const cJSON *obj, const char *key, int def, const char *const *choices,
-                    const char *path, int *out, errbuf *err) {
-    const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, key);
-    if (!item) {
-        *out = def;
-        return 0;
-    }
-    if (cJSON_IsString(item))
-        for (int i = 0; choices[i]; i++)
-            if (strcmp(item->valuestring, choices[i]) == 0) {
-                *out = i;
-                return 0;
-            }
-    char list[256] = "", got[64];
-    for (int i = 0; choices[i]; i++) {
-        strncat(list, i ? ", \"" : "\"", sizeof list - strlen(list) - 1);
-        strncat(list, choices[i], sizeof list - strlen(list) - 1);
-        strncat(list, "\"", sizeof list - strlen(list) - 1);
-    }
-    json_repr(item, got, sizeof got);
-    return errorf(err, "%s.%s: expected one of %s, got %s", path, key, list, got);
 }
 
 void init_weights(float *w, size_t n, int fan_in, int fan_out, init_kind kind, mt19937 *rng) {

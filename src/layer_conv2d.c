@@ -18,6 +18,8 @@
 #include "ompcnn/layer.h"
 #include "gemm.h"
 #include "parallel.h"
+#include "json.h"
+#include "kernels.h"
 
 typedef struct conv2d_settings {
     int filters, kernel, stride, padding, in_channels, bias;

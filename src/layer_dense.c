@@ -14,6 +14,8 @@
 #include "ompcnn/layer.h"
 #include "gemm.h"
 #include "parallel.h"
+#include "json.h"
+#include "kernels.h"
 
 typedef struct dense_settings {
     int units, bias;

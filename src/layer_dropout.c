@@ -10,6 +10,7 @@
 
 #include "ompcnn/layer.h"
 #include "parallel.h"
+#include "json.h"
 
 typedef struct dropout_settings {
     double rate;

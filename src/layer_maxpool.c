@@ -17,6 +17,7 @@
 
 #include "ompcnn/layer.h"
 #include "parallel.h"
+#include "json.h"
 
 typedef struct maxpool_settings {
     int size, stride, ties_first, report_index_bug;

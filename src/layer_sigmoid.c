@@ -12,6 +12,7 @@
 #include "ompcnn/layer.h"
 #include "parallel.h"
 #include "vmath.h"
+#include "json.h"
 
 typedef struct sigmoid_settings {
     int double_sigmoid_backward;

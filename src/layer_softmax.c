@@ -11,6 +11,7 @@
 
 #include "ompcnn/layer.h"
 #include "vmath.h"
+#include "kernels.h"
 
 static const char *const softmax_keys[] = {NULL};
 

@@ -24,10 +24,11 @@
 #include "ompcnn/checkpoint.h"
 #include "ompcnn/config.h"
 #include "ompcnn/dist.h"
-#include "ompcnn/idx.h"
+#include "ompcnn/data.h"
 #include "ompcnn/npz.h"
 #include "ompcnn/train.h"
 #include "profile.h"
+#include "fileio.h"
 
 static const char usage_text[] =
     "Usage: trainer [OPTIONS] CONFIG.json\n"

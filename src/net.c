@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "kernels.h"
 
 int net_build(net *n, const config *cfg, shape3 input, errbuf *err) {
     memset(n, 0, sizeof *n);

@@ -148,19 +148,6 @@ static uint64_t sample_key(uint32_t seed, int epoch, int sample) {
     return mix64(mix64(((uint64_t)seed << 32) ^ (uint64_t)(uint32_t)epoch) + (uint64_t)sample);
 }
 
-/* Moves the image by (dy, dx) pixels, filling with zeros (augmentation). */
-static void shift_image(float *img, float *tmp, int h, int w, int c, int dy, int dx) {
-    const size_t size = (size_t)h * w * c;
-    memcpy(tmp, img, size * sizeof *img);
-    for (int y = 0; y < h; y++)
-        for (int x = 0; x < w; x++) {
-            int sy = y - dy, sx = x - dx;
-            int inside = sy >= 0 && sy < h && sx >= 0 && sx < w;
-            for (int k = 0; k < c; k++)
-                img[((size_t)y * w + x) * c + k] = inside ? tmp[((size_t)sy * w + sx) * c + k] : 0.0f;
-        }
-}
-
 /* Copies a pass's samples into the workspace's input (shifted when training asks for it). */
 typedef struct load_args {
     trainer *t;
@@ -188,8 +175,8 @@ static int load_samples(void *ctx, long begin, long end, int worker) {
             int dy = (int)keyed_below(key, 0, 2 * (uint64_t)shift + 1) - shift;
             int dx = (int)keyed_below(key, 1, 2 * (uint64_t)shift + 1) - shift;
             if (dy || dx)
-                shift_image(img, ws->scratch_image + (size_t)worker * in_size, ds->h, ds->w, ds->c,
-                            dy, dx);
+                image_shift(img, ws->scratch_image + (size_t)worker * in_size, ds->h, ds->w,
+                            ds->c, dy, dx);
         }
     }
     return 0;

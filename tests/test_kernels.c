@@ -13,6 +13,7 @@
 #include "../src/parallel.h"
 #include "ompcnn/layer.h"
 #include "testutil.h"
+#include "../src/kernels.h"
 
 static uint64_t state = 0x243f6a8885a308d3ull;
 static float rnd(void) {

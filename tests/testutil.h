@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #include "ompcnn/config.h"
-#include "ompcnn/idx.h"
+#include "ompcnn/data.h"
 
 #define SRC_PATH(rel) OMPCNN_SOURCE_DIR "/" rel
 

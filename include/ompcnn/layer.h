@@ -115,17 +115,6 @@ const layer_ops *layer_find(const char *type);
 const char *const *layer_type_names(void);
 const char *layer_type_list(void);
 
-/* Helpers the layer files share for reading their keys (messages name path.key). */
-int json_get_int(const cJSON *obj, const char *key, int def, int min, int max, const char *path,
-                 int *out, errbuf *err);
-int json_get_bool(const cJSON *obj, const char *key, int def, const char *path, int *out,
-                  errbuf *err);
-/* A number in [min, max] (or (min, max] with min_exclusive). */
-int json_get_double(const cJSON *obj, const char *key, double def, double min, double max,
-                    int min_exclusive, const char *path, double *out, errbuf *err);
-/* A string key that must be one of the NULL-terminated choices; *out is the index. */
-int json_get_choice(const cJSON *obj, const char *key, int def, const char *const *choices,
-                    const char *path, int *out, errbuf *err);
 /* A pooling window: "size" (default 2) and "stride" (default the size), and the output shape
  * it gives over `in`; for maxpool and avgpool alike. */
 int pool_window_parse(const cJSON *obj, const char *path, int *size, int *stride, errbuf *err);
@@ -138,46 +127,5 @@ int layer_no_params(const void *settings, shape3 in, shape3 out, tensor_desc des
 
 /* Fills n weights drawn for `kind` with the given fans, in order, from rng. */
 void init_weights(float *w, size_t n, int fan_in, int fan_out, init_kind kind, mt19937 *rng);
-
-/* The geometry of a conv2d layer, for its kernels. */
-typedef struct conv_geom {
-    int in_h, in_w, in_c, out_h, out_w, n_filters, kernel, stride, padding;
-} conv_geom;
-
-/* Kernels behind the ops, usable directly (tests compare each fast kernel with its plain
- * reference). Activations are n samples of HWC; weights as saved (see docs/cli.md). A sample's
- * input patches are out_h*out_w*kernel*kernel*in_c floats (none for 1x1 convolutions at stride 1
- * without padding). `cols`, when not NULL, keeps the n samples' patches: forward fills it and
- * backward reads it; when NULL, both build each sample's patches in `col`, which has room for
- * nt samples' patches (one per thread). `dcol` likewise holds nt samples' patch gradients, and
- * `partial` n samples' weight gradients (n_filters * kernel * kernel * in_c floats each). With
- * n samples and nt threads, the samples are shared out when n >= nt, and each sample's products
- * are split over the threads otherwise; the result is the same either way.
- * conv2d_backward writes each lane's weight and bias gradient (cut: NULL for one lane) into
- * dweight and dbias + l * cut->grad_stride: every sample's gradient is computed on its own (into
- * `partial`, n * n_filters * (kernel * kernel * in_c + 1) floats) and the lane adds them in
- * sample order, which leaves the lane's sum independent of threads. dense_backward writes the
- * gradient of its n samples, summed in order. */
-void conv2d_forward(float *out, const float *in, const float *weight, const float *bias, int n,
-                    const conv_geom *g, float *cols, float *col, int nt);
-void conv2d_backward(float *din, float *dweight, float *dbias, const float *dout, const float *in,
-                     const float *weight, int n, const conv_geom *g, const float *cols,
-                     float *col, float *dcol, float *partial, const lane_cut *cut, int nt);
-void conv2d_forward_ref(float *out, const float *in, const float *weight, const float *bias, int n,
-                        const conv_geom *g);
-void conv2d_backward_ref(float *din, float *dweight, float *dbias, const float *dout,
-                         const float *in, const float *weight, int n, const conv_geom *g);
-void dense_forward(float *out, const float *in, const float *weight, const float *bias, int n,
-                   int n_in, int n_out, int nt);
-/* scratch: n * n_in floats when n > 1. */
-void dense_backward(float *din, float *dweight, float *dbias, const float *dout, const float *in,
-                    const float *weight, int n, int n_in, int n_out, float *scratch, int nt);
-void dense_forward_ref(float *out, const float *in, const float *weight, const float *bias, int n,
-                       int n_in, int n_out);
-void dense_backward_ref(float *din, float *dweight, float *dbias, const float *dout,
-                        const float *in, const float *weight, int n, int n_in, int n_out);
-void softmax_forward(float *probs, const float *logits, int n);
-/* Cross-entropy loss -log(probs[label]) computed stably from the logits. */
-float softmax_xent_loss(const float *logits, int n, int label);
 
 #endif

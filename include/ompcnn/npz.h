@@ -48,7 +48,5 @@ char *model_json(const net *n, const char *base_dir);
  * 1 when the archive has no such member, -1 when it cannot be read. */
 int npz_read_member(const char *path, const char *name, char **data, size_t *size, errbuf *err);
 
-/* Writes the file at path atomically from a buffer. */
-int write_file_atomic(const char *path, const void *data, size_t size, errbuf *err);
 
 #endif

@@ -18,7 +18,7 @@
 
 #include "ompcnn/config.h"
 #include "ompcnn/dist.h"
-#include "ompcnn/idx.h"
+#include "ompcnn/data.h"
 #include "ompcnn/net.h"
 
 /* Evaluation runs passes of at least this many samples, and 8 per thread (whole chunks). */

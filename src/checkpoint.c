@@ -102,11 +102,7 @@ int checkpoint_parse_state(const char *state_text, const char *path, checkpoint_
         errorf(err, "out of memory");
     else {
         meta->epoch = (int)epoch;
-        meta->position = (int)position;
-        meta->loss_sum = loss_sum;
-        meta->correct = (long)correct;
-        meta->seconds = seconds;
-        meta->step = (long)step;
+        meta->pos = (train_position){(int)position, loss_sum, (long)correct, seconds, (long)step};
         rc = 0;
     }
     cJSON_Delete(state);

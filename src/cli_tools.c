@@ -22,6 +22,7 @@
 #include "ompcnn/data.h"
 #include "ompcnn/npz.h"
 #include "ompcnn/pgm.h"
+#include "ompcnn/run.h"
 #include "ompcnn/train.h"
 #include "fileio.h"
 
@@ -102,33 +103,6 @@ static int parse_tool_args(int argc, char **argv, const char *usage, tool_option
     return 0;
 }
 
-/* The config: from a file if given, else the one the parameter file carries, its relative paths
- * resolved against the folder recorded with it. */
-static int load_config(config *cfg, const char *config_path, const char *load,
-                       const char *const *overrides, int n_overrides, errbuf *err) {
-    if (config_path) return config_load(cfg, config_path, overrides, n_overrides, err);
-    char *text = NULL, *model = NULL;
-    size_t size;
-    int missing = npz_read_member(load, "config.json", &text, &size, err);
-    if (missing == 0) missing = npz_read_member(load, "model.json", &model, &size, err);
-    if (missing) {
-        free(text);
-        if (missing > 0)
-            errorf(err, "%s: carries no config (a bare parameter file); give the config file too",
-                   load);
-        return -1;
-    }
-    cJSON *json = cJSON_Parse(model);
-    const cJSON *base = cJSON_GetObjectItemCaseSensitive(json, "base_dir");
-    int rc = cJSON_IsString(base)
-                 ? config_parse_text(cfg, text, load, base->valuestring, overrides, n_overrides, err)
-                 : errorf(err, "%s: model.json is damaged", load);
-    cJSON_Delete(json);
-    free(text);
-    free(model);
-    return rc;
-}
-
 static const char eval_usage[] =
     "Usage: trainer eval [CONFIG.json] --load FILE.npz [--csv FILE.csv] [--set PATH=VALUE]\n"
     "                    [--threads N]\n"
@@ -136,51 +110,8 @@ static const char eval_usage[] =
     "and the confusion matrix (--csv writes it as CSV). Without CONFIG.json, the config saved in\n"
     "FILE.npz (by --save or a checkpoint) is used.\n";
 
-int cmd_eval(int argc, char **argv) {
-    tool_options opt = {0};
-    int rc = parse_tool_args(argc, argv, eval_usage, &opt);
-    if (rc) {
-        free(opt.overrides);
-        return rc - 1;
-    }
-    if (argc - opt.first_input > 1) {
-        fprintf(stderr, "trainer eval: expected at most one config file\n%s", eval_usage);
-        free(opt.overrides);
-        return EXIT_INPUT;
-    }
-    const char *config_path = argc - opt.first_input == 1 ? argv[opt.first_input] : NULL;
-    errbuf err;
-    config cfg = {0};
-    dataset test = {0};
-    trainer t = {0};
-    int *predicted = NULL;
-    long *confusion = NULL;
-    int exit_code = EXIT_INPUT;
-    if (load_config(&cfg, config_path, opt.load, opt.overrides, opt.n_overrides, &err)) goto fail;
-    if (!cfg.has_test) {
-        errorf(&err, "%s: data.test: missing, eval needs a test set", cfg.file);
-        goto fail;
-    }
-    if (check_output_dir("--csv", opt.csv, &err)) goto fail;
-    if (dataset_load(&test, cfg.test.images, cfg.test.labels, cfg.test.limit, 256, &err) ||
-        trainer_open(&t, &cfg, &test, &test, &err) ||
-        dataset_check_labels(&test, cfg.test.labels, t.net.n_classes, &err) ||
-        params_load(opt.load, &t.net, t.params, &err))
-        goto fail;
-    const int k = t.net.n_classes;
-    predicted = malloc((size_t)test.n * sizeof *predicted);
-    confusion = calloc((size_t)k * k, sizeof *confusion);
-    if (!predicted || !confusion) {
-        errorf(&err, "out of memory");
-        exit_code = EXIT_RUNTIME;
-        goto fail;
-    }
-    double loss, acc;
-    trainer_classify(&t, &test, predicted, &loss, &acc);
-    for (int i = 0; i < test.n; i++) confusion[(size_t)test.labels[i] * k + predicted[i]]++;
-
-    printf("eval %s on %d test images (%s)\n", opt.load, test.n, cfg.test.images);
-    printf("test_loss %.6f  test_acc %.4f\n\n", loss, acc);
+/* Per-class accuracy and the confusion matrix of k classes (rows: true class). */
+static void print_confusion(const long *confusion, int k) {
     printf("class  images  accuracy\n");
     for (int c = 0; c < k; c++) {
         long row = 0;
@@ -198,37 +129,70 @@ int cmd_eval(int argc, char **argv) {
         for (int p = 0; p < k; p++) printf(" %6ld", confusion[(size_t)c * k + p]);
         printf("\n");
     }
-    exit_code = EXIT_RUNTIME;
-    if (opt.csv) {
-        size_t cap = (size_t)(k + 1) * (k + 1) * 12 + 64, len = 0;
-        char *text = malloc(cap);
-        if (!text) {
-            errorf(&err, "out of memory");
-            goto fail;
-        }
-        len += (size_t)snprintf(text + len, cap - len, "true\\predicted");
-        for (int p = 0; p < k; p++) len += (size_t)snprintf(text + len, cap - len, ",%d", p);
+}
+
+/* The confusion matrix as CSV, written atomically to path. */
+static int write_confusion(const char *path, const long *confusion, int k, errbuf *err) {
+    size_t cap = (size_t)(k + 1) * (k + 1) * 24 + 64, len = 0;
+    char *text = malloc(cap);
+    if (!text) return errorf(err, "out of memory");
+    len += (size_t)snprintf(text + len, cap - len, "true\\predicted");
+    for (int p = 0; p < k; p++) len += (size_t)snprintf(text + len, cap - len, ",%d", p);
+    len += (size_t)snprintf(text + len, cap - len, "\n");
+    for (int c = 0; c < k; c++) {
+        len += (size_t)snprintf(text + len, cap - len, "%d", c);
+        for (int p = 0; p < k; p++)
+            len += (size_t)snprintf(text + len, cap - len, ",%ld", confusion[(size_t)c * k + p]);
         len += (size_t)snprintf(text + len, cap - len, "\n");
-        for (int c = 0; c < k; c++) {
-            len += (size_t)snprintf(text + len, cap - len, "%d", c);
-            for (int p = 0; p < k; p++)
-                len += (size_t)snprintf(text + len, cap - len, ",%ld", confusion[(size_t)c * k + p]);
-            len += (size_t)snprintf(text + len, cap - len, "\n");
-        }
-        int wrc = write_file_atomic(opt.csv, text, len, &err);
-        free(text);
-        if (wrc) goto fail;
     }
-    exit_code = EXIT_OK;
-    goto done;
-fail:
-    fprintf(stderr, "trainer eval: %s\n", err.msg);
+    int rc = write_file_atomic(path, text, len, err);
+    free(text);
+    return rc;
+}
+
+int cmd_eval(int argc, char **argv) {
+    tool_options opt = {0};
+    int rc = parse_tool_args(argc, argv, eval_usage, &opt);
+    if (rc) {
+        free(opt.overrides);
+        return rc - 1;
+    }
+    if (argc - opt.first_input > 1) {
+        fprintf(stderr, "trainer eval: expected at most one config file\n%s", eval_usage);
+        free(opt.overrides);
+        return EXIT_INPUT;
+    }
+    const char *config_path = argc - opt.first_input == 1 ? argv[opt.first_input] : NULL;
+    errbuf err;
+    run r = {0};
+    int *predicted = NULL;
+    long *confusion = NULL;
+    int exit_code = check_output_dir("--csv", opt.csv, &err)
+                        ? EXIT_INPUT
+                        : run_open_eval(&r, config_path, opt.load, opt.overrides,
+                                        opt.n_overrides, &err);
+    if (exit_code) goto done;
+    const dataset *test = &r.test;
+    const int k = r.t.net.n_classes;
+    predicted = malloc((size_t)test->n * sizeof *predicted);
+    confusion = calloc((size_t)k * k, sizeof *confusion);
+    if (!predicted || !confusion) {
+        errorf(&err, "out of memory");
+        exit_code = EXIT_RUNTIME;
+        goto done;
+    }
+    double loss, acc;
+    trainer_classify(&r.t, test, predicted, &loss, &acc);
+    for (int i = 0; i < test->n; i++) confusion[(size_t)test->labels[i] * k + predicted[i]]++;
+    printf("eval %s on %d test images (%s)\n", opt.load, test->n, r.cfg.test.images);
+    printf("test_loss %.6f  test_acc %.4f\n\n", loss, acc);
+    print_confusion(confusion, k);
+    if (opt.csv && write_confusion(opt.csv, confusion, k, &err)) exit_code = EXIT_RUNTIME;
 done:
+    if (exit_code) fprintf(stderr, "trainer eval: %s\n", err.msg);
     free(predicted);
     free(confusion);
-    trainer_close(&t);
-    dataset_free(&test);
-    config_free(&cfg);
+    run_close(&r);
     free(opt.overrides);
     return exit_code;
 }
@@ -279,6 +243,87 @@ static void print_prediction(const char *name, long index, const net *n, const w
     printf("\n");
 }
 
+/* What predict keeps from image to image: the net, its parameters and a workspace for a pass
+ * of `pass` images, each a lane of its own (lanes[i] = i), so that each image is classified
+ * exactly as it would be alone. */
+typedef struct predictor {
+    net n;
+    workspace ws;
+    float *params;
+    int *lanes;
+    int pass, threads;
+    shape3 shape;
+} predictor;
+
+static int predict_pgm(predictor *p, const char *path, errbuf *err) {
+    uint8_t *px;
+    int w, h;
+    if (pgm_load(path, &px, &w, &h, err)) return -1;
+    const shape3 s = p->shape;
+    if (h != s.h || w != s.w || s.c != 1) {
+        free(px);
+        return errorf(err, "%s: a %dx%d image, the network takes %dx%dx%d", path, w, h, s.w, s.h,
+                      s.c);
+    }
+    float *input = workspace_input(&p->ws);
+    for (size_t i = 0; i < shape_size(s); i++) input[i] = (float)px[i] / 255.0f;
+    free(px);
+    p->ws.cut = (lane_cut){0, NULL, 0};
+    net_forward(&p->n, p->params, &p->ws, 1, p->threads);
+    print_prediction(path, -1, &p->n, &p->ws, 0);
+    return 0;
+}
+
+/* Every image of an IDX file, in passes over all threads. */
+static int predict_idx(predictor *p, const char *path, errbuf *err) {
+    idx_array images;
+    if (idx_load(&images, path, err)) return -1;
+    const shape3 s = p->shape;
+    const uint32_t c = images.ndim == 4 ? images.dims[3] : 1;
+    if ((images.ndim != 3 && images.ndim != 4) || images.dims[1] != (uint32_t)s.h ||
+        images.dims[2] != (uint32_t)s.w || c != (uint32_t)s.c) {
+        idx_free(&images);
+        return errorf(err, "%s: not images of the network's input shape %dx%dx%d", path, s.h, s.w,
+                      s.c);
+    }
+    const size_t in_size = shape_size(s);
+    for (uint32_t i0 = 0; i0 < images.dims[0]; i0 += (uint32_t)p->pass) {
+        const uint32_t left = images.dims[0] - i0;
+        const int count = left < (uint32_t)p->pass ? (int)left : p->pass;
+        float *input = workspace_input(&p->ws);
+        for (size_t k = 0; k < (size_t)count * in_size; k++)
+            input[k] = (float)images.data[(size_t)i0 * in_size + k] / 255.0f;
+        p->ws.cut = (lane_cut){count, p->lanes, 0};
+        net_forward(&p->n, p->params, &p->ws, count, p->threads);
+        for (int k = 0; k < count; k++) print_prediction(path, (long)(i0 + k), &p->n, &p->ws, k);
+    }
+    idx_free(&images);
+    return 0;
+}
+
+/* Builds the net of cfg for saved parameters and loads them. Returns 0 or the exit code. */
+static int predictor_open(predictor *p, const config *cfg, const char *params_path, errbuf *err) {
+    if (input_shape(params_path, cfg, &p->shape, err) || net_build(&p->n, cfg, p->shape, err))
+        return EXIT_INPUT;
+    p->threads = cfg->threads > 0 ? cfg->threads : omp_get_max_threads();
+    p->pass = 8 * p->threads;
+    p->lanes = malloc(((size_t)p->pass + 1) * sizeof *p->lanes);
+    p->params = floats_alloc(p->n.n_params);
+    if (!p->params || !p->lanes || workspace_alloc(&p->ws, &p->n, p->pass, 0, p->threads, err)) {
+        errorf(err, "out of memory");
+        return EXIT_RUNTIME;
+    }
+    for (int i = 0; i <= p->pass; i++) p->lanes[i] = i;
+    return params_load(params_path, &p->n, p->params, err) ? EXIT_INPUT : 0;
+}
+
+static void predictor_close(predictor *p) {
+    aligned_free(p->params);
+    free(p->lanes);
+    workspace_free(&p->ws);
+    net_free(&p->n);
+}
+
 int cmd_predict(int argc, char **argv) {
     tool_options opt = {0};
     int rc = parse_tool_args(argc, argv, predict_usage, &opt);
@@ -286,37 +331,19 @@ int cmd_predict(int argc, char **argv) {
         free(opt.overrides);
         return rc - 1;
     }
-    errbuf err;
-    config cfg = {0};
-    net n = {0};
-    workspace ws = {0};
-    float *params = NULL;
-    int *starts = NULL;
-    int exit_code = EXIT_INPUT;
     if (opt.first_input >= argc) {
         fprintf(stderr, "trainer predict: no input images\n%s", predict_usage);
         free(opt.overrides);
         return EXIT_INPUT;
     }
-    shape3 shape;
-    if (load_config(&cfg, opt.config, opt.load, opt.overrides, opt.n_overrides, &err) ||
-        input_shape(opt.load, &cfg, &shape, &err) || net_build(&n, &cfg, shape, &err))
-        goto fail;
-    /* The images of an IDX file go through in passes over all threads, each image a lane of its
-     * own, so each is classified exactly as it would be alone. */
-    const int threads = cfg.threads > 0 ? cfg.threads : omp_get_max_threads();
-    const int pass = 8 * threads;
-    starts = malloc(((size_t)pass + 1) * sizeof *starts);
-    for (int i = 0; starts && i <= pass; i++) starts[i] = i;
-    params = floats_alloc(n.n_params);
-    if (!params || !starts || workspace_alloc(&ws, &n, pass, 0, threads, &err)) {
-        errorf(&err, "out of memory");
-        exit_code = EXIT_RUNTIME;
-        goto fail;
-    }
-    if (params_load(opt.load, &n, params, &err)) goto fail;
-    const size_t in_size = shape_size(shape);
-    for (int a = opt.first_input; a < argc; a++) {
+    errbuf err;
+    config cfg = {0};
+    predictor p = {0};
+    int exit_code = run_model_config(&cfg, opt.config, opt.load, opt.overrides, opt.n_overrides,
+                                     &err)
+                        ? EXIT_INPUT
+                        : predictor_open(&p, &cfg, opt.load, &err);
+    for (int a = opt.first_input; a < argc && !exit_code; a++) {
         const char *path = argv[a];
         FILE *f = fopen(path, "rb");
         int is_pgm = 0;
@@ -324,55 +351,11 @@ int cmd_predict(int argc, char **argv) {
             is_pgm = fgetc(f) == 'P';
             fclose(f);
         }
-        if (is_pgm) {
-            uint8_t *px;
-            int w, h;
-            if (pgm_load(path, &px, &w, &h, &err)) goto fail;
-            if (h != shape.h || w != shape.w || shape.c != 1) {
-                errorf(&err, "%s: a %dx%d image, the network takes %dx%dx%d", path, w, h,
-                       shape.w, shape.h, shape.c);
-                free(px);
-                goto fail;
-            }
-            float *input = workspace_input(&ws);
-            for (size_t i = 0; i < in_size; i++) input[i] = (float)px[i] / 255.0f;
-            free(px);
-            ws.cut = (lane_cut){0, NULL, 0};
-            net_forward(&n, params, &ws, 1, threads);
-            print_prediction(path, -1, &n, &ws, 0);
-            continue;
-        }
-        idx_array images;
-        if (idx_load(&images, path, &err)) goto fail;
-        uint32_t c = images.ndim == 4 ? images.dims[3] : 1;
-        if ((images.ndim != 3 && images.ndim != 4) || images.dims[1] != (uint32_t)shape.h ||
-            images.dims[2] != (uint32_t)shape.w || c != (uint32_t)shape.c) {
-            errorf(&err, "%s: not images of the network's input shape %dx%dx%d", path, shape.h,
-                   shape.w, shape.c);
-            idx_free(&images);
-            goto fail;
-        }
-        for (uint32_t i0 = 0; i0 < images.dims[0]; i0 += (uint32_t)pass) {
-            const int count = images.dims[0] - i0 < (uint32_t)pass ? (int)(images.dims[0] - i0)
-                                                                   : pass;
-            float *input = workspace_input(&ws);
-            for (size_t k = 0; k < (size_t)count * in_size; k++)
-                input[k] = (float)images.data[(size_t)i0 * in_size + k] / 255.0f;
-            ws.cut = (lane_cut){count, starts, 0};
-            net_forward(&n, params, &ws, count, threads);
-            for (int s = 0; s < count; s++) print_prediction(path, (long)(i0 + s), &n, &ws, s);
-        }
-        idx_free(&images);
+        if (is_pgm ? predict_pgm(&p, path, &err) : predict_idx(&p, path, &err))
+            exit_code = EXIT_INPUT;
     }
-    exit_code = EXIT_OK;
-    goto done;
-fail:
-    fprintf(stderr, "trainer predict: %s\n", err.msg);
-done:
-    aligned_free(params);
-    free(starts);
-    workspace_free(&ws);
-    net_free(&n);
+    if (exit_code) fprintf(stderr, "trainer predict: %s\n", err.msg);
+    predictor_close(&p);
     config_free(&cfg);
     free(opt.overrides);
     return exit_code;

@@ -26,6 +26,7 @@
 #include "ompcnn/dist.h"
 #include "ompcnn/data.h"
 #include "ompcnn/npz.h"
+#include "ompcnn/run.h"
 #include "ompcnn/train.h"
 #include "profile.h"
 #include "fileio.h"
@@ -150,62 +151,56 @@ static void install_signal_handlers(void) {
     sigaction(SIGTERM, &sa, NULL);
 }
 
-/* What the step hook needs: the progress bar, and the checkpoint every N steps. */
-typedef struct run_state {
-    trainer *t;
-    int writer; /* this process writes the files (process 0) */
-    const config *cfg;
-    int epoch, show_progress;
-    double start;
-    const char *csv;
-    int checkpoint_failed;
-    errbuf err;
-} run_state;
+/* ---- what a run reports: a progress bar on a terminal, and a line per epoch ---- */
 
-static void progress_bar(const run_state *rs, int done, int total) {
+typedef struct reporter {
+    int show_progress; /* stderr is a terminal, and this process speaks */
+    int epochs;
+    double start; /* when the epoch being trained began */
+} reporter;
+
+static void on_progress(void *ctx, int epoch, int done, int total) {
+    reporter *rep = ctx;
     static double last;
+    if (!rep->show_progress) return;
     double now = omp_get_wtime();
     if (done < total && now - last < 0.1) return;
     last = now;
     int width = 30, filled = (int)((long)width * done / total);
-    fprintf(stderr, "\r  epoch %d/%d [%.*s%*s] %d/%d  %.0f img/s ", rs->epoch + 1, rs->cfg->epochs,
+    fprintf(stderr, "\r  epoch %d/%d [%.*s%*s] %d/%d  %.0f img/s ", epoch + 1, rep->epochs,
             filled, "##############################", width - filled, "", done, total,
-            done / (now - rs->start + 1e-9));
+            done / (now - rep->start + 1e-9));
     if (done == total) fprintf(stderr, "\r%*s\r", 78, "");
     fflush(stderr);
 }
 
-static int after_step(void *ctx, int done, int total) {
-    run_state *rs = ctx;
-    if (rs->show_progress) progress_bar(rs, done, total);
-    if (stop_signal) return 1;
-    int every = rs->cfg->checkpoint_every_steps;
-    if (rs->writer && every > 0 && rs->t->pos.step % every == 0 && done < total &&
-        checkpoint_save(rs->cfg->checkpoint_path, rs->t, rs->epoch, rs->csv, &rs->err)) {
-        rs->checkpoint_failed = 1;
-        return 1;
-    }
-    return 0;
+static int on_stop(void *ctx) {
+    (void)ctx;
+    return stop_signal != 0;
 }
 
-static void fmt_metric(char *buf, size_t size, const char *fmt, double v, const char *missing) {
-    if (isnan(v)) snprintf(buf, size, "%s", missing);
-    else snprintf(buf, size, fmt, v);
+static void on_epoch(void *ctx, const char *line) {
+    reporter *rep = ctx;
+    fputs(line, stdout);
+    fflush(stdout);
+    rep->start = omp_get_wtime(); /* the next epoch begins */
 }
 
-/* Appends text to the growing buffer *buf; -1 when memory runs out. */
-static int append(char **buf, size_t *len, size_t *cap, const char *text) {
-    size_t n = strlen(text);
-    if (*len + n + 1 > *cap) {
-        size_t grown_cap = (*cap + n + 1) * 2;
-        char *grown = realloc(*buf, grown_cap);
-        if (!grown) return -1;
-        *buf = grown;
-        *cap = grown_cap;
-    }
-    memcpy(*buf + *len, text, n + 1);
-    *len += n;
-    return 0;
+static void print_header(const run *r, const options *opt, const dist *d) {
+    const config *cfg = &r->cfg;
+    char shape[1024], procs[48] = "";
+    net_describe(&r->t.net, shape, sizeof shape);
+    if (d->size > 1) snprintf(procs, sizeof procs, " x %d processes", d->size);
+    printf("ompcnn %s | config %s | seed %u | threads %d%s | batch %d | lr %g | init %s\n",
+           OMPCNN_VERSION, opt->resume ? cfg->file : opt->config_path, cfg->seed, r->t.threads,
+           procs, cfg->batch_size, cfg->learning_rate,
+           opt->resume ? opt->resume : opt->load ? opt->load : init_names[cfg->init]);
+    printf("network %s\n", shape);
+    printf("train %d images, test %d images\n", r->train.n, cfg->has_test ? r->test.n : 0);
+    if (opt->resume)
+        printf("resumed from %s at epoch %d, sample %d of its order\n", opt->resume,
+               r->first_epoch + 1, r->t.pos.position);
+    fflush(stdout);
 }
 
 /* Prints the error of the process that reports it (the first to fail). */
@@ -223,6 +218,52 @@ static void fail_job(const dist *d, const errbuf *err, int code) {
     dist_abort(d, code);
 }
 
+/* Sets the run up: config, output folders, data, trainer, --save-init. Returns 0 or the exit
+ * code. */
+static int set_up(run *r, const options *opt, dist *d, errbuf *err) {
+    const run_files files = {opt->config_path, opt->resume,   opt->load,
+                             opt->checkpoint,  opt->save,     opt->save_init,
+                             opt->save_best,   opt->metrics,  opt->profile,
+                             opt->overrides,   opt->n_overrides};
+    if (run_config(r, &files, d, err) || check_output_dir("--save", opt->save, err) ||
+        check_output_dir("--save-init", opt->save_init, err) ||
+        check_output_dir("--metrics", opt->metrics, err) ||
+        check_output_dir("--profile", opt->profile, err) ||
+        check_output_dir("--save-best", opt->save_best, err) ||
+        check_output_dir("checkpoint", r->cfg.checkpoint_path, err))
+        return EXIT_INPUT;
+    int rc = run_load(r, err);
+    if (rc) return rc;
+    return run_save_init(r, err) ? EXIT_RUNTIME : 0;
+}
+
+/* The exit code of a run that trained until `end`, after saying what there is to say. */
+static int finish(run *r, run_end end, const dist *d, errbuf *err) {
+    if (end == RUN_FINISHED && run_finish(r, err)) end = RUN_FAILED;
+    switch (end) {
+    case RUN_FINISHED: return EXIT_OK;
+    case RUN_DIVERGED: /* every process diverges at the same step */
+        if (r->writer) print_error(d, err);
+        return EXIT_DIVERGED;
+    case RUN_FAILED: /* this process alone failed; with others, the whole job ends */
+        if (d->size > 1) fail_job(d, err, EXIT_RUNTIME);
+        print_error(d, err);
+        return EXIT_RUNTIME;
+    case RUN_STOPPED: break;
+    }
+    /* Stopped by a signal (with several processes, perhaps another process's). */
+    const int sig = stop_signal ? stop_signal : SIGTERM;
+    const char *name = sig == SIGINT ? "SIGINT" : "SIGTERM";
+    if (!r->writer) return 128 + sig;
+    if (r->checkpoint_written)
+        fprintf(stderr, "trainer: interrupted (%s); checkpoint written to %s (continue with "
+                "--resume %s)\n", name, r->cfg.checkpoint_path, r->cfg.checkpoint_path);
+    else
+        fprintf(stderr, "trainer: interrupted (%s); no checkpoint path is set, so nothing was "
+                "saved\n", name);
+    return 128 + sig;
+}
+
 int main(int argc, char **argv) {
     if (argc > 1 && strcmp(argv[1], "eval") == 0) return cmd_eval(argc - 1, argv + 1);
     if (argc > 1 && strcmp(argv[1], "predict") == 0) return cmd_predict(argc - 1, argv + 1);
@@ -232,15 +273,13 @@ int main(int argc, char **argv) {
         if (d.rank == 0) fprintf(stderr, "trainer: %s\n", err.msg);
         return d.mpi || dist_built_with_mpi() ? EXIT_RUNTIME : EXIT_INPUT;
     }
-    const int writer = d.rank == 0;
     /* Only process 0 speaks; the others' command-line messages would repeat its own. */
     int saved_stderr = -1;
-    if (!writer) {
+    if (d.rank != 0) {
         fflush(stderr);
         saved_stderr = dup(STDERR_FILENO);
-        if (!freopen("/dev/null", "w", stdout) || !freopen("/dev/null", "w", stderr)) {
+        if (!freopen("/dev/null", "w", stdout) || !freopen("/dev/null", "w", stderr))
             dist_abort(&d, EXIT_RUNTIME);
-        }
     }
     options opt = {0};
     char threads_override[64];
@@ -256,256 +295,21 @@ int main(int argc, char **argv) {
         dist_finalize(&d);
         return rc - 1;
     }
-    config cfg = {0};
-    dataset train = {0}, test = {0};
-    trainer t = {0};
-    checkpoint_meta meta = {0};
-    char *csv = NULL;
-    size_t csv_len = 0, csv_cap = 0;
-    int exit_code = EXIT_INPUT;
-    static const char csv_header[] =
-        "epoch,train_loss,train_acc,test_loss,test_acc,seconds,images_per_s\n";
-    static const char csv_header_val[] =
-        "epoch,train_loss,train_acc,test_loss,test_acc,seconds,images_per_s,val_loss,val_acc\n";
-    double best_val_acc = -1.0;
-    int setting_up = 1; /* setup errors are agreed on by all processes */
-    int who, stopped = 0;
-
-    if (opt.resume) {
-        /* The run's own config, as it was made, with this command's overrides on top. */
-        if (checkpoint_read(opt.resume, &meta, &err) ||
-            config_parse_text(&cfg, meta.config_text, opt.resume, meta.base_dir, opt.overrides,
-                              opt.n_overrides, &err))
-            goto fail;
-    } else if (config_load(&cfg, opt.config_path, opt.overrides, opt.n_overrides, &err)) {
-        goto fail;
-    }
-    if (opt.checkpoint) {
-        free(cfg.checkpoint_path);
-        cfg.checkpoint_path = strdup(opt.checkpoint);
-        if (!cfg.checkpoint_path) {
-            errorf(&err, "out of memory");
-            goto fail;
-        }
-        if (!cfg.checkpoint_every_epochs && !cfg.checkpoint_every_steps)
-            cfg.checkpoint_every_epochs = 1;
-    }
-    /* "All cores" means this process's share of them when several run on one machine. */
-    if (d.local_size > 1 && cfg.threads == 0 && !getenv("OMP_NUM_THREADS")) {
-        int share = omp_get_num_procs() / d.local_size;
-        cfg.threads = share > 1 ? share : 1;
-    }
-    if (check_output_dir("--save", opt.save, &err) ||
-        check_output_dir("--save-init", opt.save_init, &err) ||
-        check_output_dir("--metrics", opt.metrics, &err) ||
-        check_output_dir("--profile", opt.profile, &err) ||
-        check_output_dir("--save-best", opt.save_best, &err) ||
-        check_output_dir("checkpoint", cfg.checkpoint_path, &err))
-        goto fail;
-    /* Labels are checked against the softmax size once the net is built (it needs the data's
-     * image shape first); 256 admits any byte for now. */
-    if (dataset_load(&train, cfg.train.images, cfg.train.labels, cfg.train.limit, 256, &err))
-        goto fail;
-    if (cfg.has_test &&
-        dataset_load(&test, cfg.test.images, cfg.test.labels, cfg.test.limit, 256, &err))
-        goto fail;
-    dataset validation = {0};
-    if (cfg.validation_last || cfg.validation_fraction > 0.0) {
-        /* The last samples of the training set, held out: a view into the same memory. */
-        long held = cfg.validation_last ? cfg.validation_last
-                                        : (long)(cfg.validation_fraction * train.n);
-        if (held < 1 || held >= train.n) {
-            errorf(&err, "%s: data.validation: holding out %ld of the %d training samples leaves "
-                   "%s", cfg.file, held, train.n, held < 1 ? "no validation set" : "none to train on");
-            goto fail;
-        }
-        validation = train;
-        validation.n = (int)held;
-        size_t image = (size_t)train.h * train.w * train.c;
-        validation.pixels = train.pixels + (size_t)(train.n - held) * image;
-        validation.labels = train.labels + (train.n - held);
-        train.n -= (int)held;
-    }
-    if (trainer_open_dist(&t, &cfg, &train, cfg.has_test ? &test : NULL, &d, &err)) goto fail;
-    if (validation.n &&
-        (dataset_check_labels(&validation, cfg.train.labels, t.net.n_classes, &err) ||
-         trainer_set_validation(&t, &validation, &err)))
-        goto fail;
-    if (opt.save_best && !validation.n) {
-        errorf(&err, "--save-best keeps the epoch with the best validation accuracy; the config "
-               "has no data.validation");
-        goto fail;
-    }
-    if (dataset_check_labels(&train, cfg.train.labels, t.net.n_classes, &err) ||
-        (cfg.has_test && dataset_check_labels(&test, cfg.test.labels, t.net.n_classes, &err)))
-        goto fail;
-    int first_epoch = 0;
-    if (opt.resume) {
-        if (params_load(opt.resume, &t.net, t.params, &err)) goto fail;
-        size_t state = (size_t)optimizer_state_count(cfg.optimizer.kind) * t.net.n_params;
-        if (state && npz_load_array(opt.resume, "optimizer_state", t.opt_state, state, &err))
-            goto fail;
-        if (meta.epoch > cfg.epochs || meta.position > train.n) {
-            errorf(&err, "%s: the checkpoint is at epoch %d, sample %d, past this run's %d epochs "
-                   "of %d samples", opt.resume, meta.epoch + 1, meta.position, cfg.epochs, train.n);
-            goto fail;
-        }
-        first_epoch = meta.epoch;
-        t.pos.position = meta.position;
-        t.pos.loss_sum = meta.loss_sum;
-        t.pos.correct = meta.correct;
-        t.pos.seconds = meta.seconds;
-        t.pos.step = meta.step;
-        if (append(&csv, &csv_len, &csv_cap,
-                   meta.metrics_csv[0] ? meta.metrics_csv : validation.n ? csv_header_val : csv_header))
-            goto out_of_memory;
-    } else {
-        if (opt.load && params_load(opt.load, &t.net, t.params, &err)) goto fail;
-        if (append(&csv, &csv_len, &csv_cap, validation.n ? csv_header_val : csv_header))
-            goto out_of_memory;
-    }
-    exit_code = EXIT_RUNTIME;
-    if (writer && opt.save_init && model_save(opt.save_init, &t.net, t.params, &cfg, &err))
-        goto fail;
-    /* Every process is ready, or all exit with the code of the first that is not (it said why). */
-    int status = dist_agree(&d, 0, &who);
-    if (status) {
-        exit_code = status;
-        goto done;
-    }
-    setting_up = 0;
-
-    install_signal_handlers(); /* before the header: from then on a signal means a checkpoint */
-    char shape[1024];
-    net_describe(&t.net, shape, sizeof shape);
-    char procs[48] = "";
-    if (d.size > 1) snprintf(procs, sizeof procs, " x %d processes", d.size);
-    printf("ompcnn %s | config %s | seed %u | threads %d%s | batch %d | lr %g | init %s\n",
-           OMPCNN_VERSION, opt.resume ? cfg.file : opt.config_path, cfg.seed, t.threads, procs,
-           cfg.batch_size, cfg.learning_rate,
-           opt.resume ? opt.resume : opt.load ? opt.load : init_names[cfg.init]);
-    printf("network %s\n", shape);
-    printf("train %d images, test %d images\n", train.n, cfg.has_test ? test.n : 0);
-    if (opt.resume)
-        printf("resumed from %s at epoch %d, sample %d of its order\n", opt.resume,
-               first_epoch + 1, t.pos.position);
-    fflush(stdout);
-
-    run_state rs = {&t, writer, &cfg, 0, writer && isatty(STDERR_FILENO), 0.0, NULL, 0, {{0}}};
-    t.step_hook = after_step;
-    t.step_ctx = &rs;
-    if (opt.profile) profile_enable();
-    for (int epoch = first_epoch; epoch < cfg.epochs; epoch++) {
-        rs.epoch = epoch;
-        rs.start = omp_get_wtime();
-        rs.csv = csv;
-        epoch_stats st;
-        trainer_epoch(&t, epoch, &st);
-        if (rs.checkpoint_failed) {
-            err = rs.err;
-            goto fail;
-        }
-        if (st.diverged) {
-            if (st.diverged_layer < 0)
-                errorf(&err, "training diverged at epoch %d, step %d: the loss is not finite "
-                       "(lower training.learning_rate?); parameters not saved",
-                       epoch + 1, st.diverged_step);
-            else
-                errorf(&err, "training diverged at epoch %d, step %d: %s (%s) has a NaN or "
-                       "infinite weight (lower training.learning_rate?); parameters not saved",
-                       epoch + 1, st.diverged_step, cfg.layers[st.diverged_layer].path,
-                       t.net.layers[st.diverged_layer].ops->type);
-            exit_code = EXIT_DIVERGED;
-            goto fail;
-        }
-        if (st.stopped) { /* a signal: checkpoint below */
-            stopped = 1;
-            break;
-        }
-        double ips = t.train->n / (st.train_seconds > 0 ? st.train_seconds : 1e-9);
-        char tl[32], ta[32], line[256];
-        fmt_metric(tl, sizeof tl, "%.6f", st.test_loss, "-");
-        fmt_metric(ta, sizeof ta, "%.4f", st.test_acc, "-");
-        char val[96] = "";
-        if (t.validation)
-            snprintf(val, sizeof val, "  val_loss %.6f  val_acc %.4f", st.val_loss, st.val_acc);
-        printf("epoch %*d/%d  train_loss %.6f  train_acc %.4f  test_loss %s  test_acc %s%s  "
-               "%.2f s  %.0f img/s\n",
-               (int)strlen("1000000") - 5, epoch + 1, cfg.epochs, st.train_loss, st.train_acc, tl,
-               ta, val, st.seconds, ips);
-        fflush(stdout);
-        fmt_metric(tl, sizeof tl, "%.9g", st.test_loss, "");
-        fmt_metric(ta, sizeof ta, "%.6g", st.test_acc, "");
-        if (t.validation) snprintf(val, sizeof val, ",%.9g,%.6g", st.val_loss, st.val_acc);
-        snprintf(line, sizeof line, "%d,%.9g,%.6g,%s,%s,%.4f,%.1f%s\n", epoch + 1, st.train_loss,
-                 st.train_acc, tl, ta, st.seconds, ips, val);
-        if (append(&csv, &csv_len, &csv_cap, line)) goto out_of_memory;
-        if (writer && opt.metrics && write_file_atomic(opt.metrics, csv, csv_len, &err)) goto fail;
-        if (opt.save_best && st.val_acc > best_val_acc) {
-            best_val_acc = st.val_acc;
-            if (writer && model_save(opt.save_best, &t.net, t.params, &cfg, &err)) goto fail;
-        }
-        /* A signal that arrived during the evaluation stops every process here. */
-        int stop = dist_any(&d, stop_signal != 0);
-        int every = cfg.checkpoint_every_epochs;
-        if (writer && cfg.checkpoint_path && ((every > 0 && (epoch + 1) % every == 0) || stop) &&
-            checkpoint_save(cfg.checkpoint_path, &t, epoch + 1, csv, &err))
-            goto fail;
-        if (stop) {
-            stopped = 1;
-            break;
-        }
-    }
-    if (stopped) {
-        /* Stopped by a signal (with several processes, perhaps another process's). */
-        int sig = stop_signal ? stop_signal : SIGTERM;
-        exit_code = 128 + sig;
-        if (!cfg.checkpoint_path) {
-            errorf(&err, "interrupted (%s); no checkpoint path is set, so nothing was saved",
-                   sig == SIGINT ? "SIGINT" : "SIGTERM");
-            goto fail;
-        }
-        /* Mid-epoch: the position in the epoch goes into the checkpoint. */
-        if (writer && t.pos.position > 0 &&
-            checkpoint_save(cfg.checkpoint_path, &t, rs.epoch, csv, &err))
-            goto fail;
-        if (writer)
-            fprintf(stderr, "trainer: interrupted (%s); checkpoint written to %s (continue with "
-                    "--resume %s)\n", sig == SIGINT ? "SIGINT" : "SIGTERM",
-                    cfg.checkpoint_path, cfg.checkpoint_path);
-        goto done;
-    }
-    if (writer && opt.save && model_save(opt.save, &t.net, t.params, &cfg, &err)) goto fail;
-    if (writer && opt.profile) {
-        char table[16384];
-        int len = profile_csv(table, sizeof table, t.threads);
-        if (len < 0 || write_file_atomic(opt.profile, table, (size_t)len, &err)) goto fail;
-    }
-    exit_code = EXIT_OK;
-    goto done;
-out_of_memory:
-    errorf(&err, "out of memory");
-    exit_code = EXIT_RUNTIME;
-fail:
-    if (setting_up && d.size > 1) {
-        /* The first process to fail tells why; all exit with its code. */
-        int code = dist_agree(&d, exit_code, &who);
+    run r;
+    int who, exit_code = set_up(&r, &opt, &d, &err);
+    /* Every process is ready, or all exit with the code of the first that is not (it says why). */
+    const int agreed = dist_agree(&d, exit_code, &who);
+    if (agreed) {
         if (who == d.rank) print_error(&d, &err);
-        exit_code = code;
-    } else if (d.size > 1 && exit_code != EXIT_DIVERGED && exit_code < 128) {
-        /* Not an end every process reaches together (divergence, an interruption without a
-         * checkpoint path): this one alone failed. */
-        fail_job(&d, &err, exit_code);
-    } else if (writer) {
-        print_error(&d, &err);
+        exit_code = agreed;
+    } else {
+        install_signal_handlers(); /* before the header: from then on a signal means a checkpoint */
+        print_header(&r, &opt, &d);
+        reporter rep = {r.writer && isatty(STDERR_FILENO), r.cfg.epochs, omp_get_wtime()};
+        const run_hooks hooks = {&rep, on_progress, on_stop, on_epoch};
+        exit_code = finish(&r, run_train(&r, &hooks, &err), &d, &err);
     }
-done:
-    free(csv);
-    trainer_close(&t);
-    dataset_free(&train);
-    dataset_free(&test);
-    config_free(&cfg);
-    checkpoint_meta_free(&meta);
+    run_close(&r);
     free(opt.overrides);
     dist_finalize(&d);
     return exit_code;

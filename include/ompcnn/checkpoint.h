@@ -20,11 +20,7 @@ typedef struct checkpoint_meta {
     char *base_dir;
     char *metrics_csv;
     int epoch; /* the epoch in progress, 0-based */
-    int position;
-    double loss_sum;
-    long correct;
-    double seconds;
-    long step;
+    train_position pos;
 } checkpoint_meta;
 
 /* Writes t's parameters and position (epoch `epoch`, t->pos) atomically to path. */

@@ -24,6 +24,17 @@
 /* Evaluation runs passes of at least this many samples, and 8 per thread (whole chunks). */
 #define EVAL_PASS 64
 
+/* Where a run stands within an epoch: the next sample of the epoch's order, the epoch's loss and
+ * accuracy sums and training seconds so far, and the steps taken since training began. A
+ * checkpoint saves it, and a resumed run continues from it. */
+typedef struct train_position {
+    int position;
+    double loss_sum;
+    long correct;
+    double seconds;
+    long step;
+} train_position;
+
 typedef struct trainer {
     const config *cfg;
     const dataset *train, *test;
@@ -52,16 +63,9 @@ typedef struct trainer {
      * return stops the epoch there (st->stopped), resumable from `pos`. */
     int (*step_hook)(void *ctx, int done, int total);
     void *step_ctx;
-    /* Where the current epoch stands: the next sample of the order, the figures so far, and the
-     * steps taken since training began. trainer_epoch starts from here (all zero: the start of
-     * the epoch) and leaves it at the end, or where a hook stopped it. */
-    struct {
-        int position;
-        double loss_sum;
-        long correct;
-        double seconds;
-        long step;
-    } pos;
+    /* Where the current epoch stands. trainer_epoch starts from here (all zero but the step: the
+     * start of the epoch) and leaves it at the end, or where a hook stopped it. */
+    train_position pos;
 } trainer;
 
 typedef struct epoch_stats {

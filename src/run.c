@@ -1,0 +1,327 @@
+/*
+ * A training run (see include/ompcnn/run.h): setting it up, the epoch loop, the checkpoint
+ * policy and the metrics rows.
+ */
+#include "ompcnn/run.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fileio.h"
+#include "ompcnn/npz.h"
+#include "profile.h"
+
+static const char metrics_header[] =
+    "epoch,train_loss,train_acc,test_loss,test_acc,seconds,images_per_s\n";
+static const char metrics_header_val[] =
+    "epoch,train_loss,train_acc,test_loss,test_acc,seconds,images_per_s,val_loss,val_acc\n";
+
+int run_config(run *r, const run_files *files, dist *d, errbuf *err) {
+    memset(r, 0, sizeof *r);
+    r->files = *files;
+    r->dist = d;
+    r->writer = d->rank == 0;
+    r->best_val_acc = -1.0;
+    config *cfg = &r->cfg;
+    if (files->resume) {
+        /* The run's own config, as it was made, with this command's overrides on top. */
+        if (checkpoint_read(files->resume, &r->meta, err) ||
+            config_parse_text(cfg, r->meta.config_text, files->resume, r->meta.base_dir,
+                              files->overrides, files->n_overrides, err))
+            return -1;
+    } else if (config_load(cfg, files->config, files->overrides, files->n_overrides, err)) {
+        return -1;
+    }
+    if (files->checkpoint) {
+        free(cfg->checkpoint_path);
+        cfg->checkpoint_path = strdup(files->checkpoint);
+        if (!cfg->checkpoint_path) return errorf(err, "out of memory");
+        if (!cfg->checkpoint_every_epochs && !cfg->checkpoint_every_steps)
+            cfg->checkpoint_every_epochs = 1;
+    }
+    if (d->local_size > 1 && cfg->threads == 0 && !getenv("OMP_NUM_THREADS")) {
+        int share = omp_get_num_procs() / d->local_size;
+        cfg->threads = share > 1 ? share : 1;
+    }
+    return 0;
+}
+
+/* Appends text to the metrics CSV; -1 when memory runs out. */
+static int metrics_append(run *r, const char *text) {
+    size_t n = strlen(text);
+    if (r->metrics_len + n + 1 > r->metrics_cap) {
+        size_t cap = (r->metrics_cap + n + 1) * 2;
+        char *grown = realloc(r->metrics, cap);
+        if (!grown) return -1;
+        r->metrics = grown;
+        r->metrics_cap = cap;
+    }
+    memcpy(r->metrics + r->metrics_len, text, n + 1);
+    r->metrics_len += n;
+    return 0;
+}
+
+/* Holds out the last samples of the training set as the validation set: a view into the same
+ * memory. */
+static int hold_out_validation(run *r, errbuf *err) {
+    const config *cfg = &r->cfg;
+    dataset *train = &r->train;
+    if (!cfg->validation_last && !(cfg->validation_fraction > 0.0)) return 0;
+    long held = cfg->validation_last ? cfg->validation_last
+                                     : (long)(cfg->validation_fraction * train->n);
+    if (held < 1 || held >= train->n)
+        return errorf(err, "%s: data.validation: holding out %ld of the %d training samples "
+                      "leaves %s", cfg->file, held, train->n,
+                      held < 1 ? "no validation set" : "none to train on");
+    r->validation = *train;
+    r->validation.n = (int)held;
+    const size_t image = (size_t)train->h * train->w * train->c;
+    r->validation.pixels = train->pixels + (size_t)(train->n - held) * image;
+    r->validation.labels = train->labels + (train->n - held);
+    train->n -= (int)held;
+    return 0;
+}
+
+/* The checkpoint's parameters, optimizer state, position and metrics so far. */
+static int resume(run *r, errbuf *err) {
+    const char *path = r->files.resume;
+    const checkpoint_meta *m = &r->meta;
+    trainer *t = &r->t;
+    if (params_load(path, &t->net, t->params, err)) return EXIT_INPUT;
+    size_t state = (size_t)optimizer_state_count(r->cfg.optimizer.kind) * t->net.n_params;
+    if (state && npz_load_array(path, "optimizer_state", t->opt_state, state, err))
+        return EXIT_INPUT;
+    if (m->epoch > r->cfg.epochs || m->pos.position > r->train.n) {
+        errorf(err, "%s: the checkpoint is at epoch %d, sample %d, past this run's %d epochs of "
+               "%d samples", path, m->epoch + 1, m->pos.position, r->cfg.epochs, r->train.n);
+        return EXIT_INPUT;
+    }
+    r->first_epoch = m->epoch;
+    t->pos = m->pos;
+    return 0;
+}
+
+int run_load(run *r, errbuf *err) {
+    const config *cfg = &r->cfg;
+    trainer *t = &r->t;
+    /* Labels are checked against the softmax size once the net is built (it needs the data's
+     * image shape first); 256 admits any byte for now. */
+    if (dataset_load(&r->train, cfg->train.images, cfg->train.labels, cfg->train.limit, 256, err) ||
+        (cfg->has_test &&
+         dataset_load(&r->test, cfg->test.images, cfg->test.labels, cfg->test.limit, 256, err)) ||
+        hold_out_validation(r, err) ||
+        trainer_open_dist(t, cfg, &r->train, cfg->has_test ? &r->test : NULL, r->dist, err))
+        return EXIT_INPUT;
+    const int k = t->net.n_classes;
+    if (r->validation.n && (dataset_check_labels(&r->validation, cfg->train.labels, k, err) ||
+                            trainer_set_validation(t, &r->validation, err)))
+        return EXIT_INPUT;
+    if (r->files.save_best && !r->validation.n) {
+        errorf(err, "--save-best keeps the epoch with the best validation accuracy; the config "
+               "has no data.validation");
+        return EXIT_INPUT;
+    }
+    if (dataset_check_labels(&r->train, cfg->train.labels, k, err) ||
+        (cfg->has_test && dataset_check_labels(&r->test, cfg->test.labels, k, err)))
+        return EXIT_INPUT;
+    const char *header = r->validation.n ? metrics_header_val : metrics_header;
+    if (r->files.resume) {
+        int rc = resume(r, err);
+        if (rc) return rc;
+        if (r->meta.metrics_csv[0]) header = r->meta.metrics_csv;
+    } else if (r->files.load && params_load(r->files.load, &t->net, t->params, err)) {
+        return EXIT_INPUT;
+    }
+    if (metrics_append(r, header)) {
+        errorf(err, "out of memory");
+        return EXIT_RUNTIME;
+    }
+    return 0;
+}
+
+int run_save_init(run *r, errbuf *err) {
+    if (!r->writer || !r->files.save_init) return 0;
+    return model_save(r->files.save_init, &r->t.net, r->t.params, &r->cfg, err);
+}
+
+/* The step hook: the caller's progress and stop hooks, and a checkpoint every N steps. */
+static int after_step(void *ctx, int done, int total) {
+    run *r = ctx;
+    const run_hooks *h = r->hooks;
+    if (h->progress) h->progress(h->ctx, r->epoch, done, total);
+    if (h->stop && h->stop(h->ctx)) return 1;
+    const int every = r->cfg.checkpoint_every_steps;
+    if (r->writer && every > 0 && r->cfg.checkpoint_path && r->t.pos.step % every == 0 &&
+        done < total &&
+        checkpoint_save(r->cfg.checkpoint_path, &r->t, r->epoch, r->metrics, &r->step_err)) {
+        r->step_failed = 1;
+        return 1;
+    }
+    return 0;
+}
+
+static void fmt_metric(char *buf, size_t size, const char *fmt, double v, const char *missing) {
+    if (isnan(v)) snprintf(buf, size, "%s", missing);
+    else snprintf(buf, size, fmt, v);
+}
+
+/* The epoch's printed line and its metrics row. */
+static int report_epoch(run *r, int epoch, const epoch_stats *st) {
+    const trainer *t = &r->t;
+    const double ips = t->train->n / (st->train_seconds > 0 ? st->train_seconds : 1e-9);
+    char tl[32], ta[32], val[96] = "", line[256];
+    fmt_metric(tl, sizeof tl, "%.6f", st->test_loss, "-");
+    fmt_metric(ta, sizeof ta, "%.4f", st->test_acc, "-");
+    if (t->validation)
+        snprintf(val, sizeof val, "  val_loss %.6f  val_acc %.4f", st->val_loss, st->val_acc);
+    snprintf(line, sizeof line,
+             "epoch %*d/%d  train_loss %.6f  train_acc %.4f  test_loss %s  test_acc %s%s  "
+             "%.2f s  %.0f img/s\n",
+             (int)strlen("1000000") - 5, epoch + 1, r->cfg.epochs, st->train_loss, st->train_acc,
+             tl, ta, val, st->seconds, ips);
+    if (r->hooks->epoch_done) r->hooks->epoch_done(r->hooks->ctx, line);
+    fmt_metric(tl, sizeof tl, "%.9g", st->test_loss, "");
+    fmt_metric(ta, sizeof ta, "%.6g", st->test_acc, "");
+    if (t->validation) snprintf(val, sizeof val, ",%.9g,%.6g", st->val_loss, st->val_acc);
+    snprintf(line, sizeof line, "%d,%.9g,%.6g,%s,%s,%.4f,%.1f%s\n", epoch + 1, st->train_loss,
+             st->train_acc, tl, ta, st->seconds, ips, val);
+    return metrics_append(r, line);
+}
+
+static void diverged(const run *r, int epoch, const epoch_stats *st, errbuf *err) {
+    if (st->diverged_layer < 0)
+        errorf(err, "training diverged at epoch %d, step %d: the loss is not finite (lower "
+               "training.learning_rate?); parameters not saved", epoch + 1, st->diverged_step);
+    else
+        errorf(err, "training diverged at epoch %d, step %d: %s (%s) has a NaN or infinite "
+               "weight (lower training.learning_rate?); parameters not saved", epoch + 1,
+               st->diverged_step, r->cfg.layers[st->diverged_layer].path,
+               r->t.net.layers[st->diverged_layer].ops->type);
+}
+
+/* Stopped: a run stopped mid-epoch saves its position in the epoch (one stopped at an epoch's
+ * end was saved with it). */
+static run_end stopped(run *r, errbuf *err) {
+    if (!r->cfg.checkpoint_path) return RUN_STOPPED;
+    if (r->writer && r->t.pos.position > 0 &&
+        checkpoint_save(r->cfg.checkpoint_path, &r->t, r->epoch, r->metrics, err))
+        return RUN_FAILED;
+    r->checkpoint_written = 1;
+    return RUN_STOPPED;
+}
+
+/* What the writer writes after an epoch: the metrics, the best parameters, the checkpoint. */
+static int epoch_files(run *r, int epoch, double val_acc, int stop, errbuf *err) {
+    const run_files *f = &r->files;
+    if (r->writer && f->metrics && write_file_atomic(f->metrics, r->metrics, r->metrics_len, err))
+        return -1;
+    if (f->save_best && val_acc > r->best_val_acc) {
+        r->best_val_acc = val_acc;
+        if (r->writer && model_save(f->save_best, &r->t.net, r->t.params, &r->cfg, err)) return -1;
+    }
+    const int every = r->cfg.checkpoint_every_epochs;
+    if (r->writer && r->cfg.checkpoint_path && ((every > 0 && (epoch + 1) % every == 0) || stop) &&
+        checkpoint_save(r->cfg.checkpoint_path, &r->t, epoch + 1, r->metrics, err))
+        return -1;
+    return 0;
+}
+
+run_end run_train(run *r, const run_hooks *hooks, errbuf *err) {
+    static const run_hooks none = {0};
+    r->hooks = hooks ? hooks : &none;
+    r->t.step_hook = after_step;
+    r->t.step_ctx = r;
+    if (r->files.profile) profile_enable();
+    for (int epoch = r->first_epoch; epoch < r->cfg.epochs; epoch++) {
+        r->epoch = epoch;
+        epoch_stats st;
+        trainer_epoch(&r->t, epoch, &st);
+        if (r->step_failed) {
+            *err = r->step_err;
+            return RUN_FAILED;
+        }
+        if (st.diverged) {
+            diverged(r, epoch, &st, err);
+            return RUN_DIVERGED;
+        }
+        if (st.stopped) return stopped(r, err);
+        if (report_epoch(r, epoch, &st)) {
+            errorf(err, "out of memory");
+            return RUN_FAILED;
+        }
+        /* A stop asked for during the evaluation stops every process here. */
+        const int stop = dist_any(r->dist, r->hooks->stop && r->hooks->stop(r->hooks->ctx));
+        if (epoch_files(r, epoch, st.val_acc, stop, err)) return RUN_FAILED;
+        if (stop) return stopped(r, err);
+    }
+    return RUN_FINISHED;
+}
+
+int run_finish(run *r, errbuf *err) {
+    if (!r->writer) return 0;
+    if (r->files.save && model_save(r->files.save, &r->t.net, r->t.params, &r->cfg, err))
+        return -1;
+    if (r->files.profile) {
+        char table[16384];
+        int len = profile_csv(table, sizeof table, r->t.threads);
+        if (len < 0) return errorf(err, "%s: the profile table is too long", r->files.profile);
+        if (write_file_atomic(r->files.profile, table, (size_t)len, err)) return -1;
+    }
+    return 0;
+}
+
+void run_close(run *r) {
+    free(r->metrics);
+    trainer_close(&r->t);
+    dataset_free(&r->train);
+    dataset_free(&r->test);
+    config_free(&r->cfg);
+    checkpoint_meta_free(&r->meta);
+    memset(r, 0, sizeof *r);
+}
+
+int run_model_config(config *cfg, const char *config_path, const char *params_path,
+                     const char *const *overrides, int n_overrides, errbuf *err) {
+    if (config_path) return config_load(cfg, config_path, overrides, n_overrides, err);
+    char *text = NULL, *model = NULL;
+    size_t size;
+    int missing = npz_read_member(params_path, "config.json", &text, &size, err);
+    if (missing == 0) missing = npz_read_member(params_path, "model.json", &model, &size, err);
+    if (missing) {
+        free(text);
+        if (missing > 0)
+            errorf(err, "%s: carries no config (a bare parameter file); give the config file too",
+                   params_path);
+        return -1;
+    }
+    cJSON *json = cJSON_Parse(model);
+    const cJSON *base = cJSON_GetObjectItemCaseSensitive(json, "base_dir");
+    int rc = cJSON_IsString(base) ? config_parse_text(cfg, text, params_path, base->valuestring,
+                                                      overrides, n_overrides, err)
+                                  : errorf(err, "%s: model.json is damaged", params_path);
+    cJSON_Delete(json);
+    free(text);
+    free(model);
+    return rc;
+}
+
+int run_open_eval(run *r, const char *config_path, const char *params_path,
+                  const char *const *overrides, int n_overrides, errbuf *err) {
+    memset(r, 0, sizeof *r);
+    config *cfg = &r->cfg;
+    if (run_model_config(cfg, config_path, params_path, overrides, n_overrides, err))
+        return EXIT_INPUT;
+    if (!cfg->has_test) {
+        errorf(err, "%s: data.test: missing, eval needs a test set", cfg->file);
+        return EXIT_INPUT;
+    }
+    if (dataset_load(&r->test, cfg->test.images, cfg->test.labels, cfg->test.limit, 256, err) ||
+        trainer_open(&r->t, cfg, &r->test, &r->test, err) ||
+        dataset_check_labels(&r->test, cfg->test.labels, r->t.net.n_classes, err) ||
+        params_load(params_path, &r->t.net, r->t.params, err))
+        return EXIT_INPUT;
+    return 0;
+}

@@ -2,12 +2,11 @@
  * The matrix multiply behind conv2d and dense, in blocks of at most KC values of k. A is read in
  * place, and so is B unless it is transposed; only what cannot be (a ragged last panel of MR rows
  * of A, ragged or transposed NR-column panels of B) is packed, zero-padded. An MR x NR
- * register-blocked
- * micro-kernel, written with GCC vector extensions, accumulates each tile with fused multiply-adds
- * (this file is compiled with -ffp-contract=fast, and only the kernels multiply). Edge tiles
- * run the same kernel on zero-padded panels and copy out the valid part, so an element's result
- * never depends on where it sits; K is never padded. Thin products (one row, one column, K = 1)
- * have loops of their own, further down.
+ * register-blocked micro-kernel, written with GCC vector extensions, accumulates each tile with
+ * fused multiply-adds (this file is compiled with -ffp-contract=fast, and only the kernels
+ * multiply). Edge tiles run the same kernel on zero-padded panels and copy out the valid part, so
+ * an element's result never depends on where it sits; K is never padded. Thin products (one row,
+ * one column, K = 1) have loops of their own, further down.
  */
 #include "gemm.h"
 
@@ -21,7 +20,7 @@ typedef float vec16 __attribute__((vector_size(64)));
 typedef float vec16u __attribute__((vector_size(64), aligned(4)));
 
 /* Grow-only scratch for the packed panels, one pair per calling thread, freed when the thread
- * ends (OpenMP may retire worker threads when team sizes change). */
+ * ends. */
 typedef struct pack_buffers {
     float *a, *b;
     size_t cap_a, cap_b;

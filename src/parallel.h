@@ -6,9 +6,9 @@
  * How many threads a loop gets: its work divided by PAR_GRAIN, at most nt, at most one per item.
  * `work` is counted in multiply-adds; elementwise loops count PAR_ELEMENT_COST per element. A
  * region costs a few microseconds to open and close and the other cores must pull the data into
- * their caches, so a thread is worth starting only for about PAR_GRAIN multiply-adds (some ten
- * microseconds); the report's batch-1 layers (50 thousand multiply-adds and less) stay on one
- * thread, while a 64-image batch's layers split over as many threads as a machine has.
+ * their caches, so a thread is worth waking only for about PAR_GRAIN multiply-adds (some ten
+ * microseconds of work): the report's batch-1 layers stay on one thread, while a 64-image batch's
+ * layers split over as many threads as a machine has.
  * (Build with -DPAR_GRAIN=N to measure another grain.)
  *
  * The split never changes a result: each output element is computed by one thread, in an order
@@ -49,8 +49,7 @@ static inline int par_threads(int nt, size_t work, long n) {
  *
  * Every region opens a team of all nt threads, and the threads past the loop's share wait at the
  * region's end: libgomp ends the threads a smaller team leaves out and starts new ones for the
- * next larger team, so teams sized to each loop cost thread creations at every step (measured:
- * 47 for ten 8-thread steps of config/mnist.json, none with the full team). */
+ * next larger team, so teams sized to each loop would create threads at every step. */
 #define par_blocks(nt, work, n, body, ctx) par_blocks_at(nt, work, n, body, ctx, #body)
 static inline int par_blocks_at(int nt, size_t work, long n, par_body body, void *ctx,
                                 const char *site) {

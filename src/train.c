@@ -1,5 +1,5 @@
 /*
- * The training loop: epochs, batches, lanes, the SGD step, and evaluation.
+ * The training loop: epochs, batches, lanes, the step, and evaluation.
  *
  * A step runs the batch (this process's share of it) through the net one layer at a time, every
  * layer over all the samples with all the threads, so every thread works whatever the lane count;
@@ -31,7 +31,7 @@ int trainer_open(trainer *t, const config *cfg, const dataset *train, const data
     return trainer_open_dist(t, cfg, train, test, NULL, err);
 }
 
-/* The lanes a batch is cut into at most, and how many one of R processes runs at most. */
+/* a / b rounded up, for positive a and b. */
 static int ceil_div(int a, int b) {
     return (a + b - 1) / b;
 }
@@ -148,7 +148,7 @@ static uint64_t sample_key(uint32_t seed, int epoch, int sample) {
     return mix64(mix64(((uint64_t)seed << 32) ^ (uint64_t)(uint32_t)epoch) + (uint64_t)sample);
 }
 
-/* Copies a pass's samples into the workspace's input (shifted when training asks for it). */
+/* What load_samples needs. */
 typedef struct load_args {
     trainer *t;
     const dataset *ds;
@@ -157,6 +157,8 @@ typedef struct load_args {
     int training;
 } load_args;
 
+/* Copies samples [begin, end) of a pass into the workspace's input, shifted when training asks
+ * for it (in the worker's scratch image). */
 static int load_samples(void *ctx, long begin, long end, int worker) {
     const load_args *a = ctx;
     trainer *t = a->t;

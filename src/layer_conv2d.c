@@ -412,7 +412,7 @@ static conv_geom geometry(const layer *l) {
  * then the copy, which stays in cache, costs less than reading the kept patches of a whole chunk
  * back from memory, and their memory is saved (20 MB of config/mnist.json's 64-image batch).
  * Narrow rows (a first layer's single channel) copy slowly and small patches stay in cache, so
- * those are kept (measured on the benchmark networks: README, "Performance"). */
+ * those are kept (measured on the benchmark networks: docs/performance.md). */
 static int keeps_patches(const conv_geom *g) {
     if (is_pointwise(g)) return 0;
     size_t row = (size_t)g->kernel * g->in_c;

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """An independent reference for minibatch training, in numpy float64, written from
-docs/config.md and the README ("Threads and determinism"), not from the C code.
+docs/config.md and docs/determinism.md, not from the C code.
 
 It trains a small network (conv2d 4 3x3 stride 2 -> relu -> maxpool 2 -> dense 8 -> tanh ->
 dense 10 -> softmax) on the first MNIST training images and writes, for one configuration, the

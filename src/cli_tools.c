@@ -26,31 +26,45 @@
 #include "ompcnn/train.h"
 #include "fileio.h"
 
-int check_output_dir(const char *option, const char *path, errbuf *err) {
-    if (!path) return 0;
-    const char *slash = strrchr(path, '/');
-    char dir[4096];
-    if (!slash) snprintf(dir, sizeof dir, ".");
-    else snprintf(dir, sizeof dir, "%.*s", (int)(slash - path) > 0 ? (int)(slash - path) : 1, path);
-    struct stat st;
-    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
-        return errorf(err, "%s %s: the folder %s does not exist", option, path, dir);
-    if (access(dir, W_OK) != 0)
-        return errorf(err, "%s %s: the folder %s is not writable", option, path, dir);
-    return 0;
-}
-
-int threads_option(const char *program, const char *value, char *buf, size_t size) {
+int threads_option(const char *value, char *buf, size_t size) {
     char *end;
     errno = 0;
     long v = strtol(value, &end, 10);
     if (*value == '\0' || *end != '\0' || v < 0 || v > 1024 || errno) {
-        fprintf(stderr, "%s: --threads: expected an integer from 0 to 1024, got %s\n", program,
-                value);
+        fprintf(stderr, "trainer: --threads: expected an integer from 0 to 1024, got %s\n", value);
         return -1;
     }
     snprintf(buf, size, "training.threads=%ld", v);
     return 0;
+}
+
+int size_option(const char *value, double *bytes) {
+    char *end;
+    errno = 0;
+    double v = strtod(value, &end);
+    double unit = 1;
+    if (*end && end[1] == '\0' && strchr("kKmMgGtT", *end)) {
+        const char *units = "kmgt";
+        for (const char *u = units; *u; u++) {
+            unit *= 1024;
+            if ((*end | 0x20) == *u) break;
+        }
+        end++;
+    }
+    if (end == value || *end != '\0' || errno || !(v > 0) || v * unit > 1e18) {
+        fprintf(stderr, "trainer: --max-memory: expected a size like 8G, 512M or 1000000 (bytes), "
+                        "got %s\n", value);
+        return -1;
+    }
+    *bytes = v * unit;
+    return 0;
+}
+
+void option_error(const char *command, int c, const char *arg) {
+    /* getopt_long leaves the option as written in the argument: "--save" or "--save=..." */
+    const char *colon = command[0] ? ": " : "", *space = command[0] ? " " : "";
+    fprintf(stderr, "trainer: %s%s%s %s (see trainer %s%s--help)\n", command, colon,
+            c == ':' ? "this option needs a value:" : "unknown option", arg, command, space);
 }
 
 typedef struct tool_options {
@@ -73,30 +87,24 @@ static int parse_tool_args(int argc, char **argv, const char *usage, tool_option
     int c;
     optind = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
         switch (c) {
         case 'l': opt->load = optarg; break;
         case 'c': opt->config = optarg; break;
         case 'v': opt->csv = optarg; break;
         case 's': opt->overrides[opt->n_overrides++] = optarg; break;
-        case 't': {
-            char program[64];
-            snprintf(program, sizeof program, "trainer %s", argv[0]);
-            if (threads_option(program, optarg, opt->threads_override,
-                               sizeof opt->threads_override))
+        case 't':
+            if (threads_option(optarg, opt->threads_override, sizeof opt->threads_override))
                 return EXIT_INPUT + 1;
             opt->overrides[opt->n_overrides++] = opt->threads_override;
             break;
-        }
         case 'h': fputs(usage, stdout); return EXIT_OK + 1;
-        default:
-            fprintf(stderr, "trainer %s: unknown or incomplete option %s\n%s", argv[0],
-                    argv[optind - 1], usage);
-            return EXIT_INPUT + 1;
+        default: option_error(argv[0], c, argv[optind - 1]); return EXIT_INPUT + 1;
         }
     }
     if (!opt->load) {
-        fprintf(stderr, "trainer %s: --load FILE.npz is required\n%s", argv[0], usage);
+        fprintf(stderr, "trainer: %s: --load FILE.npz is required (see trainer %s --help)\n",
+                argv[0], argv[0]);
         return EXIT_INPUT + 1;
     }
     opt->first_input = optind;
@@ -135,7 +143,7 @@ static void print_confusion(const long *confusion, int k) {
 static int write_confusion(const char *path, const long *confusion, int k, errbuf *err) {
     size_t cap = (size_t)(k + 1) * (k + 1) * 24 + 64, len = 0;
     char *text = malloc(cap);
-    if (!text) return errorf(err, "out of memory");
+    if (!text) return oomf(err, "out of memory");
     len += (size_t)snprintf(text + len, cap - len, "true\\predicted");
     for (int p = 0; p < k; p++) len += (size_t)snprintf(text + len, cap - len, ",%d", p);
     len += (size_t)snprintf(text + len, cap - len, "\n");
@@ -158,7 +166,8 @@ int cmd_eval(int argc, char **argv) {
         return rc - 1;
     }
     if (argc - opt.first_input > 1) {
-        fprintf(stderr, "trainer eval: expected at most one config file\n%s", eval_usage);
+        fprintf(stderr, "trainer: eval: expected at most one config file (see trainer eval "
+                        "--help)\n");
         free(opt.overrides);
         return EXIT_INPUT;
     }
@@ -167,17 +176,24 @@ int cmd_eval(int argc, char **argv) {
     run r = {0};
     int *predicted = NULL;
     long *confusion = NULL;
-    int exit_code = check_output_dir("--csv", opt.csv, &err)
-                        ? EXIT_INPUT
-                        : run_open_eval(&r, config_path, opt.load, opt.overrides,
-                                        opt.n_overrides, &err);
+    int exit_code = run_open_eval(&r, config_path, opt.load, opt.overrides, opt.n_overrides,
+                                  &err);
     if (exit_code) goto done;
+    const file_use uses[] = {{"the config file", config_path, 0, 0},
+                             {"--load", opt.load, 0, 0},
+                             {"the test images", r.cfg.test.images, 0, 0},
+                             {"the test labels", r.cfg.test.labels, 0, 0},
+                             {"--csv", opt.csv, 1, 0}};
+    if (check_file_uses(uses, (int)(sizeof uses / sizeof uses[0]), &err)) {
+        exit_code = err.code;
+        goto done;
+    }
     const dataset *test = &r.test;
     const int k = r.t.net.n_classes;
     predicted = malloc((size_t)test->n * sizeof *predicted);
     confusion = calloc((size_t)k * k, sizeof *confusion);
     if (!predicted || !confusion) {
-        errorf(&err, "out of memory");
+        oomf(&err, "out of memory");
         exit_code = EXIT_RUNTIME;
         goto done;
     }
@@ -189,7 +205,7 @@ int cmd_eval(int argc, char **argv) {
     print_confusion(confusion, k);
     if (opt.csv && write_confusion(opt.csv, confusion, k, &err)) exit_code = EXIT_RUNTIME;
 done:
-    if (exit_code) fprintf(stderr, "trainer eval: %s\n", err.msg);
+    if (exit_code) fprintf(stderr, "trainer: %s\n", err.msg);
     free(predicted);
     free(confusion);
     run_close(&r);
@@ -287,7 +303,8 @@ static int predict_idx(predictor *p, const char *path, errbuf *err) {
                       s.c);
     }
     const size_t in_size = shape_size(s);
-    for (uint32_t i0 = 0; i0 < images.dims[0]; i0 += (uint32_t)p->pass) {
+    /* Stops when stdout is closed (predict ... | head): no one reads the rest. */
+    for (uint32_t i0 = 0; i0 < images.dims[0] && !ferror(stdout); i0 += (uint32_t)p->pass) {
         const uint32_t left = images.dims[0] - i0;
         const int count = left < (uint32_t)p->pass ? (int)left : p->pass;
         float *input = workspace_input(&p->ws);
@@ -310,11 +327,11 @@ static int predictor_open(predictor *p, const config *cfg, const char *params_pa
     p->lanes = malloc(((size_t)p->pass + 1) * sizeof *p->lanes);
     p->params = floats_alloc(p->n.n_params);
     if (!p->params || !p->lanes || workspace_alloc(&p->ws, &p->n, p->pass, 0, p->threads, err)) {
-        errorf(err, "out of memory");
+        oomf(err, "out of memory");
         return EXIT_RUNTIME;
     }
     for (int i = 0; i <= p->pass; i++) p->lanes[i] = i;
-    return params_load(params_path, &p->n, p->params, err) ? EXIT_INPUT : 0;
+    return params_load(params_path, &p->n, p->params, err) ? err->code : 0;
 }
 
 static void predictor_close(predictor *p) {
@@ -332,7 +349,7 @@ int cmd_predict(int argc, char **argv) {
         return rc - 1;
     }
     if (opt.first_input >= argc) {
-        fprintf(stderr, "trainer predict: no input images\n%s", predict_usage);
+        fprintf(stderr, "trainer: predict: no input images (see trainer predict --help)\n");
         free(opt.overrides);
         return EXIT_INPUT;
     }
@@ -354,7 +371,7 @@ int cmd_predict(int argc, char **argv) {
         if (is_pgm ? predict_pgm(&p, path, &err) : predict_idx(&p, path, &err))
             exit_code = EXIT_INPUT;
     }
-    if (exit_code) fprintf(stderr, "trainer predict: %s\n", err.msg);
+    if (exit_code) fprintf(stderr, "trainer: %s\n", err.msg);
     predictor_close(&p);
     config_free(&cfg);
     free(opt.overrides);

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "fileio.h"
 #include "json.h"
 
 #define CONFIG_MAX_BYTES (16u << 20)
@@ -121,7 +122,7 @@ static int get_path_string(const cJSON *obj, const char *key, const char *path,
         return -1;
     }
     *out = join_path(base_dir, item->valuestring);
-    return *out ? 0 : errorf(err, "out of memory");
+    return *out ? 0 : oomf(err, "out of memory");
 }
 
 static int parse_split(split_config *split, const cJSON *obj, const char *path,
@@ -172,7 +173,7 @@ static int parse_network(config *cfg, const cJSON *network, errbuf *err) {
     int n = cJSON_GetArraySize(network);
     if (n > MAX_LAYERS) return errorf(err, "network: %d layers, at most %d are supported", n, MAX_LAYERS);
     cfg->layers = calloc((size_t)n, sizeof *cfg->layers);
-    if (!cfg->layers) return errorf(err, "out of memory");
+    if (!cfg->layers) return oomf(err, "out of memory");
     int i = 0;
     for (const cJSON *item = network->child; item; item = item->next, i++) {
         layer_spec *spec = &cfg->layers[i];
@@ -197,7 +198,7 @@ static int parse_network(config *cfg, const cJSON *network, errbuf *err) {
         }
         if (check_keys(item, spec->ops->keys, 1, spec->path, err)) return -1;
         spec->settings = calloc(1, spec->ops->settings_size ? spec->ops->settings_size : 1);
-        if (!spec->settings) return errorf(err, "out of memory");
+        if (!spec->settings) return oomf(err, "out of memory");
         if (spec->ops->parse && spec->ops->parse(spec->settings, item, spec->path, err)) return -1;
         if (spec->ops == &softmax_ops && i != n - 1)
             return errorf(err, "%s: softmax must be the last layer", spec->path);
@@ -211,8 +212,10 @@ static int parse_network(config *cfg, const cJSON *network, errbuf *err) {
 static int parse_checkpoint(config *cfg, const cJSON *obj, const char *base_dir, errbuf *err) {
     static const char *const keys[] = {"path", "every_epochs", "every_steps", NULL};
     const char *path = "training.checkpoint";
+    /* The path may come from --checkpoint instead (run_config checks that one is given). */
     if (expect_object(obj, path, err) || check_keys(obj, keys, 0, path, err) ||
-        get_path_string(obj, "path", path, base_dir, &cfg->checkpoint_path, err) ||
+        (cJSON_GetObjectItemCaseSensitive(obj, "path") &&
+         get_path_string(obj, "path", path, base_dir, &cfg->checkpoint_path, err)) ||
         json_get_int(obj, "every_epochs", 1, 0, 1000000, path, &cfg->checkpoint_every_epochs,
                      err) ||
         json_get_int(obj, "every_steps", 0, 0, INT_MAX, path, &cfg->checkpoint_every_steps, err))
@@ -327,21 +330,26 @@ static int next_segment(const char **p, char *key, size_t key_size, long *index,
     return 0;
 }
 
+static int json_locate_error(const char *text, size_t *off, const char **what);
+
 int config_apply_override(cJSON *root, const char *assignment, errbuf *err) {
     const char *eq = strchr(assignment, '=');
     if (!eq || eq == assignment)
         return errorf(err, "--set %s: expected PATH=VALUE, e.g. training.epochs=5", assignment);
     size_t path_len = (size_t)(eq - assignment);
     char *path = malloc(path_len + 1);
-    if (!path) return errorf(err, "out of memory");
+    if (!path) return oomf(err, "out of memory");
     memcpy(path, assignment, path_len);
     path[path_len] = '\0';
-    /* The value as JSON; text that is not JSON (training.init=he) is taken as a string. */
-    cJSON *value = cJSON_Parse(eq + 1);
+    /* The value as JSON when the whole of it is JSON; any other text (training.init=he, or
+     * "2 junk") is taken as a string, which a number or boolean key then refuses. */
+    size_t bad_at;
+    const char *why;
+    cJSON *value = json_locate_error(eq + 1, &bad_at, &why) == 0 ? cJSON_Parse(eq + 1) : NULL;
     if (!value) value = cJSON_CreateString(eq + 1);
     if (!value) {
         free(path);
-        return errorf(err, "out of memory");
+        return oomf(err, "out of memory");
     }
 
     cJSON *node = root;
@@ -438,6 +446,10 @@ static int scan_string(json_scan *s) {
                         s->pos += (size_t)i;
                         return scan_fail(s, "bad \\u escape");
                     }
+                if (strncmp(s->text + s->pos + 1, "0000", 4) == 0) {
+                    s->pos--;
+                    return scan_fail(s, "\\u0000 (a NUL character) inside a string");
+                }
                 s->pos += 4;
             } else if (!e || !strchr("\"\\/bfnrt", e)) {
                 return scan_fail(s, "bad escape in a string");
@@ -568,7 +580,7 @@ int config_parse_text(config *cfg, const char *text, const char *file, const cha
     cfg->base_dir = strdup(base_dir);
     if (!cfg->file || !cfg->base_dir) {
         config_free(cfg);
-        return errorf(err, "out of memory");
+        return oomf(err, "out of memory");
     }
     const char *end = NULL;
     /* Strict RFC 8259 syntax first (cJSON alone would take "01"), with an exact position. */
@@ -592,12 +604,17 @@ int config_parse_text(config *cfg, const char *text, const char *file, const cha
         config_free(cfg);
         return -1;
     }
+    errbuf inner;
+    if (json_check_duplicates(cfg->json, &inner)) {
+        errorf(err, "%s: %s", file, inner.msg);
+        config_free(cfg);
+        return -1;
+    }
     for (int i = 0; i < n_overrides; i++)
         if (config_apply_override(cfg->json, overrides[i], err)) {
             config_free(cfg);
             return -1;
         }
-    errbuf inner;
     if (parse_tree(cfg, base_dir, &inner)) {
         errorf(err, "%s: %s", file, inner.msg);
         config_free(cfg);
@@ -608,29 +625,22 @@ int config_parse_text(config *cfg, const char *text, const char *file, const cha
 
 int config_load(config *cfg, const char *file, const char *const *overrides, int n_overrides,
                 errbuf *err) {
-    FILE *f = fopen(file, "rb");
-    if (!f) return errorf(err, "%s: cannot open: %s", file, strerror(errno));
-    char *text = malloc(CONFIG_MAX_BYTES + 1);
-    if (!text) {
-        fclose(f);
-        return errorf(err, "out of memory");
-    }
-    size_t len = fread(text, 1, CONFIG_MAX_BYTES + 1, f);
-    int read_error = ferror(f);
-    fclose(f);
-    if (read_error || len > CONFIG_MAX_BYTES) {
+    memset(cfg, 0, sizeof *cfg);
+    unsigned char *bytes;
+    size_t len;
+    if (read_input(file, &bytes, &len, err)) return -1;
+    char *text = (char *)bytes;
+    if (len > CONFIG_MAX_BYTES) {
         free(text);
-        return errorf(err, "%s: %s", file,
-                    read_error ? "read error (is it a folder?)" : "larger than 16 MiB");
+        return errorf(err, "%s: larger than 16 MiB", file);
     }
-    text[len] = '\0';
     if (strlen(text) != len) {
         free(text);
         return errorf(err, "%s: contains a NUL byte (not a JSON text file)", file);
     }
     char *base = dir_of(file);
     int rc = base ? config_parse_text(cfg, text, file, base, overrides, n_overrides, err)
-                  : errorf(err, "out of memory");
+                  : oomf(err, "out of memory");
     free(base);
     free(text);
     return rc;

@@ -72,7 +72,7 @@ int dist_init(dist *d, int *argc, char ***argv, errbuf *err) {
     MPI_Comm_size(local, &d->local_size);
     MPI_Comm_free(&local);
     d->counts = malloc(4 * (size_t)d->size * sizeof *d->counts);
-    if (!d->counts) return errorf(err, "out of memory");
+    if (!d->counts) return oomf(err, "out of memory");
     if (provided < MPI_THREAD_FUNNELED)
         return errorf(err, "this MPI library offers no thread support (MPI_THREAD_FUNNELED)");
 #else
@@ -150,7 +150,7 @@ int dist_reserve(dist *d, int max_local, int n_lanes, size_t n_params, errbuf *e
                       n_lanes);
     d->send = malloc((send ? send : 1) * sizeof *d->send);
     d->recv = malloc((recv ? recv : 1) * sizeof *d->recv);
-    if (!d->send || !d->recv) return errorf(err, "out of memory");
+    if (!d->send || !d->recv) return oomf(err, "out of memory");
     return 0;
 }
 

@@ -7,6 +7,7 @@
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* The JSON value as the user wrote it, for "got ..." in messages. */
@@ -103,4 +104,47 @@ int json_get_choice(const cJSON *obj, const char *key, int def, const char *cons
     }
     json_repr(item, got, sizeof got);
     return errorf(err, "%s.%s: expected one of %s, got %s", path, key, list, got);
+}
+
+/* ---- duplicate keys ---- */
+
+static int compare_keys(const void *a, const void *b) {
+    return strcmp((*(const cJSON *const *)a)->string, (*(const cJSON *const *)b)->string);
+}
+
+/* Checks item and everything inside it; path (size bytes, holding len) names item. */
+static int check_duplicates(const cJSON *item, char *path, size_t len, size_t size,
+                            errbuf *err) {
+    if (!cJSON_IsObject(item) && !cJSON_IsArray(item)) return 0;
+    int n = cJSON_GetArraySize(item);
+    if (cJSON_IsObject(item) && n > 1) {
+        const cJSON **keys = malloc((size_t)n * sizeof *keys);
+        if (!keys) return oomf(err, "out of memory");
+        int k = 0;
+        for (const cJSON *c = item->child; c; c = c->next) keys[k++] = c;
+        qsort(keys, (size_t)n, sizeof *keys, compare_keys);
+        for (int i = 1; i < n; i++)
+            if (strcmp(keys[i - 1]->string, keys[i]->string) == 0) {
+                int rc = errorf(err, "%s%s%s: the key is given twice", path, len ? "." : "",
+                                keys[i]->string);
+                free(keys);
+                return rc;
+            }
+        free(keys);
+    }
+    int i = 0;
+    for (const cJSON *c = item->child; c; c = c->next, i++) {
+        int added = cJSON_IsObject(item)
+                        ? snprintf(path + len, size - len, "%s%s", len ? "." : "", c->string)
+                        : snprintf(path + len, size - len, "[%d]", i);
+        size_t child_len = len + (size_t)added < size ? len + (size_t)added : size - 1;
+        if (check_duplicates(c, path, child_len, size, err)) return -1;
+        path[len] = '\0';
+    }
+    return 0;
+}
+
+int json_check_duplicates(const cJSON *root, errbuf *err) {
+    char path[512] = "";
+    return check_duplicates(root, path, 0, sizeof path, err);
 }

@@ -23,4 +23,8 @@ int json_get_double(const cJSON *obj, const char *key, double def, double min, d
 int json_get_choice(const cJSON *obj, const char *key, int def, const char *const *choices,
                     const char *path, int *out, errbuf *err);
 
+/* Fails when an object anywhere in root gives a key twice (JSON parsers disagree on which one
+ * counts); the message names the key's path, e.g. training.epochs. */
+int json_check_duplicates(const cJSON *root, errbuf *err);
+
 #endif

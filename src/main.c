@@ -53,6 +53,8 @@ static const char usage_text[] =
     "  --resume FILE.npz  continue the run saved in a checkpoint, to the same weights\n"
     "  --profile FILE.csv record each thread's CPU time in every parallel region and\n"
     "                     write work, span and the speedup bound per phase (docs/cli.md)\n"
+    "  --max-memory SIZE  refuse a run that would need more memory than SIZE (like 8G or\n"
+    "                     512M) instead of more than the machine has available\n"
     "  -h, --help         show this help and exit\n"
     "  -V, --version      show the version and exit\n"
     "\n"
@@ -69,6 +71,7 @@ typedef struct options {
     const char *load, *save, *save_init, *metrics, *resume, *checkpoint, *save_best, *profile;
     const char **overrides;
     int n_overrides;
+    double max_memory; /* bytes; 0: the memory available */
 } options;
 
 /* Returns 0 to continue, or an exit code + 1 (so 1 means exit 0). */
@@ -79,6 +82,7 @@ static int parse_args(int argc, char **argv, options *opt, char *threads_overrid
         {"save-init", required_argument, NULL, 'i'}, {"metrics", required_argument, NULL, 'm'},
         {"resume", required_argument, NULL, 'r'},    {"checkpoint", required_argument, NULL, 'c'},
         {"save-best", required_argument, NULL, 'b'}, {"profile", required_argument, NULL, 'p'},
+        {"max-memory", required_argument, NULL, 'M'},
         {"help", no_argument, NULL, 'h'},            {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0}};
     opt->overrides = calloc((size_t)argc + 1, sizeof *opt->overrides);
@@ -88,11 +92,11 @@ static int parse_args(int argc, char **argv, options *opt, char *threads_overrid
     }
     int c;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "hV", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":hV", longopts, NULL)) != -1) {
         switch (c) {
         case 's': opt->overrides[opt->n_overrides++] = optarg; break;
         case 't':
-            if (threads_option("trainer", optarg, threads_override, 64)) return EXIT_INPUT + 1;
+            if (threads_option(optarg, threads_override, 64)) return EXIT_INPUT + 1;
             opt->overrides[opt->n_overrides++] = threads_override;
             break;
         case 'l': opt->load = optarg; break;
@@ -103,21 +107,19 @@ static int parse_args(int argc, char **argv, options *opt, char *threads_overrid
         case 'c': opt->checkpoint = optarg; break;
         case 'b': opt->save_best = optarg; break;
         case 'p': opt->profile = optarg; break;
+        case 'M':
+            if (size_option(optarg, &opt->max_memory)) return EXIT_INPUT + 1;
+            break;
         case 'h': fputs(usage_text, stdout); return EXIT_OK + 1;
         case 'V': printf("trainer (ompcnn) %s\n", OMPCNN_VERSION); return EXIT_OK + 1;
         default:
-            if (optopt)
-                fprintf(stderr, "trainer: option -%c %s\n", optopt,
-                        strchr("hV", optopt) ? "takes no value" : "needs a value or is unknown");
-            else
-                fprintf(stderr, "trainer: unknown or incomplete option %s\n", argv[optind - 1]);
-            fprintf(stderr, "Try 'trainer --help'.\n");
+            option_error("", c, argv[optind - 1]);
             return EXIT_INPUT + 1;
         }
     }
     if (opt->resume && argc - optind != 0) {
         fprintf(stderr, "trainer: --resume continues a run with the config saved in its "
-                        "checkpoint; give no config file\nTry 'trainer --help'.\n");
+                        "checkpoint; give no config file\n");
         return EXIT_INPUT + 1;
     }
     if (opt->resume && (opt->load || opt->save_init)) {
@@ -126,7 +128,7 @@ static int parse_args(int argc, char **argv, options *opt, char *threads_overrid
         return EXIT_INPUT + 1;
     }
     if (!opt->resume && argc - optind != 1) {
-        fprintf(stderr, "trainer: %s\nTry 'trainer --help'.\n",
+        fprintf(stderr, "trainer: %s (see trainer --help)\n",
                 argc - optind == 0 ? "missing the config file" : "expected exactly one config file");
         return EXIT_INPUT + 1;
     }
@@ -181,8 +183,10 @@ static int on_stop(void *ctx) {
 
 static void on_epoch(void *ctx, const char *line) {
     reporter *rep = ctx;
-    fputs(line, stdout);
-    fflush(stdout);
+    if (!ferror(stdout)) { /* once stdout is closed, nothing more is printed */
+        fputs(line, stdout);
+        fflush(stdout);
+    }
     rep->start = omp_get_wtime(); /* the next epoch begins */
 }
 
@@ -224,14 +228,28 @@ static int set_up(run *r, const options *opt, dist *d, errbuf *err) {
     const run_files files = {opt->config_path, opt->resume,   opt->load,
                              opt->checkpoint,  opt->save,     opt->save_init,
                              opt->save_best,   opt->metrics,  opt->profile,
-                             opt->overrides,   opt->n_overrides};
-    if (run_config(r, &files, d, err) || check_output_dir("--save", opt->save, err) ||
-        check_output_dir("--save-init", opt->save_init, err) ||
-        check_output_dir("--metrics", opt->metrics, err) ||
-        check_output_dir("--profile", opt->profile, err) ||
-        check_output_dir("--save-best", opt->save_best, err) ||
-        check_output_dir("checkpoint", r->cfg.checkpoint_path, err))
-        return EXIT_INPUT;
+                             opt->overrides,   opt->n_overrides, opt->max_memory};
+    if (run_config(r, &files, d, err)) return err->code;
+    const config *cfg = &r->cfg;
+    const char *test_images = cfg->has_test ? cfg->test.images : NULL;
+    const char *test_labels = cfg->has_test ? cfg->test.labels : NULL;
+    const file_use uses[] = {
+        {"the config file", opt->config_path, 0, 0},
+        {"--resume", opt->resume, 0, 1},
+        {"--load", opt->load, 0, 0},
+        {"the training images", cfg->train.images, 0, 0},
+        {"the training labels", cfg->train.labels, 0, 0},
+        {"the test images", test_images, 0, 0},
+        {"the test labels", test_labels, 0, 0},
+        {"--save", opt->save, 1, 0},
+        {"--save-init", opt->save_init, 1, 0},
+        {"--save-best", opt->save_best, 1, 0},
+        {"--metrics", opt->metrics, 1, 0},
+        {"--profile", opt->profile, 1, 0},
+        {opt->checkpoint ? "--checkpoint" : "training.checkpoint.path", cfg->checkpoint_path, 1,
+         1},
+    };
+    if (check_file_uses(uses, (int)(sizeof uses / sizeof uses[0]), err)) return err->code;
     int rc = run_load(r, err);
     if (rc) return rc;
     return run_save_init(r, err) ? EXIT_RUNTIME : 0;
@@ -265,6 +283,9 @@ static int finish(run *r, run_end end, const dist *d, errbuf *err) {
 }
 
 int main(int argc, char **argv) {
+    /* A closed stdout (trainer ... | head) stops the printing, not the run: writes to it fail
+     * instead of killing the process, and the run still writes its files. */
+    signal(SIGPIPE, SIG_IGN);
     if (argc > 1 && strcmp(argv[1], "eval") == 0) return cmd_eval(argc - 1, argv + 1);
     if (argc > 1 && strcmp(argv[1], "predict") == 0) return cmd_predict(argc - 1, argv + 1);
     errbuf err;

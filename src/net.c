@@ -15,7 +15,7 @@ int net_build(net *n, const config *cfg, shape3 input, errbuf *err) {
     n->input = input;
     n->n_layers = cfg->n_layers;
     n->layers = calloc((size_t)cfg->n_layers, sizeof *n->layers);
-    if (!n->layers) return errorf(err, "out of memory");
+    if (!n->layers) return oomf(err, "out of memory");
     shape3 shape = input;
     n->max_act = n->total_act = shape_size(input);
     for (int i = 0; i < cfg->n_layers; i++) {
@@ -90,6 +90,18 @@ size_t net_scratch_size(const net *n, int count, int nt) {
     return scratch;
 }
 
+double workspace_bytes(const net *n, int max_n, int max_train_n, int max_threads) {
+    if (max_threads < 1) max_threads = 1;
+    double floats = (double)n->total_act * max_n + 2.0 * n->max_act * max_train_n +
+                    (double)net_scratch_size(n, max_train_n, max_threads) +
+                    (double)shape_size(n->input) * max_threads;
+    for (int i = 0; i < n->n_layers; i++) {
+        const layer *l = &n->layers[i];
+        floats += (double)(l->ops->saved_size ? l->ops->saved_size(l) : 0) * max_train_n;
+    }
+    return 4.0 * floats + 8.0 * max_n;
+}
+
 int workspace_alloc(workspace *ws, const net *n, int max_n, int max_train_n, int max_threads,
                     errbuf *err) {
     memset(ws, 0, sizeof *ws);
@@ -115,7 +127,7 @@ int workspace_alloc(workspace *ws, const net *n, int max_n, int max_train_n, int
     if (!ws->acts || !ws->offset || !ws->delta[0] || !ws->delta[1] || !ws->scratch || !saved_ok ||
         !ws->sample_keys || !ws->scratch_image) {
         workspace_free(ws);
-        return errorf(err, "out of memory for the activations of %d samples", max_n);
+        return oomf(err, "out of memory for the activations of %d samples", max_n);
     }
     size_t off = shape_size(n->input) * (size_t)max_n;
     ws->offset[0] = 0;

@@ -162,7 +162,7 @@ int model_save(const char *path, const net *n, const float *params, const config
     char *config_text = cJSON_Print(cfg->json), *model_text = model_json(n, cfg->base_dir);
     int rc;
     if (!config_text || !model_text) {
-        rc = errorf(err, "%s: out of memory", path);
+        rc = oomf(err, "%s: out of memory", path);
     } else {
         npz_member extra[2] = {{"config.json", config_text, strlen(config_text)},
                                {"model.json", model_text, strlen(model_text)}};
@@ -215,7 +215,7 @@ int npz_save(const char *path, const net *n, const float *params, const npz_arra
     put32(&zip, (uint32_t)dir.len), put32(&zip, dir_offset), put16(&zip, 0);
     int rc;
     if (zip.oom || dir.oom || npy.oom || zip.len >= NPZ_MAX_BYTES)
-        rc = errorf(err, "%s: out of memory while encoding the parameters", path);
+        rc = oomf(err, "%s: out of memory while encoding the parameters", path);
     else
         rc = write_file_atomic(path, zip.data, zip.len, err);
     free(zip.data);
@@ -234,28 +234,10 @@ typedef struct member {
 } member;
 
 static int read_whole(const char *path, unsigned char **out, size_t *len, errbuf *err) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return errorf(err, "%s: cannot open: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        fclose(f);
-        return errorf(err, "%s: not a regular file", path);
-    }
-    if ((size_t)st.st_size > NPZ_MAX_BYTES) {
-        fclose(f);
-        return errorf(err, "%s: larger than 2 GiB", path);
-    }
-    *len = (size_t)st.st_size;
-    *out = malloc(*len ? *len : 1);
-    if (!*out) {
-        fclose(f);
-        return errorf(err, "%s: out of memory", path);
-    }
-    size_t got = fread(*out, 1, *len, f);
-    fclose(f);
-    if (got != *len) {
+    if (read_input(path, out, len, err)) return -1;
+    if (*len > NPZ_MAX_BYTES) {
         free(*out);
-        return errorf(err, "%s: read error", path);
+        return errorf(err, "%s: larger than 2 GiB", path);
     }
     return 0;
 }
@@ -293,7 +275,8 @@ static int zip_members(const char *path, const unsigned char *buf, size_t len, m
     if ((size_t)dir_off + dir_size > eocd)
         return errorf(err, "%s: damaged zip directory (offsets past the end)", path);
     member *members = calloc(entries ? entries : 1, sizeof *members);
-    if (!members) return errorf(err, "%s: out of memory", path);
+    if (!members) return oomf(err, "%s: out of memory", path);
+    *out = members; /* the caller frees it, whatever happens below */
     size_t p = dir_off;
     for (unsigned e = 0; e < entries; e++) {
         member *m = &members[e];
@@ -323,7 +306,7 @@ static int zip_members(const char *path, const unsigned char *buf, size_t len, m
         } else if (method == 8) {
             if (usize > NPZ_MAX_BYTES) return errorf(err, "%s: %s: too large", path, m->name);
             unsigned char *dst = malloc(usize ? usize : 1);
-            if (!dst) return errorf(err, "%s: out of memory", path);
+            if (!dst) return oomf(err, "%s: out of memory", path);
             m->data = dst;
             m->owned = 1;
             if (inflate_raw(buf + data_off, csize, dst, usize))
@@ -486,10 +469,8 @@ int params_load_buffer(const unsigned char *buf, size_t len, const char *path, c
     return rc;
 }
 
-int npz_read_member(const char *path, const char *name, char **data, size_t *size, errbuf *err) {
-    unsigned char *buf = NULL;
-    size_t len = 0;
-    if (read_whole(path, &buf, &len, err)) return -1;
+int npz_read_member_buffer(const unsigned char *buf, size_t len, const char *path,
+                           const char *name, char **data, size_t *size, errbuf *err) {
     member *members;
     int count, rc = -1;
     if (zip_members(path, buf, len, &members, &count, err) == 0) {
@@ -499,7 +480,7 @@ int npz_read_member(const char *path, const char *name, char **data, size_t *siz
             if (strcmp(members[k].name, name) == 0) {
                 *data = malloc(members[k].size + 1);
                 if (!*data) {
-                    rc = errorf(err, "%s: out of memory", path);
+                    rc = oomf(err, "%s: out of memory", path);
                     break;
                 }
                 memcpy(*data, members[k].data, members[k].size);
@@ -510,14 +491,20 @@ int npz_read_member(const char *path, const char *name, char **data, size_t *siz
             }
     }
     free_members(members, count);
+    return rc;
+}
+
+int npz_read_member(const char *path, const char *name, char **data, size_t *size, errbuf *err) {
+    unsigned char *buf = NULL;
+    size_t len = 0;
+    if (read_whole(path, &buf, &len, err)) return -1;
+    int rc = npz_read_member_buffer(buf, len, path, name, data, size, err);
     free(buf);
     return rc;
 }
 
-int npz_load_array(const char *path, const char *name, float *out, size_t n, errbuf *err) {
-    unsigned char *buf = NULL;
-    size_t len = 0;
-    if (read_whole(path, &buf, &len, err)) return -1;
+int npz_load_array_buffer(const unsigned char *buf, size_t len, const char *path,
+                          const char *name, float *out, size_t n, errbuf *err) {
     member *members;
     int count, rc = -1;
     char full[128];
@@ -536,6 +523,14 @@ int npz_load_array(const char *path, const char *name, float *out, size_t n, err
         }
     }
     free_members(members, count);
+    return rc;
+}
+
+int npz_load_array(const char *path, const char *name, float *out, size_t n, errbuf *err) {
+    unsigned char *buf = NULL;
+    size_t len = 0;
+    if (read_whole(path, &buf, &len, err)) return -1;
+    int rc = npz_load_array_buffer(buf, len, path, name, out, n, err);
     free(buf);
     return rc;
 }

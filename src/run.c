@@ -38,10 +38,14 @@ int run_config(run *r, const run_files *files, dist *d, errbuf *err) {
     if (files->checkpoint) {
         free(cfg->checkpoint_path);
         cfg->checkpoint_path = strdup(files->checkpoint);
-        if (!cfg->checkpoint_path) return errorf(err, "out of memory");
+        if (!cfg->checkpoint_path) return oomf(err, "out of memory");
         if (!cfg->checkpoint_every_epochs && !cfg->checkpoint_every_steps)
             cfg->checkpoint_every_epochs = 1;
     }
+    if ((cfg->checkpoint_every_epochs || cfg->checkpoint_every_steps) && !cfg->checkpoint_path)
+        return errorf(err, "%s: training.checkpoint.path: missing, expected a file path (or give "
+                      "--checkpoint FILE)", cfg->file);
+    cfg->max_memory = files->max_memory;
     if (d->local_size > 1 && cfg->threads == 0 && !getenv("OMP_NUM_THREADS")) {
         int share = omp_get_num_procs() / d->local_size;
         cfg->threads = share > 1 ? share : 1;
@@ -85,20 +89,38 @@ static int hold_out_validation(run *r, errbuf *err) {
     return 0;
 }
 
-/* The checkpoint's parameters, optimizer state, position and metrics so far. */
+/* Whether the checkpoint's position is one a run of this config reaches: a whole number of
+ * batches into an epoch of these samples, the step count of the epochs and batches before it. */
+static int check_position(const run *r, errbuf *err) {
+    const checkpoint_meta *m = &r->meta;
+    const int n = r->train.n, batch = r->cfg.batch_size;
+    const long steps_per_epoch = (n + batch - 1) / batch;
+    if (m->epoch > r->cfg.epochs || m->pos.position >= n ||
+        (m->epoch == r->cfg.epochs && m->pos.position > 0))
+        return errorf(err, "%s: the checkpoint is at epoch %d, sample %d, past this run's %d "
+                      "epochs of %d samples", r->files.resume, m->epoch + 1, m->pos.position,
+                      r->cfg.epochs, n);
+    if (m->pos.position % batch != 0 ||
+        m->pos.step != (long)m->epoch * steps_per_epoch + m->pos.position / batch)
+        return errorf(err, "%s: the checkpoint's position (epoch %d, sample %d, step %ld) is not "
+                      "one a run of batches of %d over %d samples reaches (damaged, or the "
+                      "batch size or data changed?)", r->files.resume, m->epoch + 1,
+                      m->pos.position, m->pos.step, batch, n);
+    return 0;
+}
+
+/* The checkpoint's parameters, optimizer state and position, all from the one read of it. */
 static int resume(run *r, errbuf *err) {
     const char *path = r->files.resume;
     const checkpoint_meta *m = &r->meta;
     trainer *t = &r->t;
-    if (params_load(path, &t->net, t->params, err)) return EXIT_INPUT;
+    if (check_position(r, err) ||
+        params_load_buffer(m->bytes, m->len, path, &t->net, t->params, err))
+        return err->code;
     size_t state = (size_t)optimizer_state_count(r->cfg.optimizer.kind) * t->net.n_params;
-    if (state && npz_load_array(path, "optimizer_state", t->opt_state, state, err))
-        return EXIT_INPUT;
-    if (m->epoch > r->cfg.epochs || m->pos.position > r->train.n) {
-        errorf(err, "%s: the checkpoint is at epoch %d, sample %d, past this run's %d epochs of "
-               "%d samples", path, m->epoch + 1, m->pos.position, r->cfg.epochs, r->train.n);
-        return EXIT_INPUT;
-    }
+    if (state && npz_load_array_buffer(m->bytes, m->len, path, "optimizer_state", t->opt_state,
+                                       state, err))
+        return err->code;
     r->first_epoch = m->epoch;
     t->pos = m->pos;
     return 0;
@@ -114,29 +136,29 @@ int run_load(run *r, errbuf *err) {
          dataset_load(&r->test, cfg->test.images, cfg->test.labels, cfg->test.limit, 256, err)) ||
         hold_out_validation(r, err) ||
         trainer_open_dist(t, cfg, &r->train, cfg->has_test ? &r->test : NULL, r->dist, err))
-        return EXIT_INPUT;
+        return err->code;
     const int k = t->net.n_classes;
     if (r->validation.n && (dataset_check_labels(&r->validation, cfg->train.labels, k, err) ||
                             trainer_set_validation(t, &r->validation, err)))
-        return EXIT_INPUT;
+        return err->code;
     if (r->files.save_best && !r->validation.n) {
         errorf(err, "--save-best keeps the epoch with the best validation accuracy; the config "
                "has no data.validation");
-        return EXIT_INPUT;
+        return err->code;
     }
     if (dataset_check_labels(&r->train, cfg->train.labels, k, err) ||
         (cfg->has_test && dataset_check_labels(&r->test, cfg->test.labels, k, err)))
-        return EXIT_INPUT;
+        return err->code;
     const char *header = r->validation.n ? metrics_header_val : metrics_header;
     if (r->files.resume) {
         int rc = resume(r, err);
         if (rc) return rc;
         if (r->meta.metrics_csv[0]) header = r->meta.metrics_csv;
     } else if (r->files.load && params_load(r->files.load, &t->net, t->params, err)) {
-        return EXIT_INPUT;
+        return err->code;
     }
     if (metrics_append(r, header)) {
-        errorf(err, "out of memory");
+        oomf(err, "out of memory");
         return EXIT_RUNTIME;
     }
     return 0;
@@ -244,12 +266,17 @@ run_end run_train(run *r, const run_hooks *hooks, errbuf *err) {
             return RUN_FAILED;
         }
         if (st.diverged) {
+            /* The epochs before (of this run, or of the run it resumes) keep their rows. */
+            if (r->writer && r->files.metrics && strchr(r->metrics, '\n') !=
+                                                     r->metrics + r->metrics_len - 1 &&
+                write_file_atomic(r->files.metrics, r->metrics, r->metrics_len, err))
+                return RUN_FAILED;
             diverged(r, epoch, &st, err);
             return RUN_DIVERGED;
         }
         if (st.stopped) return stopped(r, err);
         if (report_epoch(r, epoch, &st)) {
-            errorf(err, "out of memory");
+            oomf(err, "out of memory");
             return RUN_FAILED;
         }
         /* A stop asked for during the evaluation stops every process here. */
@@ -313,15 +340,15 @@ int run_open_eval(run *r, const char *config_path, const char *params_path,
     memset(r, 0, sizeof *r);
     config *cfg = &r->cfg;
     if (run_model_config(cfg, config_path, params_path, overrides, n_overrides, err))
-        return EXIT_INPUT;
+        return err->code;
     if (!cfg->has_test) {
         errorf(err, "%s: data.test: missing, eval needs a test set", cfg->file);
-        return EXIT_INPUT;
+        return err->code;
     }
     if (dataset_load(&r->test, cfg->test.images, cfg->test.labels, cfg->test.limit, 256, err) ||
         trainer_open(&r->t, cfg, &r->test, &r->test, err) ||
         dataset_check_labels(&r->test, cfg->test.labels, r->t.net.n_classes, err) ||
         params_load(params_path, &r->t.net, r->t.params, err))
-        return EXIT_INPUT;
+        return err->code;
     return 0;
 }

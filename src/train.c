@@ -36,6 +36,15 @@ static int ceil_div(int a, int b) {
     return (a + b - 1) / b;
 }
 
+/* The samples the workspace holds: a training pass (this process's lanes), and an evaluation
+ * pass over a set of n_eval samples. */
+static int pass_capacity(const trainer *t, int n_eval) {
+    const long eval = (long)t->pass_chunks * t->chunk < n_eval ? (long)t->pass_chunks * t->chunk
+                                                               : n_eval;
+    const long train = (long)t->lanes * t->train_chunk;
+    return (int)(eval > train ? eval : train);
+}
+
 int trainer_open_dist(trainer *t, const config *cfg, const dataset *train, const dataset *test,
                       dist *d, errbuf *err) {
     memset(t, 0, sizeof *t);
@@ -67,17 +76,31 @@ int trainer_open_dist(trainer *t, const config *cfg, const dataset *train, const
     /* This process runs at most ceil(n / R) of a batch's n lanes. */
     const int local_lanes = ceil_div(grad_lanes, R);
     t->lanes = local_lanes;
-    /* The largest lane chunk: a lane takes at most ceil(B / L) consecutive samples. */
+    /* Evaluation cuts a set into chunks of ceil(B / L) consecutive samples, the lanes of a full
+     * batch (the chunk fixes the arithmetic). Training never has more samples in a batch than
+     * the data: a lane takes at most ceil(B' / min(L, B')) samples, B' = min(B, samples). */
     t->chunk = ceil_div(cfg->batch_size, grad_lanes);
+    const int b_data = min_int(cfg->batch_size, train->n);
+    t->train_chunk = ceil_div(b_data, min_int(grad_lanes, b_data));
     /* One pass holds this process's lanes of a batch, and evaluation passes at least
      * EVAL_PASS samples and 8 per thread (whole chunks), so that evaluation too has work for
-     * every thread. */
+     * every thread; never more samples than the largest set has. */
     const int eval_pass = EVAL_PASS > 8 * t->threads ? EVAL_PASS : 8 * t->threads;
     t->pass_chunks = local_lanes;
     if (t->pass_chunks * t->chunk < eval_pass) t->pass_chunks = ceil_div(eval_pass, t->chunk);
-    const int capacity = t->pass_chunks * t->chunk;
-    size_t n_samples = (size_t)train->n;
-    if (test && (size_t)test->n > n_samples) n_samples = (size_t)test->n;
+    const int n_eval = test && test->n > train->n ? test->n : train->n;
+    const int capacity = pass_capacity(t, n_eval);
+    size_t n_samples = (size_t)n_eval;
+    const size_t state = (size_t)optimizer_state_count(cfg->optimizer.kind) * t->net.n_params;
+    const double need =
+        4.0 * (double)t->net.n_params * (1 + local_lanes + (double)state / t->net.n_params +
+                                         (t->dist ? 1 : 0)) +
+        5.0 * (double)n_samples + 4.0 * train->n + 8.0 * capacity +
+        workspace_bytes(&t->net, capacity, local_lanes * t->train_chunk, t->threads);
+    if (memory_check(need, cfg->max_memory, err)) {
+        trainer_close(t);
+        return -1;
+    }
     t->params = floats_alloc(t->net.n_params);
     t->grads = floats_alloc(t->net.n_params * (size_t)local_lanes);
     t->cut_start = malloc(((size_t)t->pass_chunks + 1) * sizeof *t->cut_start);
@@ -86,7 +109,6 @@ int trainer_open_dist(trainer *t, const config *cfg, const dataset *train, const
     t->sample_hit = malloc(n_samples);
     t->labels = malloc((size_t)capacity * sizeof *t->labels);
     t->steps_per_epoch = (train->n + cfg->batch_size - 1) / cfg->batch_size;
-    size_t state = (size_t)optimizer_state_count(cfg->optimizer.kind) * t->net.n_params;
     t->opt_state = floats_alloc(state ? state : 1);
     if (t->dist) {
         t->grad_sum = floats_alloc(t->net.n_params);
@@ -94,15 +116,16 @@ int trainer_open_dist(trainer *t, const config *cfg, const dataset *train, const
     }
     if (!t->params || !t->grads || !t->cut_start || !t->order || !t->sample_loss || !t->sample_hit ||
         !t->labels || !t->opt_state || (t->dist && (!t->grad_sum || !t->result_begin))) {
+        oomf(err, "out of memory (%zu parameters, %d lanes)", t->net.n_params, local_lanes);
         trainer_close(t);
-        return errorf(err, "out of memory (%zu parameters, %d lanes)", t->net.n_params,
-                      local_lanes);
+        return -1;
     }
     if (t->dist && dist_reserve(t->dist, local_lanes, grad_lanes, t->net.n_params, err)) {
         trainer_close(t);
         return -1;
     }
-    if (workspace_alloc(&t->ws, &t->net, capacity, local_lanes * t->chunk, t->threads, err)) {
+    if (workspace_alloc(&t->ws, &t->net, capacity, local_lanes * t->train_chunk, t->threads,
+                        err)) {
         trainer_close(t);
         return -1;
     }
@@ -117,11 +140,22 @@ int trainer_set_validation(trainer *t, const dataset *validation, errbuf *err) {
     if (t->test && (size_t)t->test->n > have) have = (size_t)t->test->n;
     if ((size_t)validation->n > have) {
         float *loss = realloc(t->sample_loss, (size_t)validation->n * sizeof *loss);
-        if (!loss) return errorf(err, "out of memory");
+        if (!loss) return oomf(err, "out of memory");
         t->sample_loss = loss;
         unsigned char *hit = realloc(t->sample_hit, (size_t)validation->n);
-        if (!hit) return errorf(err, "out of memory");
+        if (!hit) return oomf(err, "out of memory");
         t->sample_hit = hit;
+    }
+    /* A validation set larger than the others needs larger evaluation passes. */
+    const int capacity = pass_capacity(t, validation->n);
+    if (capacity > t->ws.max_n) {
+        int *labels = realloc(t->labels, (size_t)capacity * sizeof *labels);
+        if (!labels) return oomf(err, "out of memory");
+        t->labels = labels;
+        workspace_free(&t->ws);
+        if (workspace_alloc(&t->ws, &t->net, capacity, t->lanes * t->train_chunk, t->threads,
+                            err))
+            return -1;
     }
     t->validation = validation;
     return 0;
@@ -244,7 +278,7 @@ typedef struct lane_pass_args {
 static int lane_passes(void *ctx, long begin, long end, int worker) {
     const lane_pass_args *a = ctx;
     trainer *t = a->t;
-    const size_t slot = net_scratch_size(&t->net, t->chunk, 1);
+    const size_t slot = net_scratch_size(&t->net, t->train_chunk, 1);
     load_args load = {t, t->train, a->samples, 0, 1};
     for (long l = begin; l < end; l++) {
         const int s0 = t->cut_start[l], s1 = t->cut_start[l + 1];

@@ -16,6 +16,8 @@
 #include "ompcnn/train.h"
 
 typedef struct checkpoint_meta {
+    unsigned char *bytes; /* the whole file, as read once; its parameters are loaded from here */
+    size_t len;
     char *config_text;
     char *base_dir;
     char *metrics_csv;
@@ -26,7 +28,8 @@ typedef struct checkpoint_meta {
 /* Writes t's parameters and position (epoch `epoch`, t->pos) atomically to path. */
 int checkpoint_save(const char *path, const trainer *t, int epoch, const char *metrics_csv,
                     errbuf *err);
-/* Reads a checkpoint's config and position (not its parameters: params_load does that). */
+/* Reads a checkpoint once, into meta->bytes, and its config, metrics and position from there
+ * (its parameters are loaded from meta->bytes with params_load_buffer). */
 int checkpoint_read(const char *path, checkpoint_meta *meta, errbuf *err);
 /* Reads state.json's text into meta's position fields and base_dir; path names the file. */
 int checkpoint_parse_state(const char *state_text, const char *path, checkpoint_meta *meta,

@@ -19,12 +19,20 @@ enum {
     EXIT_DIVERGED = 3 /* a loss or a weight became NaN or infinite; training stopped */
 };
 
+/* A failure's message, always one line, and the exit code it calls for. */
 typedef struct errbuf {
     char msg[1024];
+    int code; /* EXIT_INPUT, or EXIT_RUNTIME for oomf's failures */
 } errbuf;
 
-/* Formats a message into err (if not NULL) and returns -1, so callers can `return errorf(...)`. */
+/* Formats a message into err (if not NULL) and returns -1, so callers can `return errorf(...)`.
+ * The message is bad input's (code EXIT_INPUT). Control characters in it (a newline in a key
+ * or a file name) are written as escapes, so it stays one line. */
 int errorf(errbuf *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The same for memory that ran out (code EXIT_RUNTIME). */
+int oomf(errbuf *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The same with the given exit code (EXIT_RUNTIME: a file could not be written). */
+int failf(errbuf *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* An activation of one sample: height x width x channels, stored channels-last (HWC), so a
  * flattened activation is in (row, column, channel) order, as the report's numpy arrays are. */
@@ -35,6 +43,13 @@ typedef struct shape3 {
 static inline size_t shape_size(shape3 s) {
     return (size_t)s.h * (size_t)s.w * (size_t)s.c;
 }
+
+/* The memory this process can still take: the machine's available memory (MemAvailable), or
+ * less under a cgroup limit; 0 when unknown. */
+double memory_available(void);
+/* Before a large allocation: fails with EXIT_RUNTIME and a message giving the estimate when
+ * `need` bytes exceed `limit`, or when no limit is set (0), the memory available. */
+int memory_check(double need, double limit, errbuf *err);
 
 /* Allocation of float arrays aligned for vector loads; free with aligned_free(). */
 float *floats_alloc(size_t n);

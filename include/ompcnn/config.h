@@ -39,6 +39,8 @@ typedef struct config {
     int shuffle;
     uint32_t seed;
     int threads;    /* 0: OpenMP's default */
+    double max_memory; /* bytes a run may use (--max-memory, not a config key); 0: what the
+                          machine has available */
     int lanes;      /* gradient accumulation lanes for minibatches */
     init_kind init;
     int eval_every; /* evaluate the test set every N epochs (and after the last); 0: never */

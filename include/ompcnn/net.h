@@ -51,6 +51,8 @@ typedef struct workspace {
     lane_cut cut;
 } workspace;
 
+/* The bytes workspace_alloc takes for these sizes (an estimate before allocating). */
+double workspace_bytes(const net *n, int max_n, int max_train_n, int max_threads);
 int workspace_alloc(workspace *ws, const net *n, int max_n, int max_train_n, int max_threads,
                     errbuf *err);
 /* The scratch floats a pass of `count` training samples with nt threads needs (the largest of

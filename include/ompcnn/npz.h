@@ -36,6 +36,9 @@ int npz_save(const char *path, const net *n, const float *params, const npz_arra
              int n_arrays, const npz_member *extra, int n_extra, errbuf *err);
 /* Reads the one-dimensional array `name` (n floats) of the archive at path. */
 int npz_load_array(const char *path, const char *name, float *out, size_t n, errbuf *err);
+/* The same from the archive's bytes in memory; path names it in messages. */
+int npz_load_array_buffer(const unsigned char *buf, size_t len, const char *path,
+                          const char *name, float *out, size_t n, errbuf *err);
 /* Parameters plus what is needed to use them alone: config.json (the config, overrides applied)
  * and model.json ({"input": [h, w, c], "classes": k, "base_dir": the absolute folder the config's
  * relative paths resolve against}), for `trainer eval` and `trainer predict`. */
@@ -47,6 +50,9 @@ char *model_json(const net *n, const char *base_dir);
 /* Reads member `name` of the archive at path into a NUL-terminated malloc'd buffer. Returns 0,
  * 1 when the archive has no such member, -1 when it cannot be read. */
 int npz_read_member(const char *path, const char *name, char **data, size_t *size, errbuf *err);
+/* The same from the archive's bytes in memory; path names it in messages. */
+int npz_read_member_buffer(const unsigned char *buf, size_t len, const char *path,
+                           const char *name, char **data, size_t *size, errbuf *err);
 
 
 #endif

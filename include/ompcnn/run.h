@@ -26,6 +26,7 @@ typedef struct run_files {
     const char *save, *save_init, *save_best, *metrics, *profile;
     const char *const *overrides; /* "path=value" on top of the config */
     int n_overrides;
+    double max_memory; /* bytes a run may take (0: what the machine has available) */
 } run_files;
 
 /* What the caller hears while a run trains; each hook may be NULL. */

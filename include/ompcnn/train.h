@@ -43,7 +43,9 @@ typedef struct trainer {
     dist *dist;  /* the processes sharing each batch; NULL or size 1: this one alone */
     int threads; /* threads actually used */
     int lanes;   /* gradient buffers: one per lane this process runs at most */
-    int chunk;   /* samples a lane takes at most: ceil(batch_size / min(lanes, batch_size)) */
+    int chunk;   /* evaluation's chunk: ceil(batch_size / min(lanes, batch_size)) samples */
+    int train_chunk; /* samples a lane takes at most in training (the chunk, or fewer when the
+                        training set is smaller than a batch) */
     int pass_chunks; /* chunks one pass through the workspace holds (see EVAL_PASS) */
     float *params;
     float *grads;      /* one gradient per lane this process runs, n_params each */

@@ -73,8 +73,123 @@ check text-checkpoint text.npz "not an .npz file" -- --resume "$work/text.npz"
 check other-network other.npz "3_dense_weight.npy has shape (676, 12), this network needs (676, 10)" -- "$base" --load "$work/other.npz"
 check other-network-extra other.npz "array 5_dense_weight.npy does not belong to this network" -- "$base" --set 'network[3].units=12' --load "$work/other.npz"
 "$trainer" "$base" --save "$work/params.npz" >/dev/null
+printf 'PK\005\006\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000' >"$work/empty.zip"
 check not-a-checkpoint params.npz "has no state.json (is it a checkpoint?)" -- --resume "$work/params.npz"
 check missing-checkpoint nowhere.npz "nowhere.npz: cannot open" -- --resume "$work/nowhere.npz"
+
+# check_plain NAME CODE NEEDLE WANT -- ARGS...: the same checks on a command run as given (no
+# output files added), which must exit with CODE.
+check_plain() {
+    name=$1 want_code=$2 needle=$3 want=$4
+    shift 5
+    "$trainer" "$@" >"$work/stdout" 2>"$work/stderr"
+    code=$?
+    why=""
+    [ "$code" -eq "$want_code" ] || why="exit code $code, expected $want_code"
+    lines=$(wc -l <"$work/stderr")
+    [ -z "$why" ] && [ "$lines" -ne 1 ] && why="$lines lines on stderr, expected 1"
+    [ -z "$why" ] && ! grep -q '^trainer: ' "$work/stderr" && why="the message does not start with 'trainer: '"
+    [ -z "$why" ] && ! grep -qF -- "$needle" "$work/stderr" && why="the message does not name $needle"
+    [ -z "$why" ] && ! grep -qF -- "$want" "$work/stderr" && why="the message lacks: $want"
+    [ -z "$why" ] && [ -s "$work/stdout" ] && why="printed on stdout: $(head -c 200 "$work/stdout")"
+    if [ -n "$why" ]; then
+        echo "FAIL $name: $why"
+        echo "     stderr: $(head -c 400 "$work/stderr")"
+        failed=$((failed + 1))
+    else
+        passed=$((passed + 1))
+    fi
+}
+
+# --set values are read whole: what is not entirely JSON is a string, which numbers refuse.
+check set-trailing-junk training.epochs 'expected a positive integer, got "2 junk"' -- "$base" --set 'training.epochs=2 junk'
+check set-list-of-two training.epochs 'got "3,4"' -- "$base" --set 'training.epochs=3,4'
+check set-trueish training.shuffle 'expected true or false, got "trueish"' -- "$base" --set 'training.shuffle=trueish'
+check set-number-prefix data.train.limit 'got "2024-train.gz"' -- "$base" --set 'data.train.limit=2024-train.gz'
+check set-leading-zero training.epochs 'got "01"' -- "$base" --set 'training.epochs=01'
+check set-nul-escape training.init 'expected one of' -- "$base" --set 'training.init="he\u0000xx"'
+newline_key=$(printf 'training.ep\nochs=3')
+check set-newline-key 'training.ep\nochs' 'unknown key' -- "$base" --set "$newline_key"
+
+# Outputs: never a device, a FIFO or a folder; never an input or another output (by inode).
+before=$(cksum <"$base")
+check_plain save-device 2 /dev/null 'is a device; an output must be a regular file' -- "$base" --save /dev/null
+check_plain metrics-device 2 /dev/full 'is a device' -- "$base" --metrics /dev/full
+check_plain save-folder 2 "$work" 'is a folder' -- "$base" --save "$work"
+mkfifo "$work/fifo"
+check_plain save-fifo 2 fifo 'is a FIFO' -- "$base" --save "$work/fifo"
+check_plain metrics-is-config 2 base.json 'is also the config file' -- "$base" --metrics "$base"
+check_plain save-is-load 2 params.npz 'is also --load' -- "$base" --load "$work/params.npz" --save "$work/params.npz"
+check_plain checkpoint-is-data 2 images.idx 'is also the training images' -- "$base" --checkpoint "$bad/data/images.idx"
+check_plain two-outputs 2 same.npz 'are the same file; each output needs its own' -- "$base" --save "$work/same.npz" --metrics "$work/same.npz"
+ln "$base" "$work/hard-link.json" 2>/dev/null || cp "$base" "$work/hard-link.json"
+check_plain hard-link 2 hard-link.json 'writing it would destroy it' -- "$base" --profile "$work/hard-link.json"
+ln -s "$(cd "$(dirname "$base")" && pwd)/base.json" "$work/sym-link.json"
+check_plain symbolic-link 2 sym-link.json 'is also the config file' -- "$base" --save-init "$work/sym-link.json"
+check_plain csv-is-load 2 params.npz 'is also --load' -- eval "$base" --load "$work/params.npz" --csv "$work/params.npz"
+[ "$(cksum <"$base")" = "$before" ] || { echo "FAIL: the config file was changed"; failed=$((failed + 1)); }
+
+# Inputs are regular files: a FIFO would block for ever.
+check_plain config-fifo 2 fifo 'is a FIFO, not a file' -- "$work/fifo"
+check_plain load-fifo 2 fifo 'is a FIFO, not a file' -- "$base" --load "$work/fifo"
+check_plain resume-fifo 2 fifo 'is a FIFO, not a file' -- --resume "$work/fifo"
+check_plain data-fifo 2 fifo 'is a FIFO, not a file' -- "$base" --set "data.train.images=$work/fifo"
+check_plain config-folder 2 "$bad" 'is a folder, not a file' -- "$bad"
+
+# Command lines: one line, 'trainer: ' first, long options by name.
+check_plain option-no-value 2 --save 'this option needs a value: --save' -- "$base" --save
+check_plain option-unknown 2 --savee 'unknown option --savee' -- "$base" --savee x
+check_plain eval-no-load 2 eval '--load FILE.npz is required' -- eval "$base"
+check_plain eval-option 2 --csv 'this option needs a value: --csv' -- eval --load "$work/params.npz" --csv
+check_plain predict-unknown 2 --bogus 'unknown option --bogus' -- predict --bogus
+check_plain predict-no-input 2 predict 'no input images' -- predict --load "$work/params.npz"
+check_plain max-memory-bad 2 --max-memory 'expected a size like 8G' -- "$base" --max-memory 12X
+check_plain max-memory-small 1 --max-memory 'needs about' -- "$base" --max-memory 64k
+check_plain empty-zip-load 2 empty.zip 'has no array' -- "$base" --load "$work/empty.zip"
+
+# PGM images are read token by token: whole numbers, nothing after the last sample.
+printf 'P2\n2 2\n255\n1 2\n3 1.9\n' >"$work/fraction.pgm"
+printf 'P2\n2 2\n255\n1 2\n3 4 5\n' >"$work/extra.pgm"
+printf 'P5\n2 2\n255\n\001\002\003\004\005' >"$work/long.pgm"
+printf 'P2\n2 2\n255\n1 2 3\n' >"$work/short.pgm"
+check_plain pgm-fraction 2 fraction.pgm 'sample 3 is not a whole number' -- predict --load "$work/params.npz" "$work/fraction.pgm"
+check_plain pgm-extra 2 extra.pgm 'text after the last' -- predict --load "$work/params.npz" "$work/extra.pgm"
+check_plain pgm-long 2 long.pgm 'trailing data in the PGM' -- predict --load "$work/params.npz" "$work/long.pgm"
+check_plain pgm-short 2 short.pgm 'fewer than 4 samples' -- predict --load "$work/params.npz" "$work/short.pgm"
+
+# Checkpoints whose state does not fit the run (edited by hand): refused, with the reason.
+if command -v python3 >/dev/null; then
+    edit_state() { # OUT FIELDS: a copy of the good checkpoint with state.json's FIELDS (JSON) set
+        python3 - "$ck" "$1" "$2" <<'PY'
+import json, sys, zipfile
+src, out, fields = sys.argv[1:]
+with zipfile.ZipFile(src) as z:
+    members = [(i.filename, z.read(i.filename)) for i in z.infolist()]
+with zipfile.ZipFile(out, "w") as z:
+    for name, data in members:
+        if name == "state.json":
+            state = json.loads(data)
+            if fields == "duplicate":
+                data = data.decode().replace("{", '{"epoch": 0, ', 1).encode()
+            else:
+                state.update(json.loads(fields))
+                data = json.dumps(state).encode()
+        z.writestr(name, data)
+PY
+    }
+    edit_state "$work/half-epoch.npz" '{"epoch": 0.5}'
+    check_plain checkpoint-half-epoch 2 half-epoch.npz 'epoch is missing or out of range' -- --resume "$work/half-epoch.npz"
+    edit_state "$work/off-batch.npz" '{"epoch": 0, "position": 3, "step": 1}'
+    check_plain checkpoint-off-batch 2 off-batch.npz 'is not one a run of batches of 2' -- --resume "$work/off-batch.npz"
+    edit_state "$work/wrong-step.npz" '{"epoch": 0, "position": 2, "step": 7}'
+    check_plain checkpoint-wrong-step 2 wrong-step.npz 'step 7' -- --resume "$work/wrong-step.npz"
+    edit_state "$work/too-many-correct.npz" '{"correct": 1000}'
+    check_plain checkpoint-correct 2 too-many-correct.npz 'correct is missing or out of range' -- --resume "$work/too-many-correct.npz"
+    edit_state "$work/negative-loss.npz" '{"loss_sum": -1}'
+    check_plain checkpoint-loss 2 negative-loss.npz 'loss_sum is missing or out of range' -- --resume "$work/negative-loss.npz"
+    edit_state "$work/dup-state.npz" duplicate
+    check_plain checkpoint-duplicate 2 dup-state.npz 'epoch: the key is given twice' -- --resume "$work/dup-state.npz"
+fi
 
 echo "bad inputs: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -100,6 +100,13 @@ configs = [
     ("missing-data-file", dump(dict(good(), data={"train": {"images": "nowhere/images.gz", "labels": "nowhere/labels.gz"}})), "config/nowhere/images.gz: cannot open: No such file or directory"),
     ("checkpoint-no-path", with_training("checkpoint", {"every_steps": 10}), "training.checkpoint.path: missing, expected a file path"),
     ("missing-network", dump({"data": good()["data"]}), "network: missing, expected a list of layers"),
+    # Read exactly as written: a key given twice, a NUL inside a string.
+    ("duplicate-key", dump(good()).replace('"epochs": 1,', '"epochs": 1,\n    "epochs": 2,', 1), "training.epochs: the key is given twice"),
+    ("duplicate-layer-key", dump(good()).replace('"filters": 4,', '"filters": 4,\n      "filters": 8,', 1), "network[0].filters: the key is given twice"),
+    ("duplicate-top-key", dump(good())[:-2] + ',\n  "network": []\n}\n', "network: the key is given twice"),
+    ("nul-escape", '{"description": "he\\u0000xx"}\n', ":1:20: invalid JSON: \\u0000 (a NUL character) inside a string"),
+    ("nul-escape-key", '{"train\\u0000ing": {}}\n', ":1:8: invalid JSON: \\u0000 (a NUL character) inside a string"),
+    ("checkpoint-path-empty", with_training("checkpoint", {"path": ""}), "training.checkpoint.path: expected a file path string"),
 ]
 
 def idx(type_code, dims, body):
@@ -127,6 +134,13 @@ data_files = [
     ("corrupt-gzip-cut.gz", gzip.compress(images_ok, mtime=0)[:60], "images", "corrupt compressed data"),
     ("corrupt-gzip-crc.gz", (lambda z: z[:-8] + bytes([z[-8] ^ 0xFF]) + z[-7:])(gzip.compress(images_ok, mtime=0)), "images", "corrupt compressed data"),
     ("small-images", idx(8, [6, 20, 20], bytes(6 * 400)), "test-images", "the test images are 20x20x1, the training images 28x28x1"),
+    # gzip read strictly: nothing after the stream, never more than the header declares.
+    ("gzip-trailing.gz", gzip.compress(images_ok, mtime=0) + b"junk", "images", "4 bytes follow the end of its gzip stream"),
+    ("gzip-two-streams.gz", gzip.compress(images_ok[:100], mtime=0) + gzip.compress(images_ok[100:], mtime=0), "images", "bytes follow the end of its gzip stream"),
+    ("gzip-more-than-declared.gz", gzip.compress(images_ok + bytes(100000), mtime=0), "images", "decompresses to more than the 4720 bytes its header declares"),
+    ("gzip-forged-size.gz", (lambda z: z[:-4] + struct.pack("<I", 0xFFFFFFF0))(gzip.compress(images_ok, mtime=0)), "images", "corrupt compressed data"),
+    ("gzip-bomb-labels.gz", gzip.compress(idx(8, [6], bytes(6)) + bytes(50 << 20), mtime=0), "labels", "decompresses to more than the 14 bytes its header declares"),
+    ("gzip-empty.gz", gzip.compress(b"", mtime=0), "images", "not an IDX file: only 0 bytes"),
 ]
 
 def main():

@@ -1,8 +1,11 @@
 /*
- * libFuzzer target: the IDX reader's checks (magic, type, dimensions, length) on arbitrary bytes.
+ * libFuzzer target: the IDX reader's checks (magic, type, dimensions, length) on arbitrary bytes,
+ * in memory and from a file (raw or gzip).
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "ompcnn/idx.h"
 
@@ -13,5 +16,15 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
     idx_array a;
     errbuf err;
     if (idx_parse(&a, buf, size, "fuzz.idx", &err) == 0) idx_free(&a);
+    /* The same bytes as a file: the reader's gzip path (strict end, capped at the declared size)
+     * when they start like gzip, the raw path otherwise. */
+    static char path[64];
+    if (!path[0]) snprintf(path, sizeof path, "/tmp/fuzz-idx-%ld", (long)getpid());
+    FILE *f = fopen(path, "wb");
+    if (!f) return 0;
+    fwrite(data, 1, size, f);
+    fclose(f);
+    if (idx_load(&a, path, &err) == 0) idx_free(&a);
+    unlink(path);
     return 0;
 }

@@ -27,6 +27,12 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
         params = floats_alloc(n.n_params);
     }
     params_load_buffer(data, size, "fuzz.npz", &n, params, &err);
+    char *member = NULL;
+    size_t member_size;
+    if (npz_read_member_buffer(data, size, "fuzz.npz", "state.json", &member, &member_size,
+                               &err) == 0)
+        free(member);
+    npz_load_array_buffer(data, size, "fuzz.npz", "optimizer_state", params, n.n_params, &err);
     char *text = malloc(size + 1);
     if (!text) return 0;
     memcpy(text, data, size);

@@ -113,8 +113,12 @@ check set-newline-key 'training.ep\nochs' 'unknown key' -- "$base" --set "$newli
 
 # Outputs: never a device, a FIFO or a folder; never an input or another output (by inode).
 before=$(cksum <"$base")
-check_plain save-device 2 /dev/null 'is a device; an output must be a regular file' -- "$base" --save /dev/null
-check_plain metrics-device 2 /dev/full 'is a device' -- "$base" --metrics /dev/full
+# Devices of our own (as root), so that a regression replaces them and not /dev/null.
+if mknod "$work/null" c 1 3 2>/dev/null && mknod "$work/full" c 1 7 2>/dev/null; then
+    check_plain save-device 2 null 'is a device; an output must be a regular file' -- "$base" --save "$work/null"
+    check_plain metrics-device 2 full 'is a device' -- "$base" --metrics "$work/full"
+    [ -c "$work/null" ] || { echo "FAIL: the device was replaced"; failed=$((failed + 1)); }
+fi
 check_plain save-folder 2 "$work" 'is a folder' -- "$base" --save "$work"
 mkfifo "$work/fifo"
 check_plain save-fifo 2 fifo 'is a FIFO' -- "$base" --save "$work/fifo"

@@ -111,15 +111,19 @@ int memory_check(double need, double limit, errbuf *err) {
     if (limit > 0) {
         human_bytes(limit, have_s, sizeof have_s);
         if (need > limit)
-            return failf(err, EXIT_RUNTIME, "this network needs about %s of memory for its "
-                         "parameters and workspaces, more than the --max-memory limit of %s", need_s, have_s);
+            return failf(err, EXIT_RUNTIME,
+                         "this network needs about %s of memory for its parameters and "
+                         "workspaces, more than the --max-memory limit of %s",
+                         need_s, have_s);
         return 0;
     }
     const double avail = memory_available();
     human_bytes(avail, have_s, sizeof have_s);
     if (avail > 0 && need > avail)
-        return failf(err, EXIT_RUNTIME, "this network needs about %s of memory for its "
-                     "parameters and workspaces, more than the %s this machine has available (use a smaller batch, fewer lanes or threads; "
-                     "--max-memory SIZE sets the limit instead)", need_s, have_s);
+        return failf(err, EXIT_RUNTIME,
+                     "this network needs about %s of memory for its parameters and workspaces, "
+                     "more than the %s this machine has available (use a smaller batch, fewer "
+                     "lanes or threads; --max-memory SIZE sets the limit instead)",
+                     need_s, have_s);
     return 0;
 }

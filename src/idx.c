@@ -106,7 +106,10 @@ static int gunzip(const char *path, const uint8_t *src, size_t src_len, uint8_t 
     }
     if (rc == Z_STREAM_END && left > 0) {
         free(buf);
-        return errorf(err, "%s: %u bytes follow the end of its gzip stream (another stream, or trailing data)", path, left);
+        return errorf(
+            err,
+            "%s: %u bytes follow the end of its gzip stream (another stream, or trailing data)",
+            path, left);
     }
     *out = buf;
     *out_len = len;

@@ -84,7 +84,7 @@ static int avgpool_backward_samples(void *ctx, long begin, long end, int worker)
 }
 
 static void avgpool_layer_forward(const layer *l, const float *params, const float *in, float *out,
-                            const run_ctx *run) {
+                                  const run_ctx *run) {
     avgpool_args a = {l, in, out};
     (void)params;
     par_blocks(run->nt, (size_t)run->n * shape_size(l->in) * PAR_ELEMENT_COST, run->n,
@@ -92,8 +92,8 @@ static void avgpool_layer_forward(const layer *l, const float *params, const flo
 }
 
 static void avgpool_layer_backward(const layer *l, const float *params, const float *in,
-                             const float *out, const float *dout, float *din, float *dparams,
-                             const run_ctx *run) {
+                                   const float *out, const float *dout, float *din, float *dparams,
+                                   const run_ctx *run) {
     avgpool_args a = {l, dout, din};
     (void)params, (void)in, (void)out, (void)dparams;
     if (!din) return;

@@ -67,7 +67,7 @@ static int dropout_backward_block(void *ctx, long begin, long end, int worker) {
 }
 
 static void dropout_layer_forward(const layer *l, const float *params, const float *in, float *out,
-                            const run_ctx *run) {
+                                  const run_ctx *run) {
     const dropout_settings *s = l->settings;
     const size_t size = shape_size(l->in);
     (void)params;
@@ -86,8 +86,8 @@ static void dropout_layer_forward(const layer *l, const float *params, const flo
 }
 
 static void dropout_layer_backward(const layer *l, const float *params, const float *in,
-                             const float *out, const float *dout, float *din, float *dparams,
-                             const run_ctx *run) {
+                                   const float *out, const float *dout, float *din, float *dparams,
+                                   const run_ctx *run) {
     (void)params, (void)in, (void)out, (void)dparams;
     if (!din) return;
     const long n = (long)((size_t)run->n * shape_size(l->in));

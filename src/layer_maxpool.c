@@ -83,7 +83,7 @@ static int maxpool_forward_rows(void *ctx, long begin, long end, int worker) {
 
 /* A row is one thread's. */
 static void maxpool_layer_forward(const layer *l, const float *params, const float *in, float *out,
-                            const run_ctx *run) {
+                                  const run_ctx *run) {
     (void)params;
     pool_args a = {l, in, NULL, NULL, out};
     par_blocks(run->nt, (size_t)run->n * shape_size(l->in) * PAR_ELEMENT_COST, (long)run->n * l->out.h,
@@ -182,8 +182,8 @@ static int maxpool_backward_planes(void *ctx, long begin, long end, int worker) 
 }
 
 static void maxpool_layer_backward(const layer *l, const float *params, const float *in,
-                             const float *out, const float *dout, float *din, float *dparams,
-                             const run_ctx *run) {
+                                   const float *out, const float *dout, float *din, float *dparams,
+                                   const run_ctx *run) {
     const maxpool_settings *s = l->settings;
     (void)params, (void)dparams;
     if (!din) return;

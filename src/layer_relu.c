@@ -32,15 +32,16 @@ static int relu_backward_block(void *ctx, long begin, long end, int worker) {
 }
 
 static void relu_layer_forward(const layer *l, const float *params, const float *in, float *out,
-                         const run_ctx *run) {
+                               const run_ctx *run) {
     const long n = (long)(run->n * shape_size(l->in));
     relu_args a = {out, in, NULL};
     (void)params;
     par_blocks(run->nt, (size_t)n * PAR_ELEMENT_COST, n, relu_forward_block, &a);
 }
 
-static void relu_layer_backward(const layer *l, const float *params, const float *in, const float *out,
-                          const float *dout, float *din, float *dparams, const run_ctx *run) {
+static void relu_layer_backward(const layer *l, const float *params, const float *in,
+                                const float *out, const float *dout, float *din, float *dparams,
+                                const run_ctx *run) {
     const long n = (long)(run->n * shape_size(l->in));
     relu_args a = {din, in, dout};
     (void)params, (void)out, (void)dparams;

@@ -56,8 +56,8 @@ static void softmax_layer_forward(const layer *l, const float *params, const flo
 }
 
 static void softmax_layer_backward(const layer *l, const float *params, const float *in,
-                             const float *out, const float *dout, float *din, float *dparams,
-                             const run_ctx *run) {
+                                   const float *out, const float *dout, float *din, float *dparams,
+                                   const run_ctx *run) {
     const int n = (int)shape_size(l->in);
     (void)params, (void)in, (void)dparams;
     if (!din) return;

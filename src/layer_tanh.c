@@ -29,15 +29,16 @@ static int tanh_backward_block(void *ctx, long begin, long end, int worker) {
 }
 
 static void tanh_layer_forward(const layer *l, const float *params, const float *in, float *out,
-                         const run_ctx *run) {
+                               const run_ctx *run) {
     const long n = (long)(run->n * shape_size(l->in));
     (void)params;
     tanh_args a = {out, in, NULL};
     par_blocks(run->nt, 8 * (size_t)n, n, tanh_block, &a);
 }
 
-static void tanh_layer_backward(const layer *l, const float *params, const float *in, const float *out,
-                          const float *dout, float *din, float *dparams, const run_ctx *run) {
+static void tanh_layer_backward(const layer *l, const float *params, const float *in,
+                                const float *out, const float *dout, float *din, float *dparams,
+                                const run_ctx *run) {
     const long n = (long)(run->n * shape_size(l->in));
     (void)params, (void)in, (void)dparams;
     if (!din) return;

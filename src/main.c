@@ -129,7 +129,8 @@ static int parse_args(int argc, char **argv, options *opt, char *threads_overrid
     }
     if (!opt->resume && argc - optind != 1) {
         fprintf(stderr, "trainer: %s (see trainer --help)\n",
-                argc - optind == 0 ? "missing the config file" : "expected exactly one config file");
+                argc - optind == 0 ? "missing the config file"
+                                   : "expected exactly one config file");
         return EXIT_INPUT + 1;
     }
     opt->config_path = opt->resume ? NULL : argv[optind];

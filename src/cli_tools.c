@@ -321,7 +321,7 @@ static int predict_idx(predictor *p, const char *path, errbuf *err) {
 /* Builds the net of cfg for saved parameters and loads them. Returns 0 or the exit code. */
 static int predictor_open(predictor *p, const config *cfg, const char *params_path, errbuf *err) {
     if (input_shape(params_path, cfg, &p->shape, err) || net_build(&p->n, cfg, p->shape, err))
-        return EXIT_INPUT;
+        return err->code;
     p->threads = cfg->threads > 0 ? cfg->threads : omp_get_max_threads();
     p->pass = 8 * p->threads;
     p->lanes = malloc(((size_t)p->pass + 1) * sizeof *p->lanes);
@@ -358,18 +358,20 @@ int cmd_predict(int argc, char **argv) {
     predictor p = {0};
     int exit_code = run_model_config(&cfg, opt.config, opt.load, opt.overrides, opt.n_overrides,
                                      &err)
-                        ? EXIT_INPUT
+                        ? err.code
                         : predictor_open(&p, &cfg, opt.load, &err);
     for (int a = opt.first_input; a < argc && !exit_code; a++) {
         const char *path = argv[a];
-        FILE *f = fopen(path, "rb");
-        int is_pgm = 0;
-        if (f) {
-            is_pgm = fgetc(f) == 'P';
-            fclose(f);
+        const int fd = open_input(path, &err);
+        char first = 0;
+        if (fd < 0) {
+            exit_code = err.code;
+            break;
         }
-        if (is_pgm ? predict_pgm(&p, path, &err) : predict_idx(&p, path, &err))
-            exit_code = EXIT_INPUT;
+        if (read(fd, &first, 1) != 1) first = 0;
+        close(fd);
+        if (first == 'P' ? predict_pgm(&p, path, &err) : predict_idx(&p, path, &err))
+            exit_code = err.code;
     }
     if (exit_code) fprintf(stderr, "trainer: %s\n", err.msg);
     predictor_close(&p);

@@ -139,6 +139,7 @@ check_plain load-fifo 2 fifo 'is a FIFO, not a file' -- "$base" --load "$work/fi
 check_plain resume-fifo 2 fifo 'is a FIFO, not a file' -- --resume "$work/fifo"
 check_plain data-fifo 2 fifo 'is a FIFO, not a file' -- "$base" --set "data.train.images=$work/fifo"
 check_plain config-folder 2 "$bad" 'is a folder, not a file' -- "$bad"
+check_plain predict-fifo 2 fifo 'is a FIFO, not a file' -- predict --load "$work/params.npz" "$work/fifo"
 
 # Command lines: one line, 'trainer: ' first, long options by name.
 check_plain option-no-value 2 --save 'this option needs a value: --save' -- "$base" --save

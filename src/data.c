@@ -92,3 +92,16 @@ void image_shift(float *img, float *tmp, int h, int w, int c, int dy, int dx) {
                 img[((size_t)y * w + x) * c + k] = inside ? tmp[((size_t)sy * w + sx) * c + k] : 0.0f;
         }
 }
+
+void image_flip(float *img, int h, int w, int c) {
+    for (int y = 0; y < h; y++) {
+        float *row = img + (size_t)y * w * c;
+        for (int x = 0; x < w / 2; x++)
+            for (int k = 0; k < c; k++) {
+                float *a = row + (size_t)x * c + k, *b = row + (size_t)(w - 1 - x) * c + k;
+                const float keep = *a;
+                *a = *b;
+                *b = keep;
+            }
+    }
+}

@@ -48,5 +48,7 @@ void dense_backward_ref(float *din, float *dweight, float *dbias, const float *d
 void softmax_forward(float *probs, const float *logits, int n);
 /* Cross-entropy loss -log(probs[label]) computed stably from the logits. */
 float softmax_xent_loss(const float *logits, int n, int label);
+/* The same against the smoothed target (1 - e) one-hot(label) + e / n. */
+float softmax_xent_smoothed(const float *logits, int n, int label, float e);
 
 #endif

@@ -16,9 +16,9 @@ const char *const init_names[] = {"report", "he", "xavier", NULL};
 
 /* The one list of layer kinds: the config's type names, the messages' lists and the "did you
  * mean" hints all come from it. */
-static const layer_ops *const all_ops[] = {&conv2d_ops,  &maxpool_ops, &avgpool_ops,
-                                           &dense_ops,   &dropout_ops, &sigmoid_ops,
-                                           &relu_ops,    &tanh_ops,    &softmax_ops};
+static const layer_ops *const all_ops[] = {
+    &conv2d_ops, &maxpool_ops, &avgpool_ops, &globalavgpool_ops, &dense_ops,
+    &dropout_ops, &sigmoid_ops, &relu_ops, &tanh_ops, &softmax_ops};
 enum { N_KINDS = sizeof all_ops / sizeof all_ops[0] };
 
 const layer_ops *layer_find(const char *type) {

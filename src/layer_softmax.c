@@ -48,6 +48,22 @@ float softmax_xent_loss(const float *logits, int n, int label) {
     return (float)(log(sum) - ((double)logits[label] - top));
 }
 
+float softmax_xent_smoothed(const float *logits, int n, int label, float e) {
+    if (e == 0.0f) return softmax_xent_loss(logits, n, label);
+    /* (1 - e) (-log p[label]) + e mean_k (-log p[k]), each -log p[k] = log(sum) - (x[k] - top) */
+    float top = logits[0];
+    for (int i = 1; i < n; i++)
+        if (logits[i] > top) top = logits[i];
+    double sum = 0.0, mean = 0.0;
+    for (int i = 0; i < n; i++) {
+        sum += exp((double)logits[i] - top);
+        mean += (double)logits[i] - top;
+    }
+    const double log_sum = log(sum);
+    mean /= n;
+    return (float)((1.0 - e) * (log_sum - ((double)logits[label] - top)) + e * (log_sum - mean));
+}
+
 static void softmax_layer_forward(const layer *l, const float *params, const float *in, float *out,
                                   const run_ctx *run) {
     const int n = (int)shape_size(l->in);

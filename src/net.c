@@ -14,6 +14,7 @@ int net_build(net *n, const config *cfg, shape3 input, errbuf *err) {
     memset(n, 0, sizeof *n);
     n->input = input;
     n->n_layers = cfg->n_layers;
+    n->label_smoothing = (float)cfg->label_smoothing;
     n->layers = calloc((size_t)cfg->n_layers, sizeof *n->layers);
     if (!n->layers) return oomf(err, "out of memory");
     shape3 shape = input;
@@ -189,6 +190,12 @@ int net_class(const net *n, const workspace *ws, int s) {
 
 float net_loss(const net *n, const workspace *ws, int s, int label) {
     /* From the softmax's input (the logits): the loss stays finite when p underflows. */
+    return softmax_xent_smoothed(ws->acts + ws->offset[n->n_layers - 1] +
+                                     (size_t)s * n->n_classes,
+                                 n->n_classes, label, n->label_smoothing);
+}
+
+float net_xent(const net *n, const workspace *ws, int s, int label) {
     return softmax_xent_loss(ws->acts + ws->offset[n->n_layers - 1] + (size_t)s * n->n_classes,
                              n->n_classes, label);
 }
@@ -203,12 +210,15 @@ void net_backward_view(const net *n, const float *params, workspace *ws, const p
                        const int *labels, float *dparams) {
     const int nt = v->nt < ws->max_threads ? v->nt : ws->max_threads;
     const size_t first = (size_t)v->first;
-    /* Softmax with cross-entropy: d loss / d logits = p - onehot(label), per sample. */
+    /* Softmax with cross-entropy: d loss / d logits = p - target, per sample, the target
+     * one-hot(label), or (1 - e) one-hot + e / classes with label smoothing e. */
     float *delta[2] = {ws->delta[0] + first * n->max_act, ws->delta[1] + first * n->max_act};
+    const float e = n->label_smoothing, spread = e / (float)n->n_classes;
     for (int s = 0; s < v->count; s++) {
         const float *probs = net_probs(n, ws, v->first + s);
         float *d = delta[0] + (size_t)s * n->n_classes;
-        for (int k = 0; k < n->n_classes; k++) d[k] = probs[k] - (k == labels[s] ? 1.0f : 0.0f);
+        for (int k = 0; k < n->n_classes; k++)
+            d[k] = probs[k] - ((k == labels[s] ? 1.0f - e : 0.0f) + spread);
     }
     int cur = 0;
     for (int i = n->n_layers - 2; i >= 0; i--) {

@@ -200,6 +200,7 @@ static int load_samples(void *ctx, long begin, long end, int worker) {
     const dataset *ds = a->ds;
     const size_t in_size = shape_size(t->net.input);
     const int shift = a->training ? t->cfg->augment_shift : 0;
+    const int flip = a->training && t->cfg->augment_flip;
     for (long k = begin; k < end; k++) {
         const int sample = a->samples ? a->samples[k] : a->first + (int)k;
         float *img = workspace_input(ws) + k * in_size;
@@ -214,17 +215,21 @@ static int load_samples(void *ctx, long begin, long end, int worker) {
                 image_shift(img, ws->scratch_image + (size_t)worker * in_size, ds->h, ds->w,
                             ds->c, dy, dx);
         }
+        if (flip && keyed_below(mix64(ws->sample_keys[k] ^ 0x464c4950ull), 0, 2))
+            image_flip(img, ds->h, ds->w, ds->c);
     }
     return 0;
 }
 
-/* Records the loss of samples [s0, s1) of the workspace after forward, whether each was
- * classified right, and (when predicted is not NULL) its class; the arrays start at sample s0. */
-static void record_results(trainer *t, int s0, int s1, float *loss, unsigned char *hit,
-                           int *predicted) {
+/* Records the loss of samples [s0, s1) of the workspace after forward (training's loss, or
+ * evaluation's plain cross-entropy), whether each was classified right, and (when predicted is
+ * not NULL) its class; the arrays start at sample s0. */
+static void record_results(trainer *t, int s0, int s1, int training, float *loss,
+                           unsigned char *hit, int *predicted) {
     for (int k = s0; k < s1; k++) {
         const int guess = net_class(&t->net, &t->ws, k);
-        loss[k - s0] = net_loss(&t->net, &t->ws, k, t->labels[k]);
+        loss[k - s0] = training ? net_loss(&t->net, &t->ws, k, t->labels[k])
+                                : net_xent(&t->net, &t->ws, k, t->labels[k]);
         hit[k - s0] = guess == t->labels[k];
         if (predicted) predicted[k - s0] = guess;
     }
@@ -241,7 +246,7 @@ static void run_pass(trainer *t, const dataset *ds, const int *samples, int firs
     ws->training = training;
     ws->cut = (lane_cut){lanes, t->cut_start, t->net.n_params};
     net_forward(&t->net, t->params, ws, count, t->threads);
-    record_results(t, 0, count, loss, hit, predicted);
+    record_results(t, 0, count, training, loss, hit, predicted);
 }
 
 int trainer_bad_layer(const trainer *t) {
@@ -285,7 +290,7 @@ static int lane_passes(void *ctx, long begin, long end, int worker) {
         load_samples(&load, s0, s1, worker);
         const pass_view v = {s0, s1 - s0, 1, {0, NULL, 0}, t->ws.scratch + (size_t)worker * slot};
         net_forward_view(&t->net, t->params, &t->ws, &v);
-        record_results(t, s0, s1, a->loss + s0, a->hit + s0, NULL);
+        record_results(t, s0, s1, 1, a->loss + s0, a->hit + s0, NULL);
         net_backward_view(&t->net, t->params, &t->ws, &v, t->labels + s0,
                           t->grads + (size_t)l * t->net.n_params);
     }

@@ -151,6 +151,7 @@ END_TEST
 START_TEST(test_pool_and_dropout_gradients) {
     check_layer("{\"type\":\"avgpool\",\"size\":2}", (shape3){6, 5, 3}, 1e-2);
     check_layer("{\"type\":\"avgpool\",\"size\":3,\"stride\":2}", (shape3){7, 7, 2}, 1e-2);
+    check_layer("{\"type\":\"globalavgpool\"}", (shape3){5, 4, 3}, 1e-2);
     check_layer("{\"type\":\"dropout\",\"rate\":0.4}", (shape3){4, 5, 3}, 1e-2);
     check_layer("{\"type\":\"conv2d\",\"filters\":3,\"kernel\":5,\"padding\":\"same\"}",
                 (shape3){6, 7, 2}, 1e-2);
@@ -197,20 +198,34 @@ START_TEST(test_activation_gradients) {
 }
 END_TEST
 
-/* The whole chain under softmax cross-entropy: net_backward against differences of net_loss. */
+/* The whole chain under softmax cross-entropy: net_backward against differences of net_loss;
+ * and a second net, with a global average pool, under label smoothing. */
+static void check_network(const char *text, shape3 input_shape);
+
 START_TEST(test_network_gradients) {
-    const char *text =
+    check_network(
         "{\"data\":{\"train\":{\"images\":\"x\",\"labels\":\"y\"}},"
         "\"network\":[{\"type\":\"conv2d\",\"filters\":3,\"kernel\":3,\"padding\":1,\"stride\":2},"
         "{\"type\":\"tanh\"},{\"type\":\"maxpool\",\"size\":2},"
         "{\"type\":\"conv2d\",\"filters\":4,\"kernel\":2},{\"type\":\"sigmoid\"},"
         "{\"type\":\"dense\",\"units\":6},{\"type\":\"relu\"},{\"type\":\"dense\",\"units\":4},"
-        "{\"type\":\"softmax\"}],\"training\":{\"init\":\"xavier\"}}";
+        "{\"type\":\"softmax\"}],\"training\":{\"init\":\"xavier\"}}",
+        (shape3){10, 9, 2});
+    check_network(
+        "{\"data\":{\"train\":{\"images\":\"x\",\"labels\":\"y\"}},"
+        "\"network\":[{\"type\":\"conv2d\",\"filters\":5,\"kernel\":3},{\"type\":\"tanh\"},"
+        "{\"type\":\"globalavgpool\"},{\"type\":\"dense\",\"units\":4},"
+        "{\"type\":\"softmax\"}],\"training\":{\"init\":\"xavier\",\"label_smoothing\":0.2}}",
+        (shape3){6, 7, 2});
+}
+END_TEST
+
+static void check_network(const char *text, shape3 input_shape) {
     config cfg;
     errbuf err;
     ck_assert_msg(config_parse_text(&cfg, text, "t.json", ".", NULL, 0, &err) == 0, "%s", err.msg);
     net n;
-    ck_assert_msg(net_build(&n, &cfg, (shape3){10, 9, 2}, &err) == 0, "%s", err.msg);
+    ck_assert_msg(net_build(&n, &cfg, input_shape, &err) == 0, "%s", err.msg);
     workspace ws;
     ck_assert_int_eq(workspace_alloc(&ws, &n, 1, 1, 1, &err), 0);
     float *params = floats_alloc(n.n_params), *dparams = floats_alloc(n.n_params);
@@ -230,14 +245,13 @@ START_TEST(test_network_gradients) {
         net_forward(&n, params, &ws, 1, 1);
         double down = net_loss(&n, &ws, 0, label);
         params[i] = keep;
-        expect_close(dparams[i], (up - down) / (2 * eps), "net param", i, "network");
+        expect_close(dparams[i], (up - down) / (2 * eps), "net param", i, text);
     }
     aligned_free(params), aligned_free(dparams);
     workspace_free(&ws);
     net_free(&n);
     config_free(&cfg);
 }
-END_TEST
 
 /* One 2x2 window holding [3 3; 1 3]: "all" routes the gradient to the three maxima, "first"
  * to the first in row-major order only. */

@@ -195,6 +195,17 @@ START_TEST(test_dataset_mismatches) {
 }
 END_TEST
 
+/* The flip augmentation mirrors each row, channels kept together: a 2 x 3 x 2 image. */
+START_TEST(test_image_flip) {
+    float img[12] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+    const float want[12] = {5, 6, 3, 4, 1, 2, 11, 12, 9, 10, 7, 8};
+    image_flip(img, 2, 3, 2);
+    for (int i = 0; i < 12; i++) ck_assert_float_eq(img[i], want[i]);
+    image_flip(img, 2, 3, 2);
+    for (int i = 0; i < 12; i++) ck_assert_float_eq(img[i], (float)(i + 1));
+}
+END_TEST
+
 static Suite *idx_suite(void) {
     Suite *s = suite_create("idx");
     TCase *tc = tcase_create("idx");
@@ -204,6 +215,7 @@ static Suite *idx_suite(void) {
     tcase_add_test(tc, test_damaged_files);
     tcase_add_test(tc, test_damaged_gzip);
     tcase_add_test(tc, test_dataset_mismatches);
+    tcase_add_test(tc, test_image_flip);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -2,6 +2,9 @@
  * Parameter files: a save/load round trip is bit-exact, the same weights always give the same
  * bytes, and damaged or foreign files are refused with a message naming the file.
  */
+#include <sys/stat.h>
+
+#include "../src/fileio.h"
 #include "ompcnn/npz.h"
 #include "testutil.h"
 
@@ -131,6 +134,33 @@ START_TEST(test_save_to_missing_folder_fails_cleanly) {
 }
 END_TEST
 
+/* write_file_atomic itself, below the run's checks: a FIFO (or any path that is not a regular
+ * file) is refused and left as it is; a symbolic link stays a link and its file gets the data. */
+START_TEST(test_atomic_write_keeps_special_files) {
+    char dir[] = "/tmp/ompcnn-write-XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    char fifo[64], file[64], link[64];
+    snprintf(fifo, sizeof fifo, "%s/fifo", dir);
+    snprintf(file, sizeof file, "%s/file", dir);
+    snprintf(link, sizeof link, "%s/link", dir);
+    ck_assert_int_eq(mkfifo(fifo, 0600), 0);
+    errbuf err;
+    ck_assert_int_eq(write_file_atomic(fifo, "abc", 3, &err), -1);
+    ck_assert_msg(strstr(err.msg, "is a FIFO"), "%s", err.msg);
+    struct stat st;
+    ck_assert_int_eq(lstat(fifo, &st), 0);
+    ck_assert_msg(S_ISFIFO(st.st_mode), "the FIFO was replaced");
+    ck_assert_int_eq(write_file_atomic(file, "old", 3, &err), 0);
+    ck_assert_int_eq(symlink(file, link), 0);
+    ck_assert_msg(write_file_atomic(link, "new!", 4, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(lstat(link, &st), 0);
+    ck_assert_msg(S_ISLNK(st.st_mode), "the link was replaced by a file");
+    ck_assert_int_eq(stat(file, &st), 0);
+    ck_assert_int_eq(st.st_size, 4);
+    unlink(link), unlink(file), unlink(fifo), rmdir(dir);
+}
+END_TEST
+
 static Suite *npz_suite(void) {
     Suite *s = suite_create("npz");
     TCase *tc = tcase_create("npz");
@@ -138,6 +168,7 @@ static Suite *npz_suite(void) {
     tcase_add_test(tc, test_round_trip_is_exact_and_stable);
     tcase_add_test(tc, test_damaged_files_are_refused);
     tcase_add_test(tc, test_save_to_missing_folder_fails_cleanly);
+    tcase_add_test(tc, test_atomic_write_keeps_special_files);
     suite_add_tcase(s, tc);
     return s;
 }

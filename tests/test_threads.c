@@ -152,6 +152,49 @@ START_TEST(test_lenet_optimizers) {
 }
 END_TEST
 
+/* Left-right flips, label smoothing and a global average pool: still independent of the thread
+ * count, and each of the first two really changes the weights (so it is wired in). */
+START_TEST(test_flip_smoothing_globalavgpool) {
+    config cfg;
+    errbuf err;
+    const char *const set[] = {"training.augment_flip=true", "training.label_smoothing=0.1",
+                               "training.shuffle=true"};
+    ck_assert_msg(config_parse_text(&cfg, lenet_like, "lenet", ".", set, 3, &err) == 0, "%s",
+                  err.msg);
+    cfg.batch_size = 16;
+    cfg.learning_rate = 0.05;
+    cfg.optimizer = (optimizer_config){OPT_MOMENTUM, 0.9, 0, 0.9, 0.999, 1e-8};
+    check_thread_counts(&cfg, 2, 0.2, "lenet, flips and label smoothing");
+    run_result both, one;
+    train_run(&cfg, 2, 1, &both);
+    cfg.augment_flip = 0;
+    train_run(&cfg, 2, 1, &one);
+    ck_assert_msg(memcmp(both.params, one.params, both.n_params * sizeof(float)) != 0,
+                  "augment_flip does not change the weights");
+    free(one.params);
+    cfg.augment_flip = 1;
+    cfg.label_smoothing = 0.0;
+    train_run(&cfg, 2, 1, &one);
+    ck_assert_msg(memcmp(both.params, one.params, both.n_params * sizeof(float)) != 0,
+                  "label_smoothing does not change the weights");
+    free(one.params);
+    free(both.params);
+    config_free(&cfg);
+    const char *const gap[] = {
+        "network=[{\"type\":\"conv2d\",\"filters\":8,\"kernel\":3},{\"type\":\"relu\"},"
+        "{\"type\":\"conv2d\",\"filters\":16,\"kernel\":3,\"stride\":2},{\"type\":\"relu\"},"
+        "{\"type\":\"globalavgpool\"},{\"type\":\"dense\",\"units\":10},"
+        "{\"type\":\"softmax\"}]"};
+    ck_assert_msg(config_parse_text(&cfg, lenet_like, "gap", ".", gap, 1, &err) == 0, "%s",
+                  err.msg);
+    cfg.batch_size = 16;
+    cfg.learning_rate = 0.05;
+    cfg.optimizer = (optimizer_config){OPT_MOMENTUM, 0.9, 0, 0.9, 0.999, 1e-8};
+    check_thread_counts(&cfg, 2, 0.15, "global average pool");
+    config_free(&cfg);
+}
+END_TEST
+
 /* Every thread count from 1 to 16 against lanes 1, 2 and 8 (threads below, at and above the lane
  * count), with dropout, shifts and shuffling, a batch of 12 that 8 lanes cut into lanes of one
  * and two samples, and a test set whose evaluation passes grow with the thread count. The lane
@@ -289,6 +332,7 @@ static Suite *threads_suite(void) {
     tcase_add_test(tc, test_batch1_paths_agree);
     tcase_add_test(tc, test_lenet_optimizers);
     tcase_add_test(tc, test_threads_by_lanes);
+    tcase_add_test(tc, test_flip_smoothing_globalavgpool);
     tcase_add_test(tc, test_shuffle_is_keyed);
     tcase_add_test(tc, test_bad_layer_is_named);
     suite_add_tcase(s, tc);

@@ -101,8 +101,12 @@ def main():
             xb = x[idx]
             if shift:
                 xb = shift_batch(xb, shift, gen)
+            if tr.get("augment_flip"):
+                flip = torch.rand(xb.shape[0], generator=gen) < 0.5
+                xb = torch.where(flip[:, None, None, None], xb.flip(3), xb)
             opt.zero_grad(set_to_none=True)
-            F.cross_entropy(model(xb), y[idx]).backward()
+            F.cross_entropy(model(xb), y[idx],
+                            label_smoothing=tr.get("label_smoothing", 0.0)).backward()
             opt.step()
             sched.step()
         model.eval()

@@ -50,6 +50,9 @@ def build(network, shape):
             stride = spec.get("stride", size)
             layers.append(nn.AvgPool2d(size, stride))
             h, w = (h - size) // stride + 1, (w - size) // stride + 1
+        elif kind == "globalavgpool":
+            layers.append(nn.AdaptiveAvgPool2d(1))
+            h, w = 1, 1
         elif kind == "dropout":
             layers.append(nn.Dropout(spec["rate"]))
         elif kind == "dense":

@@ -138,6 +138,7 @@ data_files = [
     ("gzip-trailing.gz", gzip.compress(images_ok, mtime=0) + b"junk", "images", "4 bytes follow the end of its gzip stream"),
     ("gzip-two-streams.gz", gzip.compress(images_ok[:100], mtime=0) + gzip.compress(images_ok[100:], mtime=0), "images", "bytes follow the end of its gzip stream"),
     ("gzip-more-than-declared.gz", gzip.compress(images_ok + bytes(100000), mtime=0), "images", "decompresses to more than the 4720 bytes its header declares"),
+    ("gzip-one-byte-more.gz", gzip.compress(images_ok + b"x", mtime=0), "images", "decompresses to more than the 4720 bytes its header declares"),
     ("gzip-forged-size.gz", (lambda z: z[:-4] + struct.pack("<I", 0xFFFFFFF0))(gzip.compress(images_ok, mtime=0)), "images", "corrupt compressed data"),
     ("gzip-bomb-labels.gz", gzip.compress(idx(8, [6], bytes(6)) + bytes(50 << 20), mtime=0), "labels", "decompresses to more than the 14 bytes its header declares"),
     ("gzip-empty.gz", gzip.compress(b"", mtime=0), "images", "not an IDX file: only 0 bytes"),

@@ -45,6 +45,8 @@ typedef struct config {
     init_kind init;
     int eval_every; /* evaluate the test set every N epochs (and after the last); 0: never */
     int augment_shift; /* random translation by up to this many pixels (0: off) */
+    int augment_flip;  /* mirror left-right with probability 1/2 */
+    double label_smoothing; /* the target is (1 - e) one-hot + e / classes */
     optimizer_config optimizer;
     schedule_config schedule;
     char *checkpoint_path;       /* NULL: no checkpoints */

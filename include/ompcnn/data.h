@@ -29,5 +29,7 @@ void dataset_sample(const dataset *ds, int i, float *out);
 /* Moves an h x w x c image by (dy, dx) pixels in place, filling with zeros (augmentation);
  * tmp holds h * w * c floats. */
 void image_shift(float *img, float *tmp, int h, int w, int c, int dy, int dx);
+/* Mirrors an h x w x c image left to right in place (augmentation). */
+void image_flip(float *img, int h, int w, int c);
 
 #endif

@@ -106,8 +106,8 @@ struct layer {
 };
 
 /* The layer kinds, one per source file. */
-extern const layer_ops conv2d_ops, maxpool_ops, avgpool_ops, dense_ops, dropout_ops, sigmoid_ops,
-    relu_ops, tanh_ops, softmax_ops;
+extern const layer_ops conv2d_ops, maxpool_ops, avgpool_ops, globalavgpool_ops, dense_ops,
+    dropout_ops, sigmoid_ops, relu_ops, tanh_ops, softmax_ops;
 
 /* The ops for a config "type" name, or NULL. */
 const layer_ops *layer_find(const char *type);

@@ -19,6 +19,7 @@ typedef struct net {
     size_t n_params;
     size_t max_act;    /* largest activation of one sample (for the gradient buffers) */
     size_t total_act;  /* all activations of one sample, the input included */
+    float label_smoothing; /* training's target: (1 - e) one-hot + e / n_classes */
 } net;
 
 /* Builds the layers of cfg on an input of the given shape; errors name the config path. */
@@ -85,9 +86,12 @@ void net_backward_view(const net *n, const float *params, workspace *ws, const p
 const float *net_probs(const net *n, const workspace *ws, int s);
 /* The predicted class of sample s after net_forward: the most probable, the first of equals. */
 int net_class(const net *n, const workspace *ws, int s);
-/* Cross-entropy loss of sample s after net_forward, for its label. */
+/* The training loss of sample s after net_forward, for its label: the cross-entropy against the
+ * smoothed target (the plain cross-entropy without label smoothing). */
 float net_loss(const net *n, const workspace *ws, int s, int label);
-/* Backpropagates the summed cross-entropy loss of the `count` samples, writing each lane's
+/* The plain cross-entropy of sample s, -log p[label] (evaluation's loss). */
+float net_xent(const net *n, const workspace *ws, int s, int label);
+/* Backpropagates the summed training loss of the `count` samples, writing each lane's
  * gradient into dparams + lane * ws->cut.grad_stride (every parameter of every lane is written). */
 void net_backward(const net *n, const float *params, workspace *ws, const int *labels, int count,
                   float *dparams, int nt);

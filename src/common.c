@@ -22,36 +22,35 @@ static void format_line(errbuf *err, const char *fmt, va_list ap) {
     err->msg[o] = '\0';
 }
 
-int errorf(errbuf *err, const char *fmt, ...) {
+static int vfail(errbuf *err, int code, const char *fmt, va_list ap) {
     if (err) {
-        va_list ap;
-        va_start(ap, fmt);
         format_line(err, fmt, ap);
-        va_end(ap);
-        err->code = EXIT_INPUT;
-    }
-    return -1;
-}
-
-int failf(errbuf *err, int code, const char *fmt, ...) {
-    if (err) {
-        va_list ap;
-        va_start(ap, fmt);
-        format_line(err, fmt, ap);
-        va_end(ap);
         err->code = code;
     }
     return -1;
 }
 
+int errorf(errbuf *err, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vfail(err, EXIT_INPUT, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
 int oomf(errbuf *err, const char *fmt, ...) {
-    if (err) {
-        va_list ap;
-        va_start(ap, fmt);
-        format_line(err, fmt, ap);
-        va_end(ap);
-        err->code = EXIT_RUNTIME;
-    }
+    va_list ap;
+    va_start(ap, fmt);
+    vfail(err, EXIT_RUNTIME, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+int failf(errbuf *err, int code, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vfail(err, code, fmt, ap);
+    va_end(ap);
     return -1;
 }
 

@@ -12,7 +12,30 @@ trap 'rm -rf "$work"' EXIT
 passed=0
 failed=0
 
-# check NAME NEEDLE WANT -- ARGS...: runs the trainer with ARGS plus output files, then checks.
+# verdict NAME CODE NEEDLE WANT [OUT]: the last run (exit code $code, $work/stdout, $work/stderr)
+# must have exited with CODE, written one line starting 'trainer: ' that names NEEDLE and says
+# WANT, nothing on stdout, and (when OUT is given) no file in OUT.
+verdict() {
+    name=$1 want_code=$2 needle=$3 want=$4 out=${5:-}
+    why=""
+    [ "$code" -eq "$want_code" ] || why="exit code $code, expected $want_code"
+    lines=$(wc -l <"$work/stderr")
+    [ -z "$why" ] && [ "$lines" -ne 1 ] && why="$lines lines on stderr, expected 1"
+    [ -z "$why" ] && ! grep -q '^trainer: ' "$work/stderr" && why="the message does not start with 'trainer: '"
+    [ -z "$why" ] && ! grep -qF -- "$needle" "$work/stderr" && why="the message does not name $needle"
+    [ -z "$why" ] && ! grep -qF -- "$want" "$work/stderr" && why="the message lacks: $want"
+    [ -z "$why" ] && [ -s "$work/stdout" ] && why="printed on stdout: $(head -c 200 "$work/stdout")"
+    [ -z "$why" ] && [ -n "$out" ] && [ -n "$(ls -A "$out")" ] && why="left files: $(ls -A "$out" | tr '\n' ' ')"
+    if [ -n "$why" ]; then
+        echo "FAIL $name: $why"
+        echo "     stderr: $(head -c 400 "$work/stderr")"
+        failed=$((failed + 1))
+    else
+        passed=$((passed + 1))
+    fi
+}
+
+# check NAME NEEDLE WANT -- ARGS...: runs the trainer with ARGS plus output files; exit 2 wanted.
 check() {
     name=$1 needle=$2 want=$3
     shift 4
@@ -21,21 +44,7 @@ check() {
     mkdir -p "$out"
     "$trainer" "$@" --save "$out/w.npz" --metrics "$out/m.csv" >"$work/stdout" 2>"$work/stderr"
     code=$?
-    why=""
-    [ "$code" -eq 2 ] || why="exit code $code, expected 2"
-    lines=$(wc -l <"$work/stderr")
-    [ -z "$why" ] && [ "$lines" -ne 1 ] && why="$lines lines on stderr, expected 1"
-    [ -z "$why" ] && ! grep -qF -- "$needle" "$work/stderr" && why="the message does not name $needle"
-    [ -z "$why" ] && ! grep -qF -- "$want" "$work/stderr" && why="the message lacks: $want"
-    [ -z "$why" ] && [ -s "$work/stdout" ] && why="printed on stdout: $(head -c 200 "$work/stdout")"
-    [ -z "$why" ] && [ -n "$(ls -A "$out")" ] && why="left files: $(ls -A "$out" | tr '\n' ' ')"
-    if [ -n "$why" ]; then
-        echo "FAIL $name: $why"
-        echo "     stderr: $(head -c 400 "$work/stderr")"
-        failed=$((failed + 1))
-    else
-        passed=$((passed + 1))
-    fi
+    verdict "$name" 2 "$needle" "$want" "$out"
 }
 
 # Configs and data files, as listed in expect.tsv.
@@ -77,28 +86,14 @@ printf 'PK\005\006\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\0
 check not-a-checkpoint params.npz "has no state.json (is it a checkpoint?)" -- --resume "$work/params.npz"
 check missing-checkpoint nowhere.npz "nowhere.npz: cannot open" -- --resume "$work/nowhere.npz"
 
-# check_plain NAME CODE NEEDLE WANT -- ARGS...: the same checks on a command run as given (no
-# output files added), which must exit with CODE.
+# check_plain NAME CODE NEEDLE WANT -- ARGS...: the command as given (no output files added),
+# which must exit with CODE.
 check_plain() {
     name=$1 want_code=$2 needle=$3 want=$4
     shift 5
     "$trainer" "$@" >"$work/stdout" 2>"$work/stderr"
     code=$?
-    why=""
-    [ "$code" -eq "$want_code" ] || why="exit code $code, expected $want_code"
-    lines=$(wc -l <"$work/stderr")
-    [ -z "$why" ] && [ "$lines" -ne 1 ] && why="$lines lines on stderr, expected 1"
-    [ -z "$why" ] && ! grep -q '^trainer: ' "$work/stderr" && why="the message does not start with 'trainer: '"
-    [ -z "$why" ] && ! grep -qF -- "$needle" "$work/stderr" && why="the message does not name $needle"
-    [ -z "$why" ] && ! grep -qF -- "$want" "$work/stderr" && why="the message lacks: $want"
-    [ -z "$why" ] && [ -s "$work/stdout" ] && why="printed on stdout: $(head -c 200 "$work/stdout")"
-    if [ -n "$why" ]; then
-        echo "FAIL $name: $why"
-        echo "     stderr: $(head -c 400 "$work/stderr")"
-        failed=$((failed + 1))
-    else
-        passed=$((passed + 1))
-    fi
+    verdict "$name" "$want_code" "$needle" "$want"
 }
 
 # --set values are read whole: what is not entirely JSON is a string, which numbers refuse.

@@ -243,7 +243,9 @@ static int input_shape(const char *load, const config *cfg, shape3 *shape, errbu
         return 0;
     }
     dataset train;
-    if (dataset_load(&train, cfg->train.images, cfg->train.labels, 1, 256, err)) return -1;
+    split_config first = cfg->train;
+    first.limit = 1;
+    if (dataset_load_split(&train, &first, 256, err)) return -1;
     *shape = (shape3){train.h, train.w, train.c};
     dataset_free(&train);
     return 0;

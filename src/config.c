@@ -125,16 +125,56 @@ static int get_path_string(const cJSON *obj, const char *key, const char *path,
     return *out ? 0 : oomf(err, "out of memory");
 }
 
+/* CSV's "shape": [h, w, c], each from 1 to 4096. */
+static int parse_shape(split_config *split, const cJSON *obj, const char *path, errbuf *err) {
+    const cJSON *shape = cJSON_GetObjectItemCaseSensitive(obj, "shape");
+    int dims[3];
+    if (!shape) return errorf(err, "%s.shape: missing, expected [height, width, channels]", path);
+    if (!cJSON_IsArray(shape) || cJSON_GetArraySize(shape) != 3)
+        return errorf(err, "%s.shape: expected [height, width, channels]", path);
+    for (int d = 0; d < 3; d++) {
+        const cJSON *v = cJSON_GetArrayItem(shape, d);
+        if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < 1 ||
+            v->valuedouble > 4096)
+            return errorf(err, "%s.shape[%d]: expected an integer from 1 to 4096", path, d);
+        dims[d] = (int)v->valuedouble;
+    }
+    split->shape = (shape3){dims[0], dims[1], dims[2]};
+    return 0;
+}
+
 static int parse_split(split_config *split, const cJSON *obj, const char *path,
                        const char *base_dir, errbuf *err) {
-    static const char *const keys[] = {"images", "labels", "limit", NULL};
-    int limit;
+    static const char *const keys[] = {"format", "images", "labels", "limit", "shape", "variant",
+                                       NULL};
+    static const char *const formats[] = {"idx", "csv", "cifar", NULL};
+    static const char *const variants[] = {"cifar10", "cifar100", NULL};
+    int limit, format, variant;
     if (expect_object(obj, path, err) || check_keys(obj, keys, 0, path, err) ||
+        json_get_choice(obj, "format", DATA_IDX, formats, path, &format, err) ||
         get_path_string(obj, "images", path, base_dir, &split->images, err) ||
-        get_path_string(obj, "labels", path, base_dir, &split->labels, err) ||
-        json_get_int(obj, "limit", -1, 1, INT_MAX, path, &limit, err))
+        json_get_int(obj, "limit", -1, 1, INT_MAX, path, &limit, err) ||
+        json_get_choice(obj, "variant", 0, variants, path, &variant, err))
         return -1;
+    split->format = (data_format)format;
     split->limit = limit;
+    const int has_labels = cJSON_GetObjectItemCaseSensitive(obj, "labels") != NULL;
+    const int has_shape = cJSON_GetObjectItemCaseSensitive(obj, "shape") != NULL;
+    const int has_variant = cJSON_GetObjectItemCaseSensitive(obj, "variant") != NULL;
+    if (format == DATA_IDX)
+        return has_shape || has_variant
+                   ? errorf(err, "%s.%s: only for \"format\": \"%s\"", path,
+                            has_shape ? "shape" : "variant", has_shape ? "csv" : "cifar")
+                   : get_path_string(obj, "labels", path, base_dir, &split->labels, err);
+    if (has_labels)
+        return errorf(err, "%s.labels: the %s format keeps the labels in the images file", path,
+                      formats[format]);
+    if (format == DATA_CSV)
+        return has_variant ? errorf(err, "%s.variant: only for \"format\": \"cifar\"", path)
+                           : parse_shape(split, obj, path, err);
+    if (has_shape) return errorf(err, "%s.shape: CIFAR images are 32x32x3", path);
+    split->shape = (shape3){32, 32, 3};
+    split->cifar100 = variant == 1;
     return 0;
 }
 

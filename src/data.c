@@ -4,8 +4,11 @@
  */
 #include "ompcnn/data.h"
 
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "fileio.h"
 
 int dataset_load(dataset *ds, const char *images_path, const char *labels_path, long limit,
                  int n_classes, errbuf *err) {
@@ -105,3 +108,136 @@ void image_flip(float *img, int h, int w, int c) {
             }
     }
 }
+
+/* ---- CSV: rows of "label,pixel,...,pixel" ---- */
+
+/* Reads one integer field ending at ',' or the end of the line; -1 when it is not a whole number
+ * from 0 to 255 (pixels and labels are bytes). */
+static long csv_field(const char **p, const char *end) {
+    const char *c = *p;
+    while (c < end && (*c == ' ' || *c == '\t')) c++;
+    if (c == end || !isdigit((unsigned char)*c)) return -1;
+    long v = 0;
+    while (c < end && isdigit((unsigned char)*c)) {
+        v = v * 10 + (*c++ - '0');
+        if (v > 255) return -1;
+    }
+    while (c < end && (*c == ' ' || *c == '\t')) c++;
+    *p = c;
+    return v;
+}
+
+static int csv_load(dataset *ds, const split_config *s, errbuf *err) {
+    unsigned char *text;
+    size_t len;
+    if (read_input(s->images, &text, &len, err)) return -1;
+    const size_t image = shape_size(s->shape);
+    size_t rows = 0;
+    for (size_t i = 0; i < len; i++) rows += text[i] == '\n';
+    rows += len > 0 && text[len - 1] != '\n';
+    ds->pixels = malloc(rows * image + 1);
+    ds->labels = malloc(rows + 1);
+    if (!ds->pixels || !ds->labels) {
+        free(text);
+        return oomf(err, "%s: out of memory for %zu rows", s->images, rows);
+    }
+    const char *p = (const char *)text, *end = p + len;
+    long n = 0, line = 0;
+    while (p < end && (s->limit < 0 || n < s->limit)) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        if (!eol) eol = end;
+        const char *row_end = eol > p && eol[-1] == '\r' ? eol - 1 : eol;
+        line++;
+        if (row_end == p) { /* an empty line: only the last one may be */
+            if (eol != end && eol + 1 != end) {
+                free(text);
+                return errorf(err, "%s: line %ld is empty", s->images, line);
+            }
+            break;
+        }
+        const char *c = p;
+        long label = csv_field(&c, row_end);
+        if (label < 0 && line == 1 && !isdigit((unsigned char)*p)) { /* a header row */
+            p = eol + (eol < end);
+            continue;
+        }
+        size_t fields = 1;
+        int bad = label < 0;
+        for (size_t k = 0; !bad && k < image; k++) {
+            long v = c < row_end && *c == ',' ? (c++, csv_field(&c, row_end)) : -2;
+            if (v < 0) bad = v == -2 ? 2 : 1;
+            else ds->pixels[(size_t)n * image + k] = (uint8_t)v;
+            fields += v >= 0;
+        }
+        if (!bad && c != row_end) bad = 3;
+        if (bad) {
+            free(text);
+            if (bad == 2 || bad == 3)
+                return errorf(err, "%s: line %ld: %s fields, expected %zu (a label and %dx%dx%d "
+                              "pixels)", s->images, line, bad == 2 ? "fewer" : "more",
+                              image + 1, s->shape.h, s->shape.w, s->shape.c);
+            return errorf(err, "%s: line %ld, field %zu: expected an integer from 0 to 255",
+                          s->images, line, fields + 1);
+        }
+        ds->labels[n++] = (uint8_t)label;
+        p = eol + (eol < end);
+    }
+    free(text);
+    if (n == 0) return errorf(err, "%s: holds no rows", s->images);
+    if (s->limit > n)
+        return errorf(err, "%s: limit %ld is larger than the %ld rows in the file", s->images,
+                      s->limit, n);
+    ds->n = (int)n;
+    return 0;
+}
+
+/* ---- CIFAR-10/100 binary records ---- */
+
+static int cifar_load(dataset *ds, const split_config *s, errbuf *err) {
+    unsigned char *bytes;
+    size_t len;
+    if (read_input(s->images, &bytes, &len, err)) return -1;
+    const size_t label_bytes = s->cifar100 ? 2 : 1, plane = 32 * 32, record = label_bytes + 3 * plane;
+    if (len == 0 || len % record != 0) {
+        free(bytes);
+        return errorf(err, "%s: %zu bytes are not a whole number of %zu-byte CIFAR-%s records",
+                      s->images, len, record, s->cifar100 ? "100" : "10");
+    }
+    size_t n = len / record;
+    if (s->limit > (long)n) {
+        free(bytes);
+        return errorf(err, "%s: limit %ld is larger than the %zu records in the file", s->images,
+                      s->limit, n);
+    }
+    if (s->limit >= 0) n = (size_t)s->limit;
+    ds->pixels = malloc(n * 3 * plane);
+    ds->labels = malloc(n);
+    if (!ds->pixels || !ds->labels) {
+        free(bytes);
+        return oomf(err, "%s: out of memory", s->images);
+    }
+    for (size_t i = 0; i < n; i++) {
+        const unsigned char *r = bytes + i * record;
+        ds->labels[i] = r[label_bytes - 1]; /* CIFAR-100: the fine label, after the coarse one */
+        for (size_t p = 0; p < plane; p++) /* channels-first on disk, channels-last here */
+            for (size_t c = 0; c < 3; c++)
+                ds->pixels[(i * plane + p) * 3 + c] = r[label_bytes + c * plane + p];
+    }
+    free(bytes);
+    ds->n = (int)n;
+    return 0;
+}
+
+int dataset_load_split(dataset *ds, const split_config *s, int n_classes, errbuf *err) {
+    if (s->format == DATA_IDX)
+        return dataset_load(ds, s->images, s->labels, s->limit, n_classes, err);
+    memset(ds, 0, sizeof *ds);
+    int rc = s->format == DATA_CSV ? csv_load(ds, s, err) : cifar_load(ds, s, err);
+    if (rc == 0) {
+        ds->h = s->shape.h, ds->w = s->shape.w, ds->c = s->shape.c;
+        rc = dataset_check_labels(ds, s->images, n_classes, err);
+    }
+    if (rc) dataset_free(ds);
+    return rc;
+}
+

@@ -131,9 +131,8 @@ int run_load(run *r, errbuf *err) {
     trainer *t = &r->t;
     /* Labels are checked against the softmax size once the net is built (it needs the data's
      * image shape first); 256 admits any byte for now. */
-    if (dataset_load(&r->train, cfg->train.images, cfg->train.labels, cfg->train.limit, 256, err) ||
-        (cfg->has_test &&
-         dataset_load(&r->test, cfg->test.images, cfg->test.labels, cfg->test.limit, 256, err)) ||
+    if (dataset_load_split(&r->train, &cfg->train, 256, err) ||
+        (cfg->has_test && dataset_load_split(&r->test, &cfg->test, 256, err)) ||
         hold_out_validation(r, err) ||
         trainer_open_dist(t, cfg, &r->train, cfg->has_test ? &r->test : NULL, r->dist, err))
         return err->code;
@@ -345,7 +344,7 @@ int run_open_eval(run *r, const char *config_path, const char *params_path,
         errorf(err, "%s: data.test: missing, eval needs a test set", cfg->file);
         return err->code;
     }
-    if (dataset_load(&r->test, cfg->test.images, cfg->test.labels, cfg->test.limit, 256, err) ||
+    if (dataset_load_split(&r->test, &cfg->test, 256, err) ||
         trainer_open(&r->t, cfg, &r->test, &r->test, err) ||
         dataset_check_labels(&r->test, cfg->test.labels, r->t.net.n_classes, err) ||
         params_load(params_path, &r->t.net, r->t.params, err))

@@ -195,6 +195,91 @@ START_TEST(test_dataset_mismatches) {
 }
 END_TEST
 
+/* A CSV of the first 40 test images (a header row, CRLF line ends, spaces after some commas)
+ * loads to exactly the bytes and labels the IDX files give. */
+START_TEST(test_csv_equals_idx) {
+    dataset idx_set, csv_set;
+    errbuf err;
+    ck_assert_msg(dataset_load(&idx_set, SRC_PATH("data/mnist/t10k-images-idx3-ubyte.gz"),
+                               SRC_PATH("data/mnist/t10k-labels-idx1-ubyte.gz"), 40, 10, &err) == 0,
+                  "%s", err.msg);
+    char path[512];
+    snprintf(path, sizeof path, "%s/digits.csv", dir);
+    FILE *f = fopen(path, "w");
+    fprintf(f, "label,pixels...\r\n");
+    for (int i = 0; i < 40; i++) {
+        fprintf(f, "%d", idx_set.labels[i]);
+        for (int k = 0; k < 784; k++) fprintf(f, k % 97 ? ",%d" : ", %d", idx_set.pixels[i * 784 + k]);
+        fprintf(f, "\r\n");
+    }
+    fclose(f);
+    split_config split = {DATA_CSV, path, NULL, -1, {28, 28, 1}, 0};
+    ck_assert_msg(dataset_load_split(&csv_set, &split, 10, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(csv_set.n, 40);
+    ck_assert_int_eq(memcmp(csv_set.pixels, idx_set.pixels, 40 * 784), 0);
+    ck_assert_int_eq(memcmp(csv_set.labels, idx_set.labels, 40), 0);
+    dataset_free(&csv_set);
+    split.limit = 41;
+    ck_assert_int_eq(dataset_load_split(&csv_set, &split, 10, &err), -1);
+    ck_assert_msg(strstr(err.msg, "limit 41 is larger than the 40 rows"), "%s", err.msg);
+    dataset_free(&idx_set);
+    /* Rows that do not fit: each named by line (and field). */
+    static const char *const bad[][2] = {
+        {"1,2,3\n4,5\n", "line 2: fewer fields"},
+        {"1,2,3,4\n", "line 1: more fields"},
+        {"1,2,300\n", "line 1, field 3: expected an integer from 0 to 255"},
+        {"1,2,x\n", "line 1, field 3"},
+        {"1,2,3\n\n1,2,3\n", "line 2 is empty"},
+        {"", "holds no rows"},
+        {"1,2,3\n", "label 1 of sample 0 is out of range"},
+    };
+    split = (split_config){DATA_CSV, path, NULL, -1, {1, 2, 1}, 0};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        write_bytes(path, bad[i][0], strlen(bad[i][0]));
+        const int classes = i + 1 == sizeof bad / sizeof bad[0] ? 1 : 10;
+        ck_assert_int_eq(dataset_load_split(&csv_set, &split, classes, &err), -1);
+        ck_assert_msg(strstr(err.msg, bad[i][1]), "case %zu: %s", i, err.msg);
+    }
+}
+END_TEST
+
+/* CIFAR records: the label byte (CIFAR-100: the fine one, second), then the red, green and blue
+ * planes, which become channels-last pixels. */
+START_TEST(test_cifar_records) {
+    for (int variant = 0; variant < 2; variant++) {
+        const size_t label_bytes = variant ? 2 : 1, record = label_bytes + 3072;
+        unsigned char *buf = malloc(3 * record);
+        for (size_t r = 0; r < 3; r++) {
+            unsigned char *p = buf + r * record;
+            p[0] = (unsigned char)(variant ? 90 + r : 7 - r);
+            if (variant) p[1] = (unsigned char)(20 + r);
+            for (size_t i = 0; i < 3072; i++) p[label_bytes + i] = (unsigned char)((i * 7 + r) % 251);
+        }
+        char path[512];
+        snprintf(path, sizeof path, "%s/records.bin", dir);
+        write_bytes(path, buf, 3 * record);
+        split_config split = {DATA_CIFAR, path, NULL, -1, {32, 32, 3}, variant};
+        dataset ds;
+        errbuf err;
+        ck_assert_msg(dataset_load_split(&ds, &split, 100, &err) == 0, "%s", err.msg);
+        ck_assert_int_eq(ds.n, 3);
+        ck_assert_int_eq(ds.c, 3);
+        for (size_t r = 0; r < 3; r++) {
+            ck_assert_int_eq(ds.labels[r], variant ? 20 + (int)r : 7 - (int)r);
+            for (size_t pos = 0; pos < 1024; pos++)
+                for (size_t c = 0; c < 3; c++)
+                    ck_assert_int_eq(ds.pixels[(r * 1024 + pos) * 3 + c],
+                                     buf[r * record + label_bytes + c * 1024 + pos]);
+        }
+        dataset_free(&ds);
+        write_bytes(path, buf, 3 * record - 1);
+        ck_assert_int_eq(dataset_load_split(&ds, &split, 100, &err), -1);
+        ck_assert_msg(strstr(err.msg, "not a whole number of"), "%s", err.msg);
+        free(buf);
+    }
+}
+END_TEST
+
 /* The flip augmentation mirrors each row, channels kept together: a 2 x 3 x 2 image. */
 START_TEST(test_image_flip) {
     float img[12] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
@@ -216,6 +301,8 @@ static Suite *idx_suite(void) {
     tcase_add_test(tc, test_damaged_gzip);
     tcase_add_test(tc, test_dataset_mismatches);
     tcase_add_test(tc, test_image_flip);
+    tcase_add_test(tc, test_csv_equals_idx);
+    tcase_add_test(tc, test_cifar_records);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -18,10 +18,18 @@ typedef struct layer_spec {
     char path[32]; /* "network[3]" */
 } layer_spec;
 
+/* How a data set is stored: IDX image and label files (MNIST's format), a CSV file of rows
+ * "label,pixel,pixel,..." (an optional header row), or CIFAR-10/100 binary records (a label
+ * byte, or CIFAR-100's coarse and fine label bytes, then 32x32x3 pixels channel by channel). */
+typedef enum data_format { DATA_IDX, DATA_CSV, DATA_CIFAR } data_format;
+
 typedef struct split_config {
-    char *images; /* resolved against the config file's folder */
-    char *labels;
+    data_format format;
+    char *images; /* the image file (CSV, CIFAR: the only file); resolved like every path */
+    char *labels; /* IDX only */
     long limit;   /* first N samples; -1 for all */
+    shape3 shape; /* CSV: each row's image shape (h, w, c) */
+    int cifar100; /* CIFAR: records with two label bytes; the fine label is used */
 } split_config;
 
 typedef struct config {

@@ -7,6 +7,7 @@
 #define OMPCNN_DATA_H
 
 #include "ompcnn/common.h"
+#include "ompcnn/config.h"
 #include "ompcnn/idx.h"
 
 typedef struct dataset {
@@ -19,6 +20,9 @@ typedef struct dataset {
  * counts match, that limit does not exceed them and that every label is below n_classes. */
 int dataset_load(dataset *ds, const char *images_path, const char *labels_path, long limit,
                  int n_classes, errbuf *err);
+/* The same for a split of the config in any format (IDX, CSV, CIFAR); messages name its file
+ * and, for CSV, the line and field. */
+int dataset_load_split(dataset *ds, const split_config *s, int n_classes, errbuf *err);
 /* Checks that every used label is below n_classes; the message names labels_path. */
 int dataset_check_labels(const dataset *ds, const char *labels_path, int n_classes, errbuf *err);
 void dataset_free(dataset *ds);

@@ -1,12 +1,13 @@
 /*
  * libFuzzer target: the IDX reader's checks (magic, type, dimensions, length) on arbitrary bytes,
- * in memory and from a file (raw or gzip).
+ * in memory and from a file (raw or gzip); the same bytes read as CSV rows and CIFAR records.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "ompcnn/data.h"
 #include "ompcnn/idx.h"
 
 int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
@@ -25,6 +26,14 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
     fwrite(data, 1, size, f);
     fclose(f);
     if (idx_load(&a, path, &err) == 0) idx_free(&a);
+    /* And as the other formats: CSV rows of 2x2 images, CIFAR-10 and CIFAR-100 records. */
+    dataset ds;
+    split_config csv = {DATA_CSV, path, NULL, -1, {2, 2, 1}, 0};
+    if (dataset_load_split(&ds, &csv, 256, &err) == 0) dataset_free(&ds);
+    for (int variant = 0; variant < 2; variant++) {
+        split_config cifar = {DATA_CIFAR, path, NULL, -1, {32, 32, 3}, variant};
+        if (dataset_load_split(&ds, &cifar, 256, &err) == 0) dataset_free(&ds);
+    }
     unlink(path);
     return 0;
 }

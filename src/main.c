@@ -66,12 +66,10 @@ static const char usage_text[] =
     "(NaN), 130/143 stopped by SIGINT/SIGTERM after writing the checkpoint.\n"
     "Config reference: docs/config.md\n";
 
+/* The command line: the run's files (run.h) and the array the --set overrides go into. */
 typedef struct options {
-    const char *config_path;
-    const char *load, *save, *save_init, *metrics, *resume, *checkpoint, *save_best, *profile;
+    run_files files;
     const char **overrides;
-    int n_overrides;
-    double max_memory; /* bytes; 0: the memory available */
 } options;
 
 /* Returns 0 to continue, or an exit code + 1 (so 1 means exit 0). */
@@ -94,21 +92,21 @@ static int parse_args(int argc, char **argv, options *opt, char *threads_overrid
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":hV", longopts, NULL)) != -1) {
         switch (c) {
-        case 's': opt->overrides[opt->n_overrides++] = optarg; break;
+        case 's': opt->overrides[opt->files.n_overrides++] = optarg; break;
         case 't':
             if (threads_option(optarg, threads_override, 64)) return EXIT_INPUT + 1;
-            opt->overrides[opt->n_overrides++] = threads_override;
+            opt->overrides[opt->files.n_overrides++] = threads_override;
             break;
-        case 'l': opt->load = optarg; break;
-        case 'o': opt->save = optarg; break;
-        case 'i': opt->save_init = optarg; break;
-        case 'm': opt->metrics = optarg; break;
-        case 'r': opt->resume = optarg; break;
-        case 'c': opt->checkpoint = optarg; break;
-        case 'b': opt->save_best = optarg; break;
-        case 'p': opt->profile = optarg; break;
+        case 'l': opt->files.load = optarg; break;
+        case 'o': opt->files.save = optarg; break;
+        case 'i': opt->files.save_init = optarg; break;
+        case 'm': opt->files.metrics = optarg; break;
+        case 'r': opt->files.resume = optarg; break;
+        case 'c': opt->files.checkpoint = optarg; break;
+        case 'b': opt->files.save_best = optarg; break;
+        case 'p': opt->files.profile = optarg; break;
         case 'M':
-            if (size_option(optarg, &opt->max_memory)) return EXIT_INPUT + 1;
+            if (size_option(optarg, &opt->files.max_memory)) return EXIT_INPUT + 1;
             break;
         case 'h': fputs(usage_text, stdout); return EXIT_OK + 1;
         case 'V': printf("trainer (ompcnn) %s\n", OMPCNN_VERSION); return EXIT_OK + 1;
@@ -117,23 +115,24 @@ static int parse_args(int argc, char **argv, options *opt, char *threads_overrid
             return EXIT_INPUT + 1;
         }
     }
-    if (opt->resume && argc - optind != 0) {
+    if (opt->files.resume && argc - optind != 0) {
         fprintf(stderr, "trainer: --resume continues a run with the config saved in its "
                         "checkpoint; give no config file\n");
         return EXIT_INPUT + 1;
     }
-    if (opt->resume && (opt->load || opt->save_init)) {
+    if (opt->files.resume && (opt->files.load || opt->files.save_init)) {
         fprintf(stderr, "trainer: --resume takes the parameters from the checkpoint; it cannot "
                         "go with --load or --save-init\n");
         return EXIT_INPUT + 1;
     }
-    if (!opt->resume && argc - optind != 1) {
+    if (!opt->files.resume && argc - optind != 1) {
         fprintf(stderr, "trainer: %s (see trainer --help)\n",
                 argc - optind == 0 ? "missing the config file"
                                    : "expected exactly one config file");
         return EXIT_INPUT + 1;
     }
-    opt->config_path = opt->resume ? NULL : argv[optind];
+    opt->files.config = opt->files.resume ? NULL : argv[optind];
+    opt->files.overrides = opt->overrides;
     return 0;
 }
 
@@ -197,13 +196,13 @@ static void print_header(const run *r, const options *opt, const dist *d) {
     net_describe(&r->t.net, shape, sizeof shape);
     if (d->size > 1) snprintf(procs, sizeof procs, " x %d processes", d->size);
     printf("ompcnn %s | config %s | seed %u | threads %d%s | batch %d | lr %g | init %s\n",
-           OMPCNN_VERSION, opt->resume ? cfg->file : opt->config_path, cfg->seed, r->t.threads,
+           OMPCNN_VERSION, opt->files.resume ? cfg->file : opt->files.config, cfg->seed, r->t.threads,
            procs, cfg->batch_size, cfg->learning_rate,
-           opt->resume ? opt->resume : opt->load ? opt->load : init_names[cfg->init]);
+           opt->files.resume ? opt->files.resume : opt->files.load ? opt->files.load : init_names[cfg->init]);
     printf("network %s\n", shape);
     printf("train %d images, test %d images\n", r->train.n, cfg->has_test ? r->test.n : 0);
-    if (opt->resume)
-        printf("resumed from %s at epoch %d, sample %d of its order\n", opt->resume,
+    if (opt->files.resume)
+        printf("resumed from %s at epoch %d, sample %d of its order\n", opt->files.resume,
                r->first_epoch + 1, r->t.pos.position);
     fflush(stdout);
 }
@@ -226,28 +225,24 @@ static void fail_job(const dist *d, const errbuf *err, int code) {
 /* Sets the run up: config, output folders, data, trainer, --save-init. Returns 0 or the exit
  * code. */
 static int set_up(run *r, const options *opt, dist *d, errbuf *err) {
-    const run_files files = {opt->config_path, opt->resume,   opt->load,
-                             opt->checkpoint,  opt->save,     opt->save_init,
-                             opt->save_best,   opt->metrics,  opt->profile,
-                             opt->overrides,   opt->n_overrides, opt->max_memory};
-    if (run_config(r, &files, d, err)) return err->code;
+    if (run_config(r, &opt->files, d, err)) return err->code;
     const config *cfg = &r->cfg;
     const char *test_images = cfg->has_test ? cfg->test.images : NULL;
     const char *test_labels = cfg->has_test ? cfg->test.labels : NULL;
     const file_use uses[] = {
-        {"the config file", opt->config_path, 0, 0},
-        {"--resume", opt->resume, 0, 1},
-        {"--load", opt->load, 0, 0},
+        {"the config file", opt->files.config, 0, 0},
+        {"--resume", opt->files.resume, 0, 1},
+        {"--load", opt->files.load, 0, 0},
         {"the training images", cfg->train.images, 0, 0},
         {"the training labels", cfg->train.labels, 0, 0},
         {"the test images", test_images, 0, 0},
         {"the test labels", test_labels, 0, 0},
-        {"--save", opt->save, 1, 0},
-        {"--save-init", opt->save_init, 1, 0},
-        {"--save-best", opt->save_best, 1, 0},
-        {"--metrics", opt->metrics, 1, 0},
-        {"--profile", opt->profile, 1, 0},
-        {opt->checkpoint ? "--checkpoint" : "training.checkpoint.path", cfg->checkpoint_path, 1,
+        {"--save", opt->files.save, 1, 0},
+        {"--save-init", opt->files.save_init, 1, 0},
+        {"--save-best", opt->files.save_best, 1, 0},
+        {"--metrics", opt->files.metrics, 1, 0},
+        {"--profile", opt->files.profile, 1, 0},
+        {opt->files.checkpoint ? "--checkpoint" : "training.checkpoint.path", cfg->checkpoint_path, 1,
          1},
     };
     if (check_file_uses(uses, (int)(sizeof uses / sizeof uses[0]), err)) return err->code;

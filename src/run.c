@@ -123,6 +123,10 @@ static int resume(run *r, errbuf *err) {
         return err->code;
     r->first_epoch = m->epoch;
     t->pos = m->pos;
+    /* Everything is taken from the file's bytes: they need not stay for the whole run. */
+    free(r->meta.bytes);
+    r->meta.bytes = NULL;
+    r->meta.len = 0;
     return 0;
 }
 

@@ -16,7 +16,8 @@
 #include "ompcnn/train.h"
 
 typedef struct checkpoint_meta {
-    unsigned char *bytes; /* the whole file, as read once; its parameters are loaded from here */
+    unsigned char *bytes; /* the whole file, as read once; its parameters are loaded from here
+                             (NULL once they are) */
     size_t len;
     char *config_text;
     char *base_dir;

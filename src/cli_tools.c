@@ -22,6 +22,7 @@
 #include "ompcnn/data.h"
 #include "ompcnn/npz.h"
 #include "ompcnn/pgm.h"
+#include "ompcnn/png.h"
 #include "ompcnn/run.h"
 #include "ompcnn/train.h"
 #include "fileio.h"
@@ -111,6 +112,37 @@ static int parse_tool_args(int argc, char **argv, const char *usage, tool_option
     return 0;
 }
 
+/* The class names a parameter file's model.json carries, if it has k of them (NULL
+ * otherwise, or for a file without them). Free with free_names. */
+static char **model_class_names(const char *load, int k) {
+    char *text = NULL;
+    size_t size;
+    errbuf ignore;
+    if (!load || npz_read_member(load, "model.json", &text, &size, &ignore) != 0) return NULL;
+    cJSON *json = cJSON_Parse(text);
+    free(text);
+    const cJSON *list = cJSON_GetObjectItemCaseSensitive(json, "class_names");
+    char **names = NULL;
+    if (cJSON_IsArray(list) && cJSON_GetArraySize(list) == k &&
+        (names = calloc((size_t)k, sizeof *names))) {
+        int c = 0;
+        for (const cJSON *v = list->child; v && c < k; v = v->next, c++)
+            if (!cJSON_IsString(v) || !(names[c] = strdup(v->valuestring))) break;
+        if (c < k) { /* not all strings: no names */
+            for (int i = 0; i < k; i++) free(names[i]);
+            free(names);
+            names = NULL;
+        }
+    }
+    cJSON_Delete(json);
+    return names;
+}
+
+static void free_names(char **names, int k) {
+    for (int i = 0; names && i < k; i++) free(names[i]);
+    free(names);
+}
+
 static const char eval_usage[] =
     "Usage: trainer eval [CONFIG.json] --load FILE.npz [--csv FILE.csv] [--set PATH=VALUE]\n"
     "                    [--threads N]\n"
@@ -118,16 +150,18 @@ static const char eval_usage[] =
     "and the confusion matrix (--csv writes it as CSV). Without CONFIG.json, the config saved in\n"
     "FILE.npz (by --save or a checkpoint) is used.\n";
 
-/* Per-class accuracy and the confusion matrix of k classes (rows: true class). */
-static void print_confusion(const long *confusion, int k) {
-    printf("class  images  accuracy\n");
+/* Per-class accuracy and the confusion matrix of k classes (rows: true class); names may be
+ * NULL. */
+static void print_confusion(const long *confusion, int k, char *const *names) {
+    printf("class  images  accuracy%s\n", names ? "  name" : "");
     for (int c = 0; c < k; c++) {
         long row = 0;
         for (int p = 0; p < k; p++) row += confusion[(size_t)c * k + p];
         if (row)
-            printf("%5d  %6ld  %8.4f\n", c, row, (double)confusion[(size_t)c * k + c] / row);
+            printf("%5d  %6ld  %8.4f", c, row, (double)confusion[(size_t)c * k + c] / row);
         else
-            printf("%5d  %6ld  %8s\n", c, row, "-");
+            printf("%5d  %6ld  %8s", c, row, "-");
+        printf("%s%s\n", names ? "  " : "", names ? names[c] : "");
     }
     printf("\nconfusion matrix (rows: true class, columns: predicted class)\n%5s", "");
     for (int p = 0; p < k; p++) printf(" %6d", p);
@@ -139,16 +173,33 @@ static void print_confusion(const long *confusion, int k) {
     }
 }
 
-/* The confusion matrix as CSV, written atomically to path. */
-static int write_confusion(const char *path, const long *confusion, int k, errbuf *err) {
+/* A CSV field: the text, quoted when it holds a comma, a quote or a line break. */
+static size_t csv_text(char *out, size_t cap, const char *text) {
+    if (!strpbrk(text, ",\"\r\n")) return (size_t)snprintf(out, cap, "%s", text);
+    size_t len = (size_t)snprintf(out, cap, "\"");
+    for (const char *c = text; *c; c++)
+        len += (size_t)snprintf(out + len, cap - len, *c == '"' ? "\"\"" : "%c", *c);
+    return len + (size_t)snprintf(out + len, cap - len, "\"");
+}
+
+/* The confusion matrix as CSV, written atomically to path; the class names (if any) head its
+ * rows and columns, else the class numbers. */
+static int write_confusion(const char *path, const long *confusion, int k, char *const *names,
+                           errbuf *err) {
     size_t cap = (size_t)(k + 1) * (k + 1) * 24 + 64, len = 0;
+    for (int c = 0; names && c < k; c++) cap += 4 * strlen(names[c]) + 8;
     char *text = malloc(cap);
     if (!text) return oomf(err, "out of memory");
     len += (size_t)snprintf(text + len, cap - len, "true\\predicted");
-    for (int p = 0; p < k; p++) len += (size_t)snprintf(text + len, cap - len, ",%d", p);
+    for (int p = 0; p < k; p++) {
+        len += (size_t)snprintf(text + len, cap - len, ",");
+        if (names) len += csv_text(text + len, cap - len, names[p]);
+        else len += (size_t)snprintf(text + len, cap - len, "%d", p);
+    }
     len += (size_t)snprintf(text + len, cap - len, "\n");
     for (int c = 0; c < k; c++) {
-        len += (size_t)snprintf(text + len, cap - len, "%d", c);
+        if (names) len += csv_text(text + len, cap - len, names[c]);
+        else len += (size_t)snprintf(text + len, cap - len, "%d", c);
         for (int p = 0; p < k; p++)
             len += (size_t)snprintf(text + len, cap - len, ",%ld", confusion[(size_t)c * k + p]);
         len += (size_t)snprintf(text + len, cap - len, "\n");
@@ -176,6 +227,7 @@ int cmd_eval(int argc, char **argv) {
     run r = {0};
     int *predicted = NULL;
     long *confusion = NULL;
+    char **model_names = NULL;
     int exit_code = run_open_eval(&r, config_path, opt.load, opt.overrides, opt.n_overrides,
                                   &err);
     if (exit_code) goto done;
@@ -202,10 +254,14 @@ int cmd_eval(int argc, char **argv) {
     for (int i = 0; i < test->n; i++) confusion[(size_t)test->labels[i] * k + predicted[i]]++;
     printf("eval %s on %d test images (%s)\n", opt.load, test->n, r.cfg.test.images);
     printf("test_loss %.6f  test_acc %.4f\n\n", loss, acc);
-    print_confusion(confusion, k);
-    if (opt.csv && write_confusion(opt.csv, confusion, k, &err)) exit_code = EXIT_RUNTIME;
+    /* The test folder's class names, or the ones the parameter file carries. */
+    model_names = test->class_names ? NULL : model_class_names(opt.load, k);
+    char *const *names = test->class_names ? test->class_names : model_names;
+    print_confusion(confusion, k, names);
+    if (opt.csv && write_confusion(opt.csv, confusion, k, names, &err)) exit_code = EXIT_RUNTIME;
 done:
     if (exit_code) fprintf(stderr, "trainer: %s\n", err.msg);
+    free_names(model_names, r.t.net.n_classes);
     free(predicted);
     free(confusion);
     run_close(&r);
@@ -215,10 +271,11 @@ done:
 
 static const char predict_usage[] =
     "Usage: trainer predict --load FILE.npz [--config CONFIG.json] INPUT...\n"
-    "Classify images with saved parameters. INPUT is a PGM image (P2 or P5) of the network's\n"
-    "input size, or an IDX image file (every image in it). Prints the predicted class and the\n"
-    "probability of each class per image. Without --config, the config saved in FILE.npz (by\n"
-    "--save or a checkpoint) is used.\n";
+    "Classify images with saved parameters. INPUT is a PNG image or a PGM image (P2 or P5) of\n"
+    "the network's input size and channels, or an IDX image file (every image in it). Prints\n"
+    "the predicted class (and its name, when the model was trained on a folder of classes) and\n"
+    "the probability of each class per image. Without --config, the config saved in FILE.npz\n"
+    "(by --save or a checkpoint) is used.\n";
 
 /* Reads the input shape the parameters were trained on from model.json, or from the
  * config's training images. */
@@ -245,20 +302,10 @@ static int input_shape(const char *load, const config *cfg, shape3 *shape, errbu
     dataset train;
     split_config first = cfg->train;
     first.limit = 1;
-    if (dataset_load_split(&train, &first, 256, err)) return -1;
+    if (dataset_load_split(&train, &first, 256, NULL, err)) return -1;
     *shape = (shape3){train.h, train.w, train.c};
     dataset_free(&train);
     return 0;
-}
-
-static void print_prediction(const char *name, long index, const net *n, const workspace *ws,
-                             int s) {
-    const float *probs = net_probs(n, ws, s);
-    const int k = n->n_classes, best = net_class(n, ws, s);
-    if (index < 0) printf("%s: class %d  p", name, best);
-    else printf("%s[%ld]: class %d  p", name, index, best);
-    for (int c = 0; c < k; c++) printf(" %.4f", probs[c]);
-    printf("\n");
 }
 
 /* What predict keeps from image to image: the net, its parameters and a workspace for a pass
@@ -268,28 +315,54 @@ typedef struct predictor {
     net n;
     workspace ws;
     float *params;
+    float *table; /* pixel to input (pixel_table) */
+    char **names; /* the classes' names from model.json, or NULL */
     int *lanes;
     int pass, threads;
     shape3 shape;
 } predictor;
 
+static void print_prediction(const predictor *p, const char *name, long index, int s) {
+    const float *probs = net_probs(&p->n, &p->ws, s);
+    const int k = p->n.n_classes, best = net_class(&p->n, &p->ws, s);
+    if (index < 0) printf("%s: class %d", name, best);
+    else printf("%s[%ld]: class %d", name, index, best);
+    if (p->names) printf(" (%s)", p->names[best]);
+    printf("  p");
+    for (int c = 0; c < k; c++) printf(" %.4f", probs[c]);
+    printf("\n");
+}
+
+/* One image (h x w x c bytes) of a PGM or PNG file. */
+static int predict_image(predictor *p, const char *path, const uint8_t *px, int h, int w, int c,
+                         errbuf *err) {
+    const shape3 s = p->shape;
+    if (h != s.h || w != s.w || c != s.c)
+        return errorf(err, "%s: a %dx%d image with %d channel%s, the network takes %dx%d with %d",
+                      path, w, h, c, c == 1 ? "" : "s", s.w, s.h, s.c);
+    pixels_to_input(px, shape_size(s), s.c, p->table, workspace_input(&p->ws));
+    p->ws.cut = (lane_cut){0, NULL, 0};
+    net_forward(&p->n, p->params, &p->ws, 1, p->threads);
+    print_prediction(p, path, -1, 0);
+    return 0;
+}
+
 static int predict_pgm(predictor *p, const char *path, errbuf *err) {
     uint8_t *px;
     int w, h;
     if (pgm_load(path, &px, &w, &h, err)) return -1;
-    const shape3 s = p->shape;
-    if (h != s.h || w != s.w || s.c != 1) {
-        free(px);
-        return errorf(err, "%s: a %dx%d image, the network takes %dx%dx%d", path, w, h, s.w, s.h,
-                      s.c);
-    }
-    float *input = workspace_input(&p->ws);
-    for (size_t i = 0; i < shape_size(s); i++) input[i] = (float)px[i] / 255.0f;
+    int rc = predict_image(p, path, px, h, w, 1, err);
     free(px);
-    p->ws.cut = (lane_cut){0, NULL, 0};
-    net_forward(&p->n, p->params, &p->ws, 1, p->threads);
-    print_prediction(path, -1, &p->n, &p->ws, 0);
-    return 0;
+    return rc;
+}
+
+static int predict_png(predictor *p, const char *path, errbuf *err) {
+    uint8_t *px;
+    pngimg_shape shape;
+    if (pngimg_load(path, &px, &shape, err)) return -1;
+    int rc = predict_image(p, path, px, shape.h, shape.w, shape.c, err);
+    free(px);
+    return rc;
 }
 
 /* Every image of an IDX file, in passes over all threads. */
@@ -309,12 +382,11 @@ static int predict_idx(predictor *p, const char *path, errbuf *err) {
     for (uint32_t i0 = 0; i0 < images.dims[0] && !ferror(stdout); i0 += (uint32_t)p->pass) {
         const uint32_t left = images.dims[0] - i0;
         const int count = left < (uint32_t)p->pass ? (int)left : p->pass;
-        float *input = workspace_input(&p->ws);
-        for (size_t k = 0; k < (size_t)count * in_size; k++)
-            input[k] = (float)images.data[(size_t)i0 * in_size + k] / 255.0f;
+        pixels_to_input(images.data + (size_t)i0 * in_size, (size_t)count * in_size, s.c,
+                        p->table, workspace_input(&p->ws));
         p->ws.cut = (lane_cut){count, p->lanes, 0};
         net_forward(&p->n, p->params, &p->ws, count, p->threads);
-        for (int k = 0; k < count; k++) print_prediction(path, (long)(i0 + k), &p->n, &p->ws, k);
+        for (int k = 0; k < count; k++) print_prediction(p, path, (long)(i0 + k), k);
     }
     idx_free(&images);
     return 0;
@@ -322,8 +394,10 @@ static int predict_idx(predictor *p, const char *path, errbuf *err) {
 
 /* Builds the net of cfg for saved parameters and loads them. Returns 0 or the exit code. */
 static int predictor_open(predictor *p, const config *cfg, const char *params_path, errbuf *err) {
-    if (input_shape(params_path, cfg, &p->shape, err) || net_build(&p->n, cfg, p->shape, err))
+    if (input_shape(params_path, cfg, &p->shape, err) || net_build(&p->n, cfg, p->shape, err) ||
+        !(p->table = pixel_table(cfg, p->shape.c, "the network's input", err)))
         return err->code;
+    p->names = model_class_names(params_path, p->n.n_classes);
     p->threads = cfg->threads > 0 ? cfg->threads : omp_get_max_threads();
     p->pass = 8 * p->threads;
     p->lanes = malloc(((size_t)p->pass + 1) * sizeof *p->lanes);
@@ -338,6 +412,8 @@ static int predictor_open(predictor *p, const config *cfg, const char *params_pa
 
 static void predictor_close(predictor *p) {
     aligned_free(p->params);
+    free(p->table);
+    free_names(p->names, p->n.n_classes);
     free(p->lanes);
     workspace_free(&p->ws);
     net_free(&p->n);
@@ -365,15 +441,18 @@ int cmd_predict(int argc, char **argv) {
     for (int a = opt.first_input; a < argc && !exit_code; a++) {
         const char *path = argv[a];
         const int fd = open_input(path, &err);
-        char first = 0;
+        unsigned char head[8] = {0};
         if (fd < 0) {
             exit_code = err.code;
             break;
         }
-        if (read(fd, &first, 1) != 1) first = 0;
+        const ssize_t got = read(fd, head, sizeof head);
         close(fd);
-        if (first == 'P' ? predict_pgm(&p, path, &err) : predict_idx(&p, path, &err))
-            exit_code = err.code;
+        int rc;
+        if (got > 0 && head[0] == 'P') rc = predict_pgm(&p, path, &err);
+        else if (got > 0 && pngimg_is_png(head, (size_t)got)) rc = predict_png(&p, path, &err);
+        else rc = predict_idx(&p, path, &err);
+        if (rc) exit_code = err.code;
     }
     if (exit_code) fprintf(stderr, "trainer: %s\n", err.msg);
     predictor_close(&p);

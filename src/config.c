@@ -125,7 +125,7 @@ static int get_path_string(const cJSON *obj, const char *key, const char *path,
     return *out ? 0 : oomf(err, "out of memory");
 }
 
-/* CSV's "shape": [h, w, c], each from 1 to 4096. */
+/* CSV's and CIFAR's "shape": [h, w, c], each from 1 to 4096. */
 static int parse_shape(split_config *split, const cJSON *obj, const char *path, errbuf *err) {
     const cJSON *shape = cJSON_GetObjectItemCaseSensitive(obj, "shape");
     int dims[3];
@@ -147,7 +147,7 @@ static int parse_split(split_config *split, const cJSON *obj, const char *path,
                        const char *base_dir, errbuf *err) {
     static const char *const keys[] = {"format", "images", "labels", "limit", "shape", "variant",
                                        NULL};
-    static const char *const formats[] = {"idx", "csv", "cifar", NULL};
+    static const char *const formats[] = {"idx", "csv", "cifar", "folder", NULL};
     static const char *const variants[] = {"cifar10", "cifar100", NULL};
     int limit, format, variant;
     if (expect_object(obj, path, err) || check_keys(obj, keys, 0, path, err) ||
@@ -169,17 +169,61 @@ static int parse_split(split_config *split, const cJSON *obj, const char *path,
     if (has_labels)
         return errorf(err, "%s.labels: the %s format keeps the labels in the images file", path,
                       formats[format]);
+    if (format == DATA_FOLDER)
+        return has_shape || has_variant
+                   ? errorf(err, "%s.%s: a folder's images give their own %s", path,
+                            has_shape ? "shape" : "variant", has_shape ? "shape" : "classes")
+                   : 0;
     if (format == DATA_CSV)
         return has_variant ? errorf(err, "%s.variant: only for \"format\": \"cifar\"", path)
                            : parse_shape(split, obj, path, err);
-    if (has_shape) return errorf(err, "%s.shape: CIFAR images are 32x32x3", path);
+    /* CIFAR's records are 32x32x3; records of other images in the same layout (a converted
+     * MNIST, say) give their shape. */
     split->shape = (shape3){32, 32, 3};
     split->cifar100 = variant == 1;
+    return has_shape ? parse_shape(split, obj, path, err) : 0;
+}
+
+/* One of data.normalize's lists: 1 to MAX_NORMALIZE_CHANNELS numbers, std's above zero. */
+static int parse_normalize_list(const cJSON *obj, const char *key, int positive, float *out,
+                                int *n, errbuf *err) {
+    const cJSON *list = cJSON_GetObjectItemCaseSensitive(obj, key);
+    if (!list)
+        return errorf(err, "data.normalize.%s: missing, expected a list of numbers, one per "
+                      "channel", key);
+    if (!cJSON_IsArray(list) || cJSON_GetArraySize(list) < 1 ||
+        cJSON_GetArraySize(list) > MAX_NORMALIZE_CHANNELS)
+        return errorf(err, "data.normalize.%s: expected a list of 1 to %d numbers, one per "
+                      "channel", key, MAX_NORMALIZE_CHANNELS);
+    *n = cJSON_GetArraySize(list);
+    for (int i = 0; i < *n; i++) {
+        const cJSON *v = cJSON_GetArrayItem(list, i);
+        if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) || fabs(v->valuedouble) > 1e6 ||
+            (positive && !(v->valuedouble >= 1e-6)))
+            return errorf(err, "data.normalize.%s[%d]: expected a number%s", key, i,
+                          positive ? " from 1e-6 to 1e6 (a standard deviation)"
+                                   : " from -1e6 to 1e6");
+        out[i] = (float)v->valuedouble;
+    }
+    return 0;
+}
+
+static int parse_normalize(config *cfg, const cJSON *obj, errbuf *err) {
+    static const char *const keys[] = {"mean", "std", NULL};
+    int n_mean = 0, n_std = 0;
+    if (expect_object(obj, "data.normalize", err) ||
+        check_keys(obj, keys, 0, "data.normalize", err) ||
+        parse_normalize_list(obj, "mean", 0, cfg->normalize_mean, &n_mean, err) ||
+        parse_normalize_list(obj, "std", 1, cfg->normalize_std, &n_std, err))
+        return -1;
+    if (n_mean != n_std)
+        return errorf(err, "data.normalize: %d means but %d standard deviations", n_mean, n_std);
+    cfg->n_normalize = n_mean;
     return 0;
 }
 
 static int parse_data(config *cfg, const cJSON *data, const char *base_dir, errbuf *err) {
-    static const char *const keys[] = {"train", "test", "validation", NULL};
+    static const char *const keys[] = {"train", "test", "validation", "normalize", NULL};
     if (!data) return errorf(err, "data: missing, expected an object with \"train\" and \"test\"");
     if (expect_object(data, "data", err) || check_keys(data, keys, 0, "data", err)) return -1;
     const cJSON *train = cJSON_GetObjectItemCaseSensitive(data, "train");
@@ -188,6 +232,8 @@ static int parse_data(config *cfg, const cJSON *data, const char *base_dir, errb
     const cJSON *test = cJSON_GetObjectItemCaseSensitive(data, "test");
     cfg->has_test = test != NULL;
     if (test && parse_split(&cfg->test, test, "data.test", base_dir, err)) return -1;
+    const cJSON *normalize = cJSON_GetObjectItemCaseSensitive(data, "normalize");
+    if (normalize && parse_normalize(cfg, normalize, err)) return -1;
     const cJSON *validation = cJSON_GetObjectItemCaseSensitive(data, "validation");
     if (validation) {
         static const char *const vkeys[] = {"last", "fraction", NULL};

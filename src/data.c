@@ -74,14 +74,49 @@ int dataset_check_labels(const dataset *ds, const char *labels_path, int n_class
 void dataset_free(dataset *ds) {
     free(ds->pixels);
     free(ds->labels);
+    for (int k = 0; k < ds->n_class_names; k++) free(ds->class_names[k]);
+    free(ds->class_names);
     memset(ds, 0, sizeof *ds);
+}
+
+float *pixel_table(const config *cfg, int c, const char *source, errbuf *err) {
+    const int n = cfg->n_normalize;
+    if (n > 1 && n != c) {
+        errorf(err, "%s: data.normalize has %d values per list, but %s has %d channel%s "
+               "(give one value, or one per channel)", cfg->file, n, source, c,
+               c == 1 ? "" : "s");
+        return NULL;
+    }
+    float *table = malloc((size_t)c * 256 * sizeof *table);
+    if (!table) {
+        oomf(err, "out of memory");
+        return NULL;
+    }
+    for (int ch = 0; ch < c; ch++)
+        for (int v = 0; v < 256; v++) {
+            /* The report divides by 255 (in double); a float division rounds the same
+             * quotient. */
+            float x = (float)v / 255.0f;
+            if (n) x = (x - cfg->normalize_mean[n > 1 ? ch : 0]) / cfg->normalize_std[n > 1 ? ch : 0];
+            table[ch * 256 + v] = x;
+        }
+    return table;
+}
+
+void pixels_to_input(const uint8_t *px, size_t n, int c, const float *table, float *out) {
+    if (!table) {
+        for (size_t k = 0; k < n; k++) out[k] = (float)px[k] / 255.0f;
+    } else if (c == 1) {
+        for (size_t k = 0; k < n; k++) out[k] = table[px[k]];
+    } else {
+        for (size_t k = 0; k < n; k += (size_t)c)
+            for (int ch = 0; ch < c; ch++) out[k + ch] = table[ch * 256 + px[k + ch]];
+    }
 }
 
 void dataset_sample(const dataset *ds, int i, float *out) {
     size_t size = (size_t)ds->h * ds->w * ds->c;
-    const uint8_t *px = ds->pixels + (size_t)i * size;
-    /* The report divides by 255 (in double); a float division rounds the same quotient. */
-    for (size_t k = 0; k < size; k++) out[k] = (float)px[k] / 255.0f;
+    pixels_to_input(ds->pixels + (size_t)i * size, size, ds->c, ds->table, out);
 }
 
 void image_shift(float *img, float *tmp, int h, int w, int c, int dy, int dx) {
@@ -197,11 +232,14 @@ static int cifar_load(dataset *ds, const split_config *s, errbuf *err) {
     unsigned char *bytes;
     size_t len;
     if (read_input(s->images, &bytes, &len, err)) return -1;
-    const size_t label_bytes = s->cifar100 ? 2 : 1, plane = 32 * 32, record = label_bytes + 3 * plane;
+    const size_t label_bytes = s->cifar100 ? 2 : 1, plane = (size_t)s->shape.h * s->shape.w,
+                 channels = (size_t)s->shape.c, record = label_bytes + channels * plane;
     if (len == 0 || len % record != 0) {
         free(bytes);
-        return errorf(err, "%s: %zu bytes are not a whole number of %zu-byte CIFAR-%s records",
-                      s->images, len, record, s->cifar100 ? "100" : "10");
+        return errorf(err, "%s: %zu bytes are not a whole number of %zu-byte CIFAR-%s records "
+                      "(%zu label byte%s and %dx%dx%d pixels)", s->images, len, record,
+                      s->cifar100 ? "100" : "10", label_bytes, label_bytes == 1 ? "" : "s",
+                      s->shape.h, s->shape.w, s->shape.c);
     }
     size_t n = len / record;
     if (s->limit > (long)n) {
@@ -210,7 +248,7 @@ static int cifar_load(dataset *ds, const split_config *s, errbuf *err) {
                       s->limit, n);
     }
     if (s->limit >= 0) n = (size_t)s->limit;
-    ds->pixels = malloc(n * 3 * plane);
+    ds->pixels = malloc(n * channels * plane + 1);
     ds->labels = malloc(n);
     if (!ds->pixels || !ds->labels) {
         free(bytes);
@@ -220,23 +258,27 @@ static int cifar_load(dataset *ds, const split_config *s, errbuf *err) {
         const unsigned char *r = bytes + i * record;
         ds->labels[i] = r[label_bytes - 1]; /* CIFAR-100: the fine label, after the coarse one */
         for (size_t p = 0; p < plane; p++) /* channels-first on disk, channels-last here */
-            for (size_t c = 0; c < 3; c++)
-                ds->pixels[(i * plane + p) * 3 + c] = r[label_bytes + c * plane + p];
+            for (size_t c = 0; c < channels; c++)
+                ds->pixels[(i * plane + p) * channels + c] = r[label_bytes + c * plane + p];
     }
     free(bytes);
     ds->n = (int)n;
     return 0;
 }
 
-int dataset_load_split(dataset *ds, const split_config *s, int n_classes, errbuf *err) {
+int dataset_load_split(dataset *ds, const split_config *s, int n_classes, const load_options *opt,
+                       errbuf *err) {
     if (s->format == DATA_IDX)
         return dataset_load(ds, s->images, s->labels, s->limit, n_classes, err);
     memset(ds, 0, sizeof *ds);
-    int rc = s->format == DATA_CSV ? csv_load(ds, s, err) : cifar_load(ds, s, err);
-    if (rc == 0) {
-        ds->h = s->shape.h, ds->w = s->shape.w, ds->c = s->shape.c;
-        rc = dataset_check_labels(ds, s->images, n_classes, err);
+    int rc;
+    if (s->format == DATA_FOLDER) {
+        rc = dataset_load_folder(ds, s, opt, err);
+    } else {
+        rc = s->format == DATA_CSV ? csv_load(ds, s, err) : cifar_load(ds, s, err);
+        if (rc == 0) ds->h = s->shape.h, ds->w = s->shape.w, ds->c = s->shape.c;
     }
+    if (rc == 0) rc = dataset_check_labels(ds, s->images, n_classes, err);
     if (rc) dataset_free(ds);
     return rc;
 }

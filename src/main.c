@@ -176,6 +176,14 @@ static void on_progress(void *ctx, int epoch, int done, int total) {
     fflush(stderr);
 }
 
+static void on_loading(void *ctx, const char *what, long done, long total) {
+    const reporter *rep = ctx;
+    if (!rep->show_progress) return;
+    if (done < total) fprintf(stderr, "\r  %s: decoded %ld of %ld images ", what, done, total);
+    else fprintf(stderr, "\r%*s\r", 60, "");
+    fflush(stderr);
+}
+
 static int on_stop(void *ctx) {
     (void)ctx;
     return stop_signal != 0;
@@ -224,7 +232,7 @@ static void fail_job(const dist *d, const errbuf *err, int code) {
 
 /* Sets the run up: config, output folders, data, trainer, --save-init. Returns 0 or the exit
  * code. */
-static int set_up(run *r, const options *opt, dist *d, errbuf *err) {
+static int set_up(run *r, const options *opt, dist *d, const run_hooks *hooks, errbuf *err) {
     if (run_config(r, &opt->files, d, err)) return err->code;
     const config *cfg = &r->cfg;
     const char *test_images = cfg->has_test ? cfg->test.images : NULL;
@@ -246,7 +254,7 @@ static int set_up(run *r, const options *opt, dist *d, errbuf *err) {
          1},
     };
     if (check_file_uses(uses, (int)(sizeof uses / sizeof uses[0]), err)) return err->code;
-    int rc = run_load(r, err);
+    int rc = run_load(r, hooks, err);
     if (rc) return rc;
     return run_save_init(r, err) ? EXIT_RUNTIME : 0;
 }
@@ -313,7 +321,9 @@ int main(int argc, char **argv) {
         return rc - 1;
     }
     run r;
-    int who, exit_code = set_up(&r, &opt, &d, &err);
+    reporter rep = {d.rank == 0 && isatty(STDERR_FILENO), 0, 0.0};
+    const run_hooks hooks = {&rep, on_progress, on_stop, on_epoch, on_loading};
+    int who, exit_code = set_up(&r, &opt, &d, &hooks, &err);
     /* Every process is ready, or all exit with the code of the first that is not (it says why). */
     const int agreed = dist_agree(&d, exit_code, &who);
     if (agreed) {
@@ -322,8 +332,8 @@ int main(int argc, char **argv) {
     } else {
         install_signal_handlers(); /* before the header: from then on a signal means a checkpoint */
         print_header(&r, &opt, &d);
-        reporter rep = {r.writer && isatty(STDERR_FILENO), r.cfg.epochs, omp_get_wtime()};
-        const run_hooks hooks = {&rep, on_progress, on_stop, on_epoch};
+        rep.epochs = r.cfg.epochs;
+        rep.start = omp_get_wtime();
         exit_code = finish(&r, run_train(&r, &hooks, &err), &d, &err);
     }
     run_close(&r);

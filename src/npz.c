@@ -148,6 +148,11 @@ char *model_json(const net *n, const char *base_dir) {
     int dims[3] = {n->input.h, n->input.w, n->input.c};
     for (int d = 0; d < 3 && input; d++) cJSON_AddItemToArray(input, cJSON_CreateNumber(dims[d]));
     cJSON_AddNumberToObject(model, "classes", n->n_classes);
+    if (n->class_names) {
+        cJSON *names = cJSON_AddArrayToObject(model, "class_names");
+        for (int c = 0; c < n->n_class_names && names; c++)
+            cJSON_AddItemToArray(names, cJSON_CreateString(n->class_names[c]));
+    }
     /* Absolute, so that the carried config's relative data paths resolve from anywhere. */
     char *absolute = realpath(base_dir, NULL);
     cJSON_AddStringToObject(model, "base_dir", absolute ? absolute : base_dir);

@@ -130,18 +130,63 @@ static int resume(run *r, errbuf *err) {
     return 0;
 }
 
-int run_load(run *r, errbuf *err) {
+/* A folder's classes against the network's outputs, and the test folder's against the
+ * training folder's. */
+static int check_classes(const run *r, errbuf *err) {
+    const config *cfg = &r->cfg;
+    const dataset *train = &r->train, *test = &r->test;
+    const int k = r->t.net.n_classes;
+    if (train->class_names && train->n_class_names != k)
+        return errorf(err, "%s: data.train: %s has %d class folders, but the network ends in %d "
+                      "classes", cfg->file, cfg->train.images, train->n_class_names, k);
+    if (!cfg->has_test || !test->class_names) return 0;
+    if (!train->class_names) {
+        if (test->n_class_names != k)
+            return errorf(err, "%s: data.test: %s has %d class folders, but the network ends in "
+                          "%d classes", cfg->file, cfg->test.images, test->n_class_names, k);
+        return 0;
+    }
+    for (int c = 0; c < train->n_class_names || c < test->n_class_names; c++)
+        if (c >= train->n_class_names || c >= test->n_class_names ||
+            strcmp(train->class_names[c], test->class_names[c]) != 0)
+            return errorf(err, "%s: data.test: the class folders of %s differ from those of %s "
+                          "(class %d: \"%s\" and \"%s\")", cfg->file, cfg->test.images,
+                          cfg->train.images, c,
+                          c < test->n_class_names ? test->class_names[c] : "(none)",
+                          c < train->n_class_names ? train->class_names[c] : "(none)");
+    return 0;
+}
+
+/* The pixel-to-input table for the data's channels, shared by every split (the trainer
+ * checks that the test images have the training images' shape). */
+static int set_input_table(run *r, errbuf *err) {
+    const config *cfg = &r->cfg;
+    dataset *train = &r->train, *test = &r->test;
+    if (!(r->pixel_table = pixel_table(cfg, train->c, cfg->train.images, err))) return -1;
+    train->table = test->table = r->pixel_table;
+    return 0;
+}
+
+int run_load(run *r, const run_hooks *hooks, errbuf *err) {
     const config *cfg = &r->cfg;
     trainer *t = &r->t;
+    r->hooks = hooks;
+    load_options train_opt = {cfg->threads, "data.train", hooks ? hooks->loading : NULL,
+                              hooks ? hooks->ctx : NULL};
+    load_options test_opt = train_opt;
+    test_opt.what = "data.test";
     /* Labels are checked against the softmax size once the net is built (it needs the data's
      * image shape first); 256 admits any byte for now. */
-    if (dataset_load_split(&r->train, &cfg->train, 256, err) ||
-        (cfg->has_test && dataset_load_split(&r->test, &cfg->test, 256, err)) ||
-        hold_out_validation(r, err) ||
+    if (dataset_load_split(&r->train, &cfg->train, 256, &train_opt, err) ||
+        (cfg->has_test && dataset_load_split(&r->test, &cfg->test, 256, &test_opt, err)) ||
+        set_input_table(r, err) || hold_out_validation(r, err) ||
         trainer_open_dist(t, cfg, &r->train, cfg->has_test ? &r->test : NULL, r->dist, err))
         return err->code;
     const int k = t->net.n_classes;
-    if (r->validation.n && (dataset_check_labels(&r->validation, cfg->train.labels, k, err) ||
+    if (check_classes(r, err)) return err->code;
+    t->net.class_names = r->train.class_names;
+    t->net.n_class_names = r->train.n_class_names;
+    if (r->validation.n && (dataset_check_labels(&r->validation, split_labels_file(&cfg->train), k, err) ||
                             trainer_set_validation(t, &r->validation, err)))
         return err->code;
     if (r->files.save_best && !r->validation.n) {
@@ -149,8 +194,8 @@ int run_load(run *r, errbuf *err) {
                "has no data.validation");
         return err->code;
     }
-    if (dataset_check_labels(&r->train, cfg->train.labels, k, err) ||
-        (cfg->has_test && dataset_check_labels(&r->test, cfg->test.labels, k, err)))
+    if (dataset_check_labels(&r->train, split_labels_file(&cfg->train), k, err) ||
+        (cfg->has_test && dataset_check_labels(&r->test, split_labels_file(&cfg->test), k, err)))
         return err->code;
     const char *header = r->validation.n ? metrics_header_val : metrics_header;
     if (r->files.resume) {
@@ -308,6 +353,7 @@ void run_close(run *r) {
     trainer_close(&r->t);
     dataset_free(&r->train);
     dataset_free(&r->test);
+    free(r->pixel_table);
     config_free(&r->cfg);
     checkpoint_meta_free(&r->meta);
     memset(r, 0, sizeof *r);
@@ -348,10 +394,19 @@ int run_open_eval(run *r, const char *config_path, const char *params_path,
         errorf(err, "%s: data.test: missing, eval needs a test set", cfg->file);
         return err->code;
     }
-    if (dataset_load_split(&r->test, &cfg->test, 256, err) ||
-        trainer_open(&r->t, cfg, &r->test, &r->test, err) ||
-        dataset_check_labels(&r->test, cfg->test.labels, r->t.net.n_classes, err) ||
+    load_options opt = {cfg->threads, "data.test", NULL, NULL};
+    if (dataset_load_split(&r->test, &cfg->test, 256, &opt, err) ||
+        !(r->pixel_table = pixel_table(cfg, r->test.c, cfg->test.images, err)))
+        return err->code;
+    r->test.table = r->pixel_table;
+    if (trainer_open(&r->t, cfg, &r->test, &r->test, err) ||
+        dataset_check_labels(&r->test, split_labels_file(&cfg->test), r->t.net.n_classes, err) ||
         params_load(params_path, &r->t.net, r->t.params, err))
         return err->code;
+    if (r->test.class_names && r->test.n_class_names != r->t.net.n_classes) {
+        errorf(err, "%s: data.test: %s has %d class folders, but the network ends in %d classes",
+               cfg->file, cfg->test.images, r->test.n_class_names, r->t.net.n_classes);
+        return err->code;
+    }
     return 0;
 }

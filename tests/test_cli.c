@@ -283,7 +283,7 @@ START_TEST(test_eval_and_predict) {
     write_bytes(bad, "P5 4 4 255\n0123456789abcdef", 27);
     snprintf(args, sizeof args, "predict --load '%s' '%s'", w, bad);
     ck_assert_int_eq(trainer(args), 2);
-    ck_assert_msg(strstr(out, "small.pgm: a 4x4 image, the network takes 28x28x1"), "%s", out);
+    ck_assert_msg(strstr(out, "small.pgm: a 4x4 image with 1 channel, the network takes 28x28 with 1"), "%s", out);
     write_bytes(bad, "P5 28 28 255\nshort", 18);
     ck_assert_int_eq(trainer(args), 2);
     ck_assert_msg(strstr(out, "small.pgm: truncated PGM"), "%s", out);

@@ -214,13 +214,13 @@ START_TEST(test_csv_equals_idx) {
     }
     fclose(f);
     split_config split = {DATA_CSV, path, NULL, -1, {28, 28, 1}, 0};
-    ck_assert_msg(dataset_load_split(&csv_set, &split, 10, &err) == 0, "%s", err.msg);
+    ck_assert_msg(dataset_load_split(&csv_set, &split, 10, NULL, &err) == 0, "%s", err.msg);
     ck_assert_int_eq(csv_set.n, 40);
     ck_assert_int_eq(memcmp(csv_set.pixels, idx_set.pixels, 40 * 784), 0);
     ck_assert_int_eq(memcmp(csv_set.labels, idx_set.labels, 40), 0);
     dataset_free(&csv_set);
     split.limit = 41;
-    ck_assert_int_eq(dataset_load_split(&csv_set, &split, 10, &err), -1);
+    ck_assert_int_eq(dataset_load_split(&csv_set, &split, 10, NULL, &err), -1);
     ck_assert_msg(strstr(err.msg, "limit 41 is larger than the 40 rows"), "%s", err.msg);
     dataset_free(&idx_set);
     /* Rows that do not fit: each named by line (and field). */
@@ -237,7 +237,7 @@ START_TEST(test_csv_equals_idx) {
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         write_bytes(path, bad[i][0], strlen(bad[i][0]));
         const int classes = i + 1 == sizeof bad / sizeof bad[0] ? 1 : 10;
-        ck_assert_int_eq(dataset_load_split(&csv_set, &split, classes, &err), -1);
+        ck_assert_int_eq(dataset_load_split(&csv_set, &split, classes, NULL, &err), -1);
         ck_assert_msg(strstr(err.msg, bad[i][1]), "case %zu: %s", i, err.msg);
     }
 }
@@ -261,7 +261,7 @@ START_TEST(test_cifar_records) {
         split_config split = {DATA_CIFAR, path, NULL, -1, {32, 32, 3}, variant};
         dataset ds;
         errbuf err;
-        ck_assert_msg(dataset_load_split(&ds, &split, 100, &err) == 0, "%s", err.msg);
+        ck_assert_msg(dataset_load_split(&ds, &split, 100, NULL, &err) == 0, "%s", err.msg);
         ck_assert_int_eq(ds.n, 3);
         ck_assert_int_eq(ds.c, 3);
         for (size_t r = 0; r < 3; r++) {
@@ -273,7 +273,7 @@ START_TEST(test_cifar_records) {
         }
         dataset_free(&ds);
         write_bytes(path, buf, 3 * record - 1);
-        ck_assert_int_eq(dataset_load_split(&ds, &split, 100, &err), -1);
+        ck_assert_int_eq(dataset_load_split(&ds, &split, 100, NULL, &err), -1);
         ck_assert_msg(strstr(err.msg, "not a whole number of"), "%s", err.msg);
         free(buf);
     }

@@ -11,7 +11,7 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-packages=(gcc make cmake pkg-config libcjson-dev check zlib1g-dev)
+packages=(gcc make cmake pkg-config libcjson-dev check zlib1g-dev libpng-dev)
 tool_packages=(gnuplot-nox python3-numpy dataset-fashion-mnist)
 cmake_args=(-DCMAKE_BUILD_TYPE=Release)
 

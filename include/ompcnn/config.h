@@ -19,24 +19,37 @@ typedef struct layer_spec {
 } layer_spec;
 
 /* How a data set is stored: IDX image and label files (MNIST's format), a CSV file of rows
- * "label,pixel,pixel,..." (an optional header row), or CIFAR-10/100 binary records (a label
- * byte, or CIFAR-100's coarse and fine label bytes, then 32x32x3 pixels channel by channel). */
-typedef enum data_format { DATA_IDX, DATA_CSV, DATA_CIFAR } data_format;
+ * "label,pixel,pixel,..." (an optional header row), CIFAR-10/100 binary records (a label
+ * byte, or CIFAR-100's coarse and fine label bytes, then 32x32x3 pixels channel by channel), or
+ * a folder of PNG files per class (root/CLASS/NAME.png). */
+typedef enum data_format { DATA_IDX, DATA_CSV, DATA_CIFAR, DATA_FOLDER } data_format;
+
+#define MAX_NORMALIZE_CHANNELS 16
 
 typedef struct split_config {
     data_format format;
-    char *images; /* the image file (CSV, CIFAR: the only file); resolved like every path */
+    char *images; /* the image file (CSV, CIFAR: the only file; folder: the root folder);
+                     resolved like every path */
     char *labels; /* IDX only */
     long limit;   /* first N samples; -1 for all */
     shape3 shape; /* CSV: each row's image shape (h, w, c) */
     int cifar100; /* CIFAR: records with two label bytes; the fine label is used */
 } split_config;
 
+/* The file that holds a split's labels: the labels file, or the images file or folder. */
+static inline const char *split_labels_file(const split_config *s) {
+    return s->labels ? s->labels : s->images;
+}
+
 typedef struct config {
     char *file;   /* the config path as the user gave it, used in messages */
     cJSON *json;  /* the document after overrides */
     split_config train, test;
     int has_test;
+    /* data.normalize: the input is (pixel / 255 - mean[c]) / std[c] for channel c; n_normalize
+     * values each (1 for every channel alike, or one per channel); 0: pixel / 255. */
+    int n_normalize;
+    float normalize_mean[MAX_NORMALIZE_CHANNELS], normalize_std[MAX_NORMALIZE_CHANNELS];
     long validation_last;       /* hold out the last N training samples for validation (0: none) */
     double validation_fraction; /* or this fraction of them */
     int n_layers;

@@ -20,6 +20,8 @@ typedef struct net {
     size_t max_act;    /* largest activation of one sample (for the gradient buffers) */
     size_t total_act;  /* all activations of one sample, the input included */
     float label_smoothing; /* training's target: (1 - e) one-hot + e / n_classes */
+    char *const *class_names; /* the classes' names (a folder data set's), or NULL; not owned */
+    int n_class_names;
 } net;
 
 /* Builds the layers of cfg on an input of the given shape; errors name the config path. */

@@ -38,6 +38,8 @@ typedef struct run_hooks {
     int (*stop)(void *ctx);
     /* After every epoch: its figures as one line of text. */
     void (*epoch_done)(void *ctx, const char *line);
+    /* While a data set (`what`: "data.train") is decoded: `done` of its `total` images. */
+    void (*loading)(void *ctx, const char *what, long done, long total);
 } run_hooks;
 
 typedef enum run_end {
@@ -55,6 +57,7 @@ typedef struct run {
     int writer;           /* this process writes the files */
     dataset train, test;
     dataset validation;   /* the held-out end of train (a view into its memory), or n == 0 */
+    float *pixel_table;   /* the data's pixel-to-input table (pixel_table in data.h) */
     trainer t;
     int first_epoch;      /* 0, or the epoch the checkpoint was in */
     int epoch;            /* the epoch in progress */
@@ -71,10 +74,10 @@ typedef struct run {
  * the overrides on top; applies files->checkpoint; with several processes on one machine, "all
  * cores" becomes this process's share of them. */
 int run_config(run *r, const run_files *files, dist *d, errbuf *err);
-/* Loads the data, holds out the validation split, builds the trainer and sets where it starts:
+/* Loads the data (hooks->loading hears how far the decoding is), holds out the validation split, builds the trainer and sets where it starts:
  * the checkpoint's parameters and position, files->load, or the config's init. Returns 0 or the
  * exit code (EXIT_INPUT for bad input, EXIT_RUNTIME when memory runs out). */
-int run_load(run *r, errbuf *err);
+int run_load(run *r, const run_hooks *hooks, errbuf *err);
 /* Writes files->save_init, on the writer. */
 int run_save_init(run *r, errbuf *err);
 /* Trains the remaining epochs, writing the metrics, --save-best and checkpoints as they come. */

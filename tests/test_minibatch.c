@@ -13,10 +13,12 @@
 #include "testutil.h"
 
 /* The network of tools/minibatch_reference.py. */
-#define NETWORK                                                                                    \
-    "\"network\":[{\"type\":\"conv2d\",\"filters\":4,\"kernel\":3,\"stride\":2},"                \
+#define NETWORK_BODY                                                                               \
+    "{\"type\":\"conv2d\",\"filters\":4,\"kernel\":3,\"stride\":2},"                              \
     "{\"type\":\"relu\"},{\"type\":\"maxpool\",\"size\":2},{\"type\":\"dense\",\"units\":8},"    \
-    "{\"type\":\"tanh\"},{\"type\":\"dense\",\"units\":10},{\"type\":\"softmax\"}]"
+    "{\"type\":\"tanh\"},"
+#define NETWORK_LAYERS NETWORK_BODY "{\"type\":\"dense\",\"units\":10},{\"type\":\"softmax\"}"
+#define NETWORK "\"network\":[" NETWORK_LAYERS "]"
 
 typedef struct fixture {
     int steps, epochs;
@@ -87,17 +89,30 @@ static int compare_step(void *ctx, int done, int total) {
     return 0;
 }
 
-static void check_against(const char *name, const char *training, int epochs) {
-    char json[2048];
+/* data: the config's data section, loaded as the trainer loads it; NULL: the first 12 MNIST
+ * images. network: the config's network list. */
+static void check_data_against(const char *name, const char *data, const char *network,
+                               const char *training, int epochs) {
+    char json[4096];
     snprintf(json, sizeof json,
-             "{\"data\":{\"train\":{\"images\":\"x\",\"labels\":\"y\"}}," NETWORK
-             ",\"training\":{\"epochs\":%d,\"init\":\"he\",\"seed\":3,\"eval_every\":0,%s}}",
-             epochs, training);
+             "{\"data\":%s,\"network\":%s,\"training\":{\"epochs\":%d,\"init\":\"he\","
+             "\"seed\":3,\"eval_every\":0,%s}}",
+             data ? data : "{\"train\":{\"images\":\"x\",\"labels\":\"y\"}}", network, epochs,
+             training);
     config cfg;
     errbuf err;
-    ck_assert_msg(config_parse_text(&cfg, json, name, ".", NULL, 0, &err) == 0, "%s", err.msg);
+    ck_assert_msg(config_parse_text(&cfg, json, name, OMPCNN_SOURCE_DIR, NULL, 0, &err) == 0,
+                  "%s", err.msg);
     dataset train;
-    load_mnist(&train, NULL, 12);
+    float *table = NULL;
+    if (data) {
+        ck_assert_msg(dataset_load_split(&train, &cfg.train, 256, NULL, &err) == 0, "%s", err.msg);
+        table = pixel_table(&cfg, train.c, "the data", &err);
+        ck_assert_msg(table != NULL, "%s", err.msg);
+        train.table = table;
+    } else {
+        load_mnist(&train, NULL, 12);
+    }
     for (int threads = 1; threads <= 3; threads += 2) {
         cfg.threads = threads;
         trainer t;
@@ -123,7 +138,12 @@ static void check_against(const char *name, const char *training, int epochs) {
         trainer_close(&t);
     }
     dataset_free(&train);
+    free(table);
     config_free(&cfg);
+}
+
+static void check_against(const char *name, const char *training, int epochs) {
+    check_data_against(name, NULL, "[" NETWORK_LAYERS "]", training, epochs);
 }
 
 START_TEST(test_sgd) {
@@ -169,6 +189,20 @@ START_TEST(test_last_batch_of_one) {
                   "\"batch_size\":11,\"lanes\":3,\"optimizer\":\"sgd\",\"learning_rate\":0.1,"
                   "\"warmup_epochs\":0.5,\"weight_decay\":0.001,\"shuffle\":true",
                   2);
+}
+END_TEST
+
+/* Colour from a folder of PNG files: the reading order, the decoding (against tools/pngio.py's
+ * own decoder), per-channel normalisation and a three-channel convolution. */
+START_TEST(test_colour_folder_normalized) {
+    check_data_against("minibatch_colour",
+                       "{\"train\":{\"format\":\"folder\",\"images\":"
+                       "\"data/colour-shapes/train\",\"limit\":12},\"normalize\":{\"mean\":"
+                       "[0.2,0.3,0.25],\"std\":[0.25,0.2,0.3]}}",
+                       "[" NETWORK_BODY "{\"type\":\"dense\",\"units\":9},{\"type\":\"softmax\"}]",
+                       "\"batch_size\":5,\"lanes\":2,\"optimizer\":\"momentum\","
+                       "\"learning_rate\":0.05,\"shuffle\":true",
+                       2);
 }
 END_TEST
 
@@ -240,6 +274,7 @@ static Suite *minibatch_suite(void) {
     tcase_add_test(tc, test_adam_partial_batch);
     tcase_add_test(tc, test_batch_larger_than_data);
     tcase_add_test(tc, test_last_batch_of_one);
+    tcase_add_test(tc, test_colour_folder_normalized);
     tcase_add_test(tc, test_lane_order_bitwise);
     suite_add_tcase(s, tc);
     return s;

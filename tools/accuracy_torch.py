@@ -3,8 +3,9 @@
 fast: the same network (built from the config, He-normal weights, zero biases), the same
 optimizer (SGD with momentum / Nesterov, or Adam, PyTorch's definitions, which ompcnn follows),
 weight decay, learning-rate schedule evaluated every step with its linear warm-up, random shifts
-of up to `augment_shift` pixels with zero fill, dropout, a shuffle every epoch, on the same MNIST
-images / 255. Prints the test accuracy after every epoch.
+of up to `augment_shift` pixels with zero fill, dropout, a shuffle every epoch, on the same images
+(any data format the trainer reads, grey or colour) scaled the same way (pixel / 255, or
+data.normalize). Prints the test accuracy after every epoch.
 
 Usage: tools/accuracy_torch.py CONFIG [--seed S] [--threads N] [--epochs E]
 """
@@ -17,6 +18,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_torch import build, read_idx  # noqa: E402
+import pngio  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -24,11 +26,50 @@ import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 
+def read_split(part, base):
+    """Images (n, h, w, c) and labels of one data split in any of the trainer's formats
+    (docs/config.md), read here without the trainer's code."""
+    path = os.path.join(base, part["images"])
+    fmt, limit = part.get("format", "idx"), part.get("limit")
+    if fmt == "idx":
+        x = read_idx(path)
+        y = read_idx(os.path.join(base, part["labels"]))
+        x = x[..., None] if x.ndim == 3 else x
+    elif fmt == "csv":
+        h, w, c = part["shape"]
+        rows = [line for line in open(path).read().splitlines() if line.strip()]
+        if rows and not rows[0].lstrip()[:1].isdigit():
+            rows = rows[1:]  # a header
+        table = np.array([[int(v) for v in r.split(",")] for r in rows[:limit]], dtype=np.uint8)
+        x, y = table[:, 1:].reshape(-1, h, w, c), table[:, 0]
+    elif fmt == "cifar":
+        h, w, c = part.get("shape", [32, 32, 3])
+        label_bytes = 2 if part.get("variant") == "cifar100" else 1
+        raw = np.fromfile(path, dtype=np.uint8).reshape(-1, label_bytes + h * w * c)
+        x = raw[:, label_bytes:].reshape(-1, c, h, w).transpose(0, 2, 3, 1)
+        y = raw[:, label_bytes - 1]
+    else:  # folder: classes by name, each class's files by name, dealt out in turn
+        classes = sorted(d for d in os.listdir(path)
+                         if not d.startswith(".") and os.path.isdir(os.path.join(path, d)))
+        files = [sorted(f for f in os.listdir(os.path.join(path, d))
+                        if not f.startswith(".") and f.lower().endswith(".png")) for d in classes]
+        order = [(k, files[k][j]) for j in range(max(map(len, files)))
+                 for k in range(len(classes)) if j < len(files[k])][:limit]
+        x = np.array([pngio.decode(open(os.path.join(path, classes[k], f), "rb").read())
+                      for k, f in order], dtype=np.uint8)
+        y = np.array([k for k, _ in order], dtype=np.uint8)
+    return x[:limit], y[:limit]
+
+
 def load(cfg, base, split):
-    part = cfg["data"][split]
-    x = read_idx(os.path.join(base, part["images"]))[:part.get("limit")]
-    y = read_idx(os.path.join(base, part["labels"]))[:part.get("limit")]
-    return (torch.from_numpy(x.astype(np.float32) / 255.0).unsqueeze(1).contiguous(),
+    """The split as float tensors (n, c, h, w): pixel / 255, or with data.normalize
+    (pixel / 255 - mean[c]) / std[c] in float32, as the trainer computes it."""
+    x, y = read_split(cfg["data"][split], base)
+    x = x.astype(np.float32) / np.float32(255.0)
+    norm = cfg["data"].get("normalize")
+    if norm:
+        x = (x - np.array(norm["mean"], dtype=np.float32)) / np.array(norm["std"], dtype=np.float32)
+    return (torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))),
             torch.from_numpy(y.astype(np.int64)))
 
 

@@ -34,6 +34,9 @@ import sys
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import pngio  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 MASK = (1 << 64) - 1
@@ -48,6 +51,37 @@ def read_idx(path, count):
     size = int(np.prod(dims[1:])) if ndim > 1 else 1
     arr = np.frombuffer(data, dtype=np.uint8, count=count * size, offset=offset)
     return arr.reshape([count] + dims[1:])
+
+
+def read_folder(root, count):
+    """The first `count` images of a folder data set in the documented order (docs/config.md,
+    "folder"): classes sorted by name, each class's .png files sorted by name, dealt out in turn
+    (the first file of every class, then the second, ...)."""
+    classes = sorted(d for d in os.listdir(root)
+                     if not d.startswith(".") and os.path.isdir(os.path.join(root, d)))
+    files = [sorted(f for f in os.listdir(os.path.join(root, c))
+                    if not f.startswith(".") and f.lower().endswith(".png")) for c in classes]
+    order = []
+    for j in range(max(len(f) for f in files)):
+        order.extend((k, files[k][j]) for k in range(len(classes)) if j < len(files[k]))
+    images, labels = [], []
+    for k, name in order[:count]:
+        with open(os.path.join(root, classes[k], name), "rb") as f:
+            images.append(pngio.decode(f.read()))
+        labels.append(k)
+    return np.array(images, dtype=np.uint8), np.array(labels), len(classes)
+
+
+def to_input(images, normalize):
+    """pixel / 255 (in float64: the trainer's float32 quotient is within float32 rounding of
+    it), or with data.normalize (pixel / 255 - mean[c]) / std[c], each operation in float32 as
+    docs/config.md says; then float64 for the arithmetic here."""
+    if not normalize:
+        return images / 255.0
+    x = images.astype(np.float32) / np.float32(255.0)
+    mean, std = ([np.float32(v) for v in part.split(",")] for part in normalize.split(";"))
+    x = (x - np.array(mean, dtype=np.float32)) / np.array(std, dtype=np.float32)
+    return x.astype(np.float64)
 
 
 # ---- the documented keyed stream (docs/config.md, "shuffle") ----
@@ -86,29 +120,31 @@ CONV_F, CONV_K, CONV_S = 4, 3, 2
 HIDDEN = 8
 
 
-def init_params(seed):
+def init_params(seed, side, channels, classes):
     rng = np.random.RandomState(seed)
-    conv_w = rng.randn(CONV_F, CONV_K, CONV_K, 1) * math.sqrt(2.0 / (CONV_K * CONV_K))
-    oh = (28 - CONV_K) // CONV_S + 1  # 13
+    fan_in = CONV_K * CONV_K * channels
+    conv_w = rng.randn(CONV_F, CONV_K, CONV_K, channels) * math.sqrt(2.0 / fan_in)
+    oh = (side - CONV_K) // CONV_S + 1  # 13 for MNIST
     ph = oh // 2  # 6
     n_in = ph * ph * CONV_F
     d1_w = rng.randn(n_in, HIDDEN) * math.sqrt(2.0 / n_in)
-    d2_w = rng.randn(HIDDEN, 10) * math.sqrt(2.0 / HIDDEN)
+    d2_w = rng.randn(HIDDEN, classes) * math.sqrt(2.0 / HIDDEN)
     to32 = lambda a: a.astype(np.float32).astype(np.float64)
     return [to32(conv_w), np.zeros(CONV_F), to32(d1_w), np.zeros(HIDDEN), to32(d2_w),
-            np.zeros(10)]
+            np.zeros(classes)]
 
 
 def forward_backward(params, x, label):
-    """Loss, hit, and the gradient of the sample's loss for every parameter."""
+    """Loss, hit, and the gradient of the sample's loss for every parameter; x is side x side
+    x channels."""
     cw, cb, w1, b1, w2, b2 = params
-    oh = (28 - CONV_K) // CONV_S + 1
-    # conv2d: out[oy, ox, f] = b[f] + sum x[oy*s + ky, ox*s + kx] * w[f, ky, kx, 0]
-    patches = np.empty((oh, oh, CONV_K, CONV_K))
+    oh = (x.shape[0] - CONV_K) // CONV_S + 1
+    # conv2d: out[oy, ox, f] = b[f] + sum x[oy*s + ky, ox*s + kx, c] * w[f, ky, kx, c]
+    patches = np.empty((oh, oh, CONV_K, CONV_K, x.shape[2]))
     for ky in range(CONV_K):
         for kx in range(CONV_K):
             patches[:, :, ky, kx] = x[ky:ky + CONV_S * oh:CONV_S, kx:kx + CONV_S * oh:CONV_S]
-    conv = np.einsum("abyx,fyx->abf", patches, cw[:, :, :, 0]) + cb
+    conv = np.einsum("abyxc,fyxc->abf", patches, cw) + cb
     relu = np.maximum(conv, 0.0)
     ph = oh // 2
     windows = relu[:2 * ph, :2 * ph, :].reshape(ph, 2, ph, 2, CONV_F).transpose(0, 2, 4, 1, 3)
@@ -139,7 +175,7 @@ def forward_backward(params, x, label):
     drelu[:2 * ph, :2 * ph, :] = dwin.reshape(ph, ph, CONV_F, 2, 2).transpose(0, 3, 1, 4, 2).reshape(
         2 * ph, 2 * ph, CONV_F)
     dconv = drelu * (conv > 0.0)
-    gcw = np.einsum("abf,abyx->fyx", dconv, patches)[:, :, :, None]
+    gcw = np.einsum("abf,abyxc->fyxc", dconv, patches)
     gcb = dconv.sum(axis=(0, 1))
     return loss, hit, [gcw, gcb, gw1, gb1, gw2, gb2]
 
@@ -157,7 +193,7 @@ def learning_rate(args, step, steps_per_epoch):
 
 
 def train(args, images, labels, out):
-    params = init_params(args.seed)
+    params = init_params(args.seed, images.shape[1], images.shape[3], args.classes)
     state1 = [np.zeros_like(p) for p in params]
     state2 = [np.zeros_like(p) for p in params]
     n = len(labels)
@@ -220,10 +256,18 @@ def main():
     ap.add_argument("--warmup", type=float, default=0.0)
     ap.add_argument("--shuffle", action="store_true")
     ap.add_argument("--seed", type=int, default=3)
+    ap.add_argument("--folder", help="a folder of class folders of PNG files (relative to the "
+                    "project) instead of MNIST")
+    ap.add_argument("--normalize", help="MEAN,...;STD,... (data.normalize)")
     args = ap.parse_args()
-    data = os.path.join(ROOT, "data", "mnist")
-    images = read_idx(os.path.join(data, "train-images-idx3-ubyte.gz"), args.samples) / 255.0
-    labels = read_idx(os.path.join(data, "train-labels-idx1-ubyte.gz"), args.samples)
+    if args.folder:
+        images, labels, args.classes = read_folder(os.path.join(ROOT, args.folder), args.samples)
+    else:
+        data = os.path.join(ROOT, "data", "mnist")
+        images = read_idx(os.path.join(data, "train-images-idx3-ubyte.gz"), args.samples)[..., None]
+        labels = read_idx(os.path.join(data, "train-labels-idx1-ubyte.gz"), args.samples)
+        args.classes = 10
+    images = to_input(images, args.normalize)
     with open(args.name + ".txt", "w") as out:
         out.write("# tools/minibatch_reference.py %s\n" % " ".join(sys.argv[1:]))
         train(args, images, labels.astype(int), out)

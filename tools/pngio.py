@@ -120,3 +120,39 @@ def encode_array(image):
     return b"".join([b"\x89PNG\r\n\x1a\n",
                      _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, colour, 0, 0, 0)),
                      _chunk(b"IDAT", zlib.compress(data, 6)), _chunk(b"IEND", b"")])
+
+
+def decode(data):
+    """The pixels of an 8-bit, non-interlaced grey, grey + alpha, RGB or RGBA PNG (what
+    encode_array and most tools write) as an h x w x c list of rows, alpha dropped: a reader
+    independent of libpng, for the tools' references."""
+    if data[:8] != b"\x89PNG\r\n\x1a\n":
+        raise ValueError("not a PNG file")
+    pos, idat, header = 8, b"", None
+    while pos < len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + length]
+        if kind == b"IHDR":
+            header = struct.unpack(">IIBBBBB", body)
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + length
+    w, h, depth, colour, _, _, interlace = header
+    if depth != 8 or interlace or colour not in (GREY, RGB, GREY_ALPHA, RGBA):
+        raise ValueError("only 8-bit, non-interlaced grey or RGB(A) files are read here")
+    bpp = CHANNELS[colour]
+    raw = zlib.decompress(idat)
+    stride = w * bpp
+    rows, prev = [], bytearray(stride)
+    for y in range(h):
+        kind = raw[y * (stride + 1)]
+        line = bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+        for i in range(stride if kind else 0):  # unfiltered rows are as they are
+            a = line[i - bpp] if i >= bpp else 0
+            b, c = prev[i], prev[i - bpp] if i >= bpp else 0
+            pred = (0, a, b, (a + b) // 2, _paeth(a, b, c))[kind]
+            line[i] = (line[i] + pred) & 0xFF
+        rows.append(line)
+        prev = line
+    keep = 1 if colour in (GREY, GREY_ALPHA) else 3
+    return [[tuple(r[x * bpp:x * bpp + keep]) for x in range(w)] for r in rows]

@@ -209,6 +209,16 @@ static void print_header(const run *r, const options *opt, const dist *d) {
            opt->files.resume ? opt->files.resume : opt->files.load ? opt->files.load : init_names[cfg->init]);
     printf("network %s\n", shape);
     printf("train %d images, test %d images\n", r->train.n, cfg->has_test ? r->test.n : 0);
+    /* Folders of PNG files take a while to decode: how long, and how fast. */
+    const dataset *sets[2] = {&r->train, &r->test};
+    const split_config *splits[2] = {&cfg->train, &cfg->test};
+    for (int k = 0; k < 1 + cfg->has_test; k++)
+        if (splits[k]->format == DATA_FOLDER) {
+            const int n = sets[k]->n + (k == 0 ? r->validation.n : 0);
+            printf("data.%s: %d PNG files decoded in %.2f s (%.0f images/s, %d threads)\n",
+                   k ? "test" : "train", n, r->load_seconds[k],
+                   n / (r->load_seconds[k] > 0 ? r->load_seconds[k] : 1e-9), r->t.threads);
+        }
     if (opt->files.resume)
         printf("resumed from %s at epoch %d, sample %d of its order\n", opt->files.resume,
                r->first_epoch + 1, r->t.pos.position);

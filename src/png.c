@@ -47,6 +47,16 @@ static int decode(const unsigned char *bytes, size_t len, const char *path, pngi
                   uint8_t *out, errbuf *err) {
     if (!pngimg_is_png(bytes, len))
         return errorf(err, "%s: not a PNG file (no PNG signature)", path);
+    /* The header's size, before libpng sees it: a message that says what is wrong. */
+    if (len >= 24 && memcmp(bytes + 12, "IHDR", 4) == 0) {
+        const uint32_t w = (uint32_t)bytes[16] << 24 | (uint32_t)bytes[17] << 16 |
+                           (uint32_t)bytes[18] << 8 | bytes[19];
+        const uint32_t h = (uint32_t)bytes[20] << 24 | (uint32_t)bytes[21] << 16 |
+                           (uint32_t)bytes[22] << 8 | bytes[23];
+        if (w > PNG_MAX_SIDE || h > PNG_MAX_SIDE)
+            return errorf(err, "%s: a %ux%u image, beyond the %d pixels a side the trainer reads",
+                          path, w, h, PNG_MAX_SIDE);
+    }
     png_source src = {bytes, len, 0, ""};
     png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &src, on_error, on_warning);
     png_infop info = png ? png_create_info_struct(png) : NULL;

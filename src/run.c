@@ -177,9 +177,14 @@ int run_load(run *r, const run_hooks *hooks, errbuf *err) {
     test_opt.what = "data.test";
     /* Labels are checked against the softmax size once the net is built (it needs the data's
      * image shape first); 256 admits any byte for now. */
-    if (dataset_load_split(&r->train, &cfg->train, 256, &train_opt, err) ||
-        (cfg->has_test && dataset_load_split(&r->test, &cfg->test, 256, &test_opt, err)) ||
-        set_input_table(r, err) || hold_out_validation(r, err) ||
+    double start = omp_get_wtime();
+    if (dataset_load_split(&r->train, &cfg->train, 256, &train_opt, err)) return err->code;
+    r->load_seconds[0] = omp_get_wtime() - start;
+    start = omp_get_wtime();
+    if (cfg->has_test && dataset_load_split(&r->test, &cfg->test, 256, &test_opt, err))
+        return err->code;
+    r->load_seconds[1] = omp_get_wtime() - start;
+    if (set_input_table(r, err) || hold_out_validation(r, err) ||
         trainer_open_dist(t, cfg, &r->train, cfg->has_test ? &r->test : NULL, r->dist, err))
         return err->code;
     const int k = t->net.n_classes;

@@ -57,6 +57,10 @@ while IFS="$tab" read -r kind file want; do
     images) check "$file" "$file" "$want" -- "$bad/base.json" --set "data.train.images=$file" ;;
     labels) check "$file" "$file" "$want" -- "$bad/base.json" --set "data.train.labels=$file" ;;
     test-images) check "$file" "$file" "$want" -- "$bad/base.json" --set "data.test.images=$file" ;;
+    folder) check "$file" "$file" "$want" -- "$bad/images.json" --set "data.train.images=$file" ;;
+    folder-test) check "$file" "$file" "$want" -- "$bad/images.json" --set "data.test={\"format\":\"folder\",\"images\":\"$file\"}" ;;
+    csv) check "$file" "$file" "$want" -- "$bad/images.json" --set "data.train={\"format\":\"csv\",\"images\":\"$file\",\"shape\":[6,5,1]}" ;;
+    cifar) check "$file" "$file" "$want" -- "$bad/images.json" --set "data.train={\"format\":\"cifar\",\"images\":\"$file\",\"shape\":[6,5,1]}" ;;
     *) echo "FAIL expect.tsv: unknown kind $kind"; failed=$((failed + 1)) ;;
     esac
 done <"$bad/expect.tsv"

@@ -7,6 +7,7 @@ give. Run it from the repository root after changing the corpus; the files are c
 import gzip
 import os
 import struct
+import sys
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 BAD = os.path.join(ROOT, "tests", "bad")
@@ -144,6 +145,108 @@ data_files = [
     ("gzip-empty.gz", gzip.compress(b"", mtime=0), "images", "not an IDX file: only 0 bytes"),
 ]
 
+# ---- PNG folders, CSV and CIFAR-format files (tests/bad/images.json: 6x5 grey, 2 classes) ----
+
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+import pngio  # noqa: E402
+
+def png(h=6, w=5, colour=pngio.GREY, seed=1):
+    chans = {pngio.GREY: 1, pngio.RGB: 3}[colour]
+    rows = [[tuple((seed * 31 + y * 7 + x * 3 + c) % 256 for c in range(chans)) for x in range(w)]
+            for y in range(h)]
+    return pngio.encode(rows, colour)
+
+good_png = png()
+idat = good_png.index(b"IDAT")
+folders = [
+    # (name, {relative path: bytes, or ("link", target), or None for a folder}, expected piece)
+    ("corrupt-png", {"b/1.png": good_png[:idat + 6] + bytes([good_png[idat + 6] ^ 0x55]) + good_png[idat + 7:]},
+     "b/1.png: a damaged PNG file: IDAT: "),
+    ("truncated-png", {"b/1.png": good_png[:len(good_png) - 30]}, "b/1.png: a damaged PNG file: the file ends early (truncated)"),
+    ("not-png", {"b/1.png": b"this is text, not an image\n"}, "b/1.png: not a PNG file (no PNG signature)"),
+    ("empty-png", {"b/1.png": b""}, "b/1.png: not a PNG file (no PNG signature)"),
+    ("other-size", {"b/1.png": png(h=7)}, "b/1.png: a 5x7 image with 1 channel; the first image,"),
+    ("other-channels", {"b/1.png": png(colour=pngio.RGB)}, "b/1.png: a 5x6 image with 3 channels; the first image,"),
+    ("huge-header", {"b/1.png": good_png[:16] + struct.pack(">I", 100000) + good_png[20:29] + struct.pack(">I", __import__("zlib").crc32(good_png[12:16] + struct.pack(">I", 100000) + good_png[20:29]) & 0xFFFFFFFF) + good_png[33:]},
+     "b/1.png: a 100000x6 image, beyond the 4096 pixels a side the trainer reads"),
+    ("empty-class", {"b/0.png": "delete", "b/notes.txt": b"no images here\n"}, "/b: a class folder with no .png files"),
+    ("file-loop", {"b/1.png": ("link", "1.png")}, "b/1.png: cannot open: Too many levels of symbolic links"),
+    ("class-loop", {"c": ("link", "c")}, "/c: cannot read (Too many levels of symbolic links)"),
+    ("dangling-link", {"b/1.png": ("link", "nowhere.png")}, "b/1.png: cannot open: No such file or directory"),
+    ("folder-as-png", {"b/1.png": None}, "b/1.png: is a folder, not a file"),
+    ("three-classes", {"c/1.png": good_png}, "has 3 class folders, but the network ends in 2 classes"),
+]
+
+csv_ok = "label," + ",".join("p%d" % k for k in range(30)) + "\n" + "".join(
+    "%d,%s\n" % (i % 2, ",".join(str((i * 30 + k) % 256) for k in range(30))) for i in range(4))
+csv_files = [
+    ("csv-short-row", csv_ok + "1,2,3\n", "line 6: fewer fields, expected 31 (a label and 6x5x1 pixels)"),
+    ("csv-long-row", csv_ok + "1," + ",".join(["7"] * 31) + "\n", "line 6: more fields, expected 31"),
+    ("csv-pixel-300", csv_ok + "1," + ",".join(["300"] + ["7"] * 29) + "\n", "line 6, field 2: expected an integer from 0 to 255"),
+    ("csv-text", csv_ok + "1," + ",".join(["7"] * 10 + ["dog"] + ["7"] * 19) + "\n", "line 6, field 12: expected an integer from 0 to 255"),
+    ("csv-empty-line", csv_ok.replace("\n", "\n\n", 2), "line 2 is empty"),
+    ("csv-label-out-of-range", csv_ok + "5," + ",".join(["7"] * 30) + "\n", "label 5 of sample 4 is out of range for 2 classes"),
+    ("csv-header-only", csv_ok.split("\n")[0] + "\n", "holds no rows"),
+]
+cifar_record = lambda label: bytes([label]) + bytes(range(30))
+cifar_files = [
+    ("cifar-partial-record", cifar_record(0) * 3 + cifar_record(1)[:20], "113 bytes are not a whole number of 31-byte CIFAR-10 records (1 label byte and 6x5x1 pixels)"),
+    ("cifar-empty", b"", "0 bytes are not a whole number of 31-byte CIFAR-10 records"),
+    ("cifar-label-out-of-range", cifar_record(0) + cifar_record(9), "label 9 of sample 1 is out of range for 2 classes"),
+]
+
+def write_image_cases(lines):
+    import json
+    import shutil
+    images = {"description": "A good config for the damaged image folders and CSV and CIFAR-format "
+                             "files: each replaces data.train.",
+              "data": {"train": {"format": "folder", "images": "folders/good"}},
+              "network": [{"type": "conv2d", "filters": 2, "kernel": 3}, {"type": "relu"},
+                          {"type": "dense", "units": 2}, {"type": "softmax"}],
+              "training": {"epochs": 1, "batch_size": 2}}
+    with open(os.path.join(BAD, "images.json"), "w") as f:
+        f.write(json.dumps(images, indent=2) + "\n")
+    top = os.path.join(BAD, "folders")
+    shutil.rmtree(top, ignore_errors=True)
+    def make(name, extra):
+        root = os.path.join(top, name)
+        for cls in ("a", "b"):
+            os.makedirs(os.path.join(root, cls), exist_ok=True)
+        for rel, data in [("a/0.png", png(seed=2)), ("b/0.png", png(seed=3)), ("a/1.png", png(seed=4))] + list(extra.items()):
+            path = os.path.join(root, rel)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            if data == "delete":
+                os.remove(path)
+            elif isinstance(data, tuple):
+                os.symlink(data[1], path)
+            elif data is None:
+                os.makedirs(path, exist_ok=True)
+                with open(os.path.join(path, "keep"), "w") as f:
+                    f.write("a folder named like an image\n")
+            else:
+                with open(path, "wb") as f:
+                    f.write(data)
+    make("good", {})
+    for name, extra, want in folders:
+        make(name, extra)
+        lines.append("folder\tfolders/%s\t%s" % (name, want))
+    os.makedirs(os.path.join(top, "no-classes"), exist_ok=True)
+    with open(os.path.join(top, "no-classes", "readme.png"), "wb") as f:
+        f.write(good_png)
+    lines.append("folder\tfolders/no-classes\tno class folders (the folder format reads ROOT/CLASS/*.png)")
+    lines.append("folder\tdata/images.idx\tnot a folder (the folder format reads ROOT/CLASS/*.png)")
+    make("other-class-names", {"c/0.png": png(seed=5)})
+    shutil.rmtree(os.path.join(top, "other-class-names", "b"))
+    lines.append("folder-test\tfolders/other-class-names\tdiffer from those of")
+    for name, text, want in csv_files:
+        with open(os.path.join(BAD, "data", name + ".csv"), "w") as f:
+            f.write(text)
+        lines.append("csv\tdata/%s.csv\t%s" % (name, want))
+    for name, data, want in cifar_files:
+        with open(os.path.join(BAD, "data", name + ".bin"), "wb") as f:
+            f.write(data)
+        lines.append("cifar\tdata/%s.bin\t%s" % (name, want))
+
 def main():
     os.makedirs(os.path.join(BAD, "config"), exist_ok=True)
     os.makedirs(os.path.join(BAD, "data"), exist_ok=True)
@@ -174,6 +277,7 @@ def main():
         with open(os.path.join(BAD, path), "wb") as f:
             f.write(data)
         lines.append("%s\t%s\t%s" % (role, path, want))
+    write_image_cases(lines)
     with open(os.path.join(BAD, "expect.tsv"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("%d configs, %d data files" % (len(configs) + 1, len(data_files)))

@@ -58,6 +58,7 @@ typedef struct run {
     dataset train, test;
     dataset validation;   /* the held-out end of train (a view into its memory), or n == 0 */
     float *pixel_table;   /* the data's pixel-to-input table (pixel_table in data.h) */
+    double load_seconds[2]; /* reading and decoding the training and the test set */
     trainer t;
     int first_epoch;      /* 0, or the epoch the checkpoint was in */
     int epoch;            /* the epoch in progress */

@@ -29,10 +29,10 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
     /* And as the other formats: CSV rows of 2x2 images, CIFAR-10 and CIFAR-100 records. */
     dataset ds;
     split_config csv = {DATA_CSV, path, NULL, -1, {2, 2, 1}, 0};
-    if (dataset_load_split(&ds, &csv, 256, &err) == 0) dataset_free(&ds);
+    if (dataset_load_split(&ds, &csv, 256, NULL, &err) == 0) dataset_free(&ds);
     for (int variant = 0; variant < 2; variant++) {
         split_config cifar = {DATA_CIFAR, path, NULL, -1, {32, 32, 3}, variant};
-        if (dataset_load_split(&ds, &cifar, 256, &err) == 0) dataset_free(&ds);
+        if (dataset_load_split(&ds, &cifar, 256, NULL, &err) == 0) dataset_free(&ds);
     }
     unlink(path);
     return 0;

@@ -195,5 +195,20 @@ PY
     check_plain checkpoint-duplicate 2 dup-state.npz 'epoch: the key is given twice' -- --resume "$work/dup-state.npz"
 fi
 
+# predict on PNG files: a damaged one, one of other channels or size than the network's input.
+folders="$bad/folders"
+"$trainer" "$bad/images.json" --save "$work/images.npz" >/dev/null ||
+    { echo "FAIL: could not train on the good folder"; failed=$((failed + 1)); }
+check_plain predict-corrupt-png 2 corrupt-png/b/1.png 'a damaged PNG file: IDAT: ' -- predict --load "$work/images.npz" "$folders/corrupt-png/b/1.png"
+check_plain predict-truncated-png 2 truncated-png/b/1.png 'the file ends early (truncated)' -- predict --load "$work/images.npz" "$folders/truncated-png/b/1.png"
+check_plain predict-png-channels 2 other-channels/b/1.png 'a 5x6 image with 3 channels, the network takes 5x6 with 1' -- predict --load "$work/images.npz" "$folders/other-channels/b/1.png"
+check_plain predict-png-size 2 other-size/b/1.png 'a 5x7 image with 1 channel, the network takes 5x6 with 1' -- predict --load "$work/images.npz" "$folders/other-size/b/1.png"
+check_plain predict-png-loop 2 file-loop/b/1.png 'Too many levels of symbolic links' -- predict --load "$work/images.npz" "$folders/file-loop/b/1.png"
+# data.normalize that does not fit the data's channels, in training and in predict.
+check normalize-channels data.normalize 'has 2 values per list, but' -- "$bad/images.json" --set 'data.normalize={"mean":[0.5,0.5],"std":[0.2,0.2]}'
+check normalize-zero-std 'data.normalize.std[0]' 'expected a number from 1e-6 to 1e6 (a standard deviation)' -- "$bad/images.json" --set 'data.normalize={"mean":[0.5],"std":[0]}'
+check normalize-lengths data.normalize '1 means but 3 standard deviations' -- "$bad/images.json" --set 'data.normalize={"mean":[0.5],"std":[0.2,0.2,0.2]}'
+check normalize-missing data.normalize.std 'missing, expected a list of numbers' -- "$bad/images.json" --set 'data.normalize={"mean":[0.5]}'
+
 echo "bad inputs: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -11,6 +11,7 @@
 
 int cmd_eval(int argc, char **argv);
 int cmd_predict(int argc, char **argv);
+int cmd_export(int argc, char **argv);
 
 /* Turns the value of --threads into the override "training.threads=N" in buf; on a bad value
  * prints the one-line message and returns -1. */

@@ -20,6 +20,7 @@
 
 #include "ompcnn/config.h"
 #include "ompcnn/data.h"
+#include "ompcnn/export.h"
 #include "ompcnn/npz.h"
 #include "ompcnn/pgm.h"
 #include "ompcnn/png.h"
@@ -70,26 +71,55 @@ void option_error(const char *command, int c, const char *arg) {
 
 typedef struct tool_options {
     const char *load, *config, *csv;
+    const char *onnx, *c_file, *name; /* export */
+    int digits;                       /* predict: digits of each probability */
     const char **overrides;
     int n_overrides;
     char threads_override[64];
     int first_input; /* index of the first positional argument */
 } tool_options;
 
-/* Parses the options shared by eval and predict; 0 to go on, else exit code + 1. */
-static int parse_tool_args(int argc, char **argv, const char *usage, tool_options *opt) {
+/* Parses the options of eval, predict and export; `own` lists the option letters the command
+ * takes besides --load, --set and --help (c config, v csv, t threads, o onnx, C c, n name,
+ * d digits). 0 to go on, else exit code + 1. */
+static int parse_tool_args(int argc, char **argv, const char *usage, const char *own,
+                           tool_options *opt) {
     static const struct option longopts[] = {
         {"load", required_argument, NULL, 'l'},    {"config", required_argument, NULL, 'c'},
         {"csv", required_argument, NULL, 'v'},     {"set", required_argument, NULL, 's'},
         {"threads", required_argument, NULL, 't'}, {"help", no_argument, NULL, 'h'},
+        {"onnx", required_argument, NULL, 'o'},    {"c", required_argument, NULL, 'C'},
+        {"name", required_argument, NULL, 'n'},    {"digits", required_argument, NULL, 'd'},
         {NULL, 0, NULL, 0}};
     opt->overrides = calloc((size_t)argc + 1, sizeof *opt->overrides);
     if (!opt->overrides) return EXIT_RUNTIME + 1;
+    opt->digits = 4;
     int c;
     optind = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+    int which = -1;
+    while ((c = getopt_long(argc, argv, ":h", longopts, &which)) != -1) {
+        if (c != ':' && c != '?' && !strchr("lsh", c) && !strchr(own, c)) {
+            /* An option of another subcommand. */
+            fprintf(stderr, "trainer: %s: unknown option --%s (see trainer %s --help)\n", argv[0],
+                    longopts[which].name, argv[0]);
+            return EXIT_INPUT + 1;
+        }
         switch (c) {
+        case 'o': opt->onnx = optarg; break;
+        case 'C': opt->c_file = optarg; break;
+        case 'n': opt->name = optarg; break;
+        case 'd': {
+            char *end;
+            long v = strtol(optarg, &end, 10);
+            if (end == optarg || *end || v < 1 || v > 9) {
+                fprintf(stderr, "trainer: %s: --digits: expected an integer from 1 to 9, got %s\n",
+                        argv[0], optarg);
+                return EXIT_INPUT + 1;
+            }
+            opt->digits = (int)v;
+            break;
+        }
         case 'l': opt->load = optarg; break;
         case 'c': opt->config = optarg; break;
         case 'v': opt->csv = optarg; break;
@@ -211,7 +241,7 @@ static int write_confusion(const char *path, const long *confusion, int k, char 
 
 int cmd_eval(int argc, char **argv) {
     tool_options opt = {0};
-    int rc = parse_tool_args(argc, argv, eval_usage, &opt);
+    int rc = parse_tool_args(argc, argv, eval_usage, "cvt", &opt);
     if (rc) {
         free(opt.overrides);
         return rc - 1;
@@ -271,11 +301,13 @@ done:
 
 static const char predict_usage[] =
     "Usage: trainer predict --load FILE.npz [--config CONFIG.json] INPUT...\n"
+    "               [--digits D]\n"
     "Classify images with saved parameters. INPUT is a PNG image or a PGM image (P2 or P5) of\n"
     "the network's input size and channels, or an IDX image file (every image in it). Prints\n"
     "the predicted class (and its name, when the model was trained on a folder of classes) and\n"
     "the probability of each class per image. Without --config, the config saved in FILE.npz\n"
-    "(by --save or a checkpoint) is used.\n";
+    "(by --save or a checkpoint) is used. --digits D prints each probability with D decimals\n"
+    "(1 to 9, default 4).\n";
 
 /* Reads the input shape the parameters were trained on from model.json, or from the
  * config's training images. */
@@ -319,6 +351,7 @@ typedef struct predictor {
     char **names; /* the classes' names from model.json, or NULL */
     int *lanes;
     int pass, threads;
+    int digits; /* of each printed probability */
     shape3 shape;
 } predictor;
 
@@ -329,7 +362,7 @@ static void print_prediction(const predictor *p, const char *name, long index, i
     else printf("%s[%ld]: class %d", name, index, best);
     if (p->names) printf(" (%s)", p->names[best]);
     printf("  p");
-    for (int c = 0; c < k; c++) printf(" %.4f", probs[c]);
+    for (int c = 0; c < k; c++) printf(" %.*f", p->digits, probs[c]);
     printf("\n");
 }
 
@@ -421,7 +454,7 @@ static void predictor_close(predictor *p) {
 
 int cmd_predict(int argc, char **argv) {
     tool_options opt = {0};
-    int rc = parse_tool_args(argc, argv, predict_usage, &opt);
+    int rc = parse_tool_args(argc, argv, predict_usage, "ctd", &opt);
     if (rc) {
         free(opt.overrides);
         return rc - 1;
@@ -438,6 +471,7 @@ int cmd_predict(int argc, char **argv) {
                                      &err)
                         ? err.code
                         : predictor_open(&p, &cfg, opt.load, &err);
+    p.digits = opt.digits;
     for (int a = opt.first_input; a < argc && !exit_code; a++) {
         const char *path = argv[a];
         const int fd = open_input(path, &err);
@@ -453,6 +487,63 @@ int cmd_predict(int argc, char **argv) {
         else if (got > 0 && pngimg_is_png(head, (size_t)got)) rc = predict_png(&p, path, &err);
         else rc = predict_idx(&p, path, &err);
         if (rc) exit_code = err.code;
+    }
+    if (exit_code) fprintf(stderr, "trainer: %s\n", err.msg);
+    predictor_close(&p);
+    config_free(&cfg);
+    free(opt.overrides);
+    return exit_code;
+}
+
+static const char export_usage[] =
+    "Usage: trainer export --load FILE.npz [--config CONFIG.json] [--onnx MODEL.onnx]\n"
+    "                      [--c MODEL.c] [--name NAME] [--set PATH=VALUE]\n"
+    "Write saved parameters as a model that runs without the trainer: --onnx an ONNX model\n"
+    "(opset 13, float32; input \"pixels\" [N, H, W, C], output \"probabilities\" [N, classes]),\n"
+    "--c one dependency-free C99 file defining NAME_predict (NAME: ompcnn_model unless --name).\n"
+    "Both take pixel values 0 to 255, channels last, and scale them as training did. Without\n"
+    "--config, the config saved in FILE.npz (by --save or a checkpoint) is used.\n";
+
+int cmd_export(int argc, char **argv) {
+    tool_options opt = {0};
+    int rc = parse_tool_args(argc, argv, export_usage, "coCn", &opt);
+    if (rc) {
+        free(opt.overrides);
+        return rc - 1;
+    }
+    errbuf err = {"", EXIT_INPUT};
+    int exit_code;
+    if (opt.first_input < argc)
+        errorf(&err, "export: unexpected argument %s (see trainer export --help)",
+               argv[opt.first_input]);
+    else if (!opt.onnx && !opt.c_file)
+        errorf(&err, "export: nothing to write: give --onnx FILE, --c FILE or both");
+    else if (opt.onnx && !export_onnx_available())
+        errorf(&err, "export: --onnx: this trainer was built without ONNX support (install "
+               "libprotobuf-c-dev, protobuf-c-compiler and libonnx-dev, then rebuild)");
+    else
+        err.code = 0;
+    exit_code = err.code;
+    const file_use uses[] = {{"--config", opt.config, 0, 0},
+                             {"--load", opt.load, 0, 0},
+                             {"--onnx", opt.onnx, 1, 0},
+                             {"--c", opt.c_file, 1, 0}};
+    if (!exit_code && check_file_uses(uses, (int)(sizeof uses / sizeof uses[0]), &err))
+        exit_code = err.code;
+    config cfg = {0};
+    predictor p = {0};
+    if (!exit_code)
+        exit_code = run_model_config(&cfg, opt.config, opt.load, opt.overrides,
+                                     opt.n_overrides, &err)
+                        ? err.code
+                        : predictor_open(&p, &cfg, opt.load, &err);
+    if (!exit_code) {
+        p.n.class_names = p.names;
+        p.n.n_class_names = p.names ? p.n.n_classes : 0;
+        if ((opt.onnx && export_onnx(opt.onnx, &p.n, p.params, &cfg, &err)) ||
+            (opt.c_file && export_c(opt.c_file, &p.n, p.params, &cfg,
+                                    opt.name ? opt.name : "ompcnn_model", &err)))
+            exit_code = err.code;
     }
     if (exit_code) fprintf(stderr, "trainer: %s\n", err.msg);
     predictor_close(&p);

@@ -86,7 +86,8 @@ static int list_dir(const char *dir, int want_dirs, names *out, errbuf *err) {
         }
         free(path);
     }
-    if (rc == 0 && errno != 0) rc = errorf(err, "%s: cannot list the folder (%s)", dir, strerror(errno));
+    if (rc == 0 && errno != 0)
+        rc = errorf(err, "%s: cannot list the folder (%s)", dir, strerror(errno));
     closedir(d);
     if (rc == 0 && out->n > 1) qsort(out->items, out->n, sizeof *out->items, by_name);
     return rc;
@@ -102,8 +103,7 @@ static int list_samples(const char *root, names *classes, names *files, uint8_t 
         return errorf(err, "%s: not a folder (the folder format reads ROOT/CLASS/*.png)", root);
     if (list_dir(root, 1, classes, err)) return -1;
     if (classes->n == 0)
-        return errorf(err, "%s: no class folders (the folder format reads ROOT/CLASS/*.png)",
-                      root);
+        return errorf(err, "%s: no class folders (the folder format reads ROOT/CLASS/*.png)", root);
     if (classes->n > MAX_CLASSES)
         return errorf(err, "%s: %zu class folders, at most %d are supported", root, classes->n,
                       MAX_CLASSES);
@@ -132,8 +132,10 @@ static int list_samples(const char *root, names *classes, names *files, uint8_t 
             char *dir = join(root, classes->items[k]);
             char *path = dir ? join(dir, per_class[k].items[j]) : NULL;
             free(dir);
-            if (!path || names_add(files, path)) rc = oomf(err, "%s: out of memory", root);
-            else (*labels)[files->n - 1] = (uint8_t)k;
+            if (!path || names_add(files, path))
+                rc = oomf(err, "%s: out of memory", root);
+            else
+                (*labels)[files->n - 1] = (uint8_t)k;
             free(path);
         }
     for (size_t k = 0; k < classes->n; k++) names_free(&per_class[k]);
@@ -151,16 +153,17 @@ static int load_one(const char *path, const pngimg_shape *want, const char *firs
     if (read_input(path, &bytes, &len, err)) return -1;
     int rc = pngimg_shape_of(bytes, len, path, &got, err);
     if (rc == 0 && (got.h != want->h || got.w != want->w || got.c != want->c))
-        rc = errorf(err, "%s: a %dx%d image with %d channel%s; the first image, %s, is %dx%d with "
-                    "%d (all must be alike)", path, got.w, got.h, got.c, got.c == 1 ? "" : "s",
-                    first, want->w, want->h, want->c);
+        rc = errorf(err,
+                    "%s: a %dx%d image with %d channel%s; the first image, %s, is %dx%d with "
+                    "%d (all must be alike)",
+                    path, got.w, got.h, got.c, got.c == 1 ? "" : "s", first, want->w, want->h,
+                    want->c);
     if (rc == 0) rc = pngimg_decode(bytes, len, path, out, err);
     free(bytes);
     return rc;
 }
 
-int dataset_load_folder(dataset *ds, const split_config *s, const load_options *opt,
-                        errbuf *err) {
+int dataset_load_folder(dataset *ds, const split_config *s, const load_options *opt, errbuf *err) {
     names classes = {0}, files = {0};
     uint8_t *labels = NULL;
     memset(ds, 0, sizeof *ds);

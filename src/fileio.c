@@ -120,8 +120,9 @@ static int identify(const file_use *u, file_id *id, errbuf *err) {
     else snprintf(dir, sizeof dir, "%.*s", slash == u->path ? 1 : (int)(slash - u->path), u->path);
     if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
         return errorf(err, "%s %s: the folder %s does not exist", u->what, u->path, dir);
-    if (access(dir, W_OK) != 0)
-        return errorf(err, "%s %s: the folder %s is not writable", u->what, u->path, dir);
+    if (access(dir, W_OK) != 0) /* permissions or a read-only file system: a write failure */
+        return failf(err, EXIT_RUNTIME, "%s %s: the folder %s is not writable (%s)", u->what,
+                     u->path, dir, strerror(errno));
     id->dev = st.st_dev;
     id->ino = st.st_ino;
     id->name = slash ? slash + 1 : u->path;

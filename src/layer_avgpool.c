@@ -107,6 +107,11 @@ static void avgpool_describe(const void *settings, char *buf, size_t size) {
     else snprintf(buf, size, "avgpool %d stride %d", s->size, s->stride);
 }
 
+static void avgpool_geometry(const void *settings, layer_geometry *g) {
+    const avgpool_settings *s = settings;
+    *g = (layer_geometry){s->size, s->stride, 0, 0};
+}
+
 const layer_ops avgpool_ops = {
     .type = "avgpool",
     .settings_size = sizeof(avgpool_settings),
@@ -118,4 +123,5 @@ const layer_ops avgpool_ops = {
     .forward = avgpool_layer_forward,
     .backward = avgpool_layer_backward,
     .describe = avgpool_describe,
+    .geometry = avgpool_geometry,
 };

@@ -479,6 +479,11 @@ static void conv2d_describe(const void *settings, char *buf, size_t size) {
     if (!s->bias && n > 0 && (size_t)n < size) snprintf(buf + n, size - n, " no-bias");
 }
 
+static void conv2d_geometry(const void *settings, layer_geometry *g) {
+    const conv2d_settings *s = settings;
+    *g = (layer_geometry){s->kernel, s->stride, s->padding, s->bias};
+}
+
 const layer_ops conv2d_ops = {
     .type = "conv2d",
     .settings_size = sizeof(conv2d_settings),
@@ -492,4 +497,5 @@ const layer_ops conv2d_ops = {
     .forward = conv2d_layer_forward,
     .backward = conv2d_layer_backward,
     .describe = conv2d_describe,
+    .geometry = conv2d_geometry,
 };

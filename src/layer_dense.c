@@ -224,6 +224,11 @@ static void dense_describe(const void *settings, char *buf, size_t size) {
     snprintf(buf, size, "dense %d%s", s->units, s->bias ? "" : " no-bias");
 }
 
+static void dense_geometry(const void *settings, layer_geometry *g) {
+    const dense_settings *s = settings;
+    *g = (layer_geometry){0, 0, 0, s->bias};
+}
+
 const layer_ops dense_ops = {
     .type = "dense",
     .settings_size = sizeof(dense_settings),
@@ -236,4 +241,5 @@ const layer_ops dense_ops = {
     .forward = dense_layer_forward,
     .backward = dense_layer_backward,
     .describe = dense_describe,
+    .geometry = dense_geometry,
 };

@@ -205,6 +205,11 @@ static void maxpool_describe(const void *settings, char *buf, size_t size) {
         snprintf(buf, size, "maxpool %d stride %d", s->size, s->stride);
 }
 
+static void maxpool_geometry(const void *settings, layer_geometry *g) {
+    const maxpool_settings *s = settings;
+    *g = (layer_geometry){s->size, s->stride, 0, 0};
+}
+
 const layer_ops maxpool_ops = {
     .type = "maxpool",
     .settings_size = sizeof(maxpool_settings),
@@ -216,4 +221,5 @@ const layer_ops maxpool_ops = {
     .forward = maxpool_layer_forward,
     .backward = maxpool_layer_backward,
     .describe = maxpool_describe,
+    .geometry = maxpool_geometry,
 };

@@ -36,6 +36,7 @@ static const char usage_text[] =
     "       trainer [OPTIONS] --resume CHECKPOINT.npz\n"
     "       trainer eval [CONFIG.json] --load FILE.npz [--csv FILE.csv]\n"
     "       trainer predict --load FILE.npz [--config CONFIG.json] IMAGE.png|IMAGE.pgm|IMAGES.idx...\n"
+    "       trainer export --load FILE.npz [--onnx MODEL.onnx] [--c MODEL.c] [--name NAME]\n"
     "Train the convolutional network described by CONFIG.json on all cores.\n"
     "\n"
     "Options:\n"
@@ -302,6 +303,7 @@ int main(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
     if (argc > 1 && strcmp(argv[1], "eval") == 0) return cmd_eval(argc - 1, argv + 1);
     if (argc > 1 && strcmp(argv[1], "predict") == 0) return cmd_predict(argc - 1, argv + 1);
+    if (argc > 1 && strcmp(argv[1], "export") == 0) return cmd_export(argc - 1, argv + 1);
     errbuf err;
     dist d;
     if (dist_init(&d, &argc, &argv, &err)) {

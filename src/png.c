@@ -98,12 +98,12 @@ static int decode(const unsigned char *bytes, size_t len, const char *path, pngi
 }
 
 int pngimg_shape_of(const unsigned char *bytes, size_t len, const char *path, pngimg_shape *shape,
-                 errbuf *err) {
+                    errbuf *err) {
     return decode(bytes, len, path, shape, NULL, err);
 }
 
 int pngimg_decode(const unsigned char *bytes, size_t len, const char *path, uint8_t *out,
-               errbuf *err) {
+                  errbuf *err) {
     pngimg_shape shape;
     return decode(bytes, len, path, &shape, out, err);
 }

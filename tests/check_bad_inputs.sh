@@ -204,6 +204,23 @@ check_plain predict-truncated-png 2 truncated-png/b/1.png 'the file ends early (
 check_plain predict-png-channels 2 other-channels/b/1.png 'a 5x6 image with 3 channels, the network takes 5x6 with 1' -- predict --load "$work/images.npz" "$folders/other-channels/b/1.png"
 check_plain predict-png-size 2 other-size/b/1.png 'a 5x7 image with 1 channel, the network takes 5x6 with 1' -- predict --load "$work/images.npz" "$folders/other-size/b/1.png"
 check_plain predict-png-loop 2 file-loop/b/1.png 'Too many levels of symbolic links' -- predict --load "$work/images.npz" "$folders/file-loop/b/1.png"
+# export: a file that is not ours, one without a config, outputs that clash or cannot be written.
+echo "not a zip file at all, just some words to be long enough" >"$work/text.npz"
+check_plain export-not-npz 2 text.npz 'not an .npz file' -- export --load "$work/text.npz" --onnx "$work/m.onnx"
+if /usr/bin/python3 -c "import numpy" 2>/dev/null; then
+    /usr/bin/python3 -c "import sys, numpy as np; np.savez(sys.argv[1], x=np.zeros(3, dtype=np.float32))" "$work/bare.npz"
+    check_plain export-bare 2 bare.npz 'carries no config' -- export --load "$work/bare.npz" --c "$work/m.c"
+fi
+check_plain export-nothing 2 export 'nothing to write: give --onnx FILE, --c FILE or both' -- export --load "$work/images.npz"
+check_plain export-name 2 --name '1bad: expected a C identifier' -- export --load "$work/images.npz" --c "$work/m.c" --name 1bad
+check_plain export-same-file 2 images.npz 'is also --load' -- export --load "$work/images.npz" --onnx "$work/images.npz"
+check_plain export-two-outputs 2 same.out 'are the same file' -- export --load "$work/images.npz" --onnx "$work/same.out" --c "$work/same.out"
+check_plain export-no-folder 2 /no/such/folder 'does not exist' -- export --load "$work/images.npz" --c /no/such/folder/m.c
+check_plain export-unwritable 1 /proc/m.onnx 'cannot create' -- export --load "$work/images.npz" --onnx /proc/m.onnx
+check_plain export-option 2 --csv 'unknown option --csv' -- export --load "$work/images.npz" --csv x.csv
+[ ! -e "$work/m.onnx" ] && [ ! -e "$work/m.c" ] || { echo "FAIL: a failed export left a file"; failed=$((failed + 1)); }
+ls "$work"/*.tmp* >/dev/null 2>&1 && { echo "FAIL: a failed export left a temporary file"; failed=$((failed + 1)); }
+
 # data.normalize that does not fit the data's channels, in training and in predict.
 check normalize-channels data.normalize 'has 2 values per list, but' -- "$bad/images.json" --set 'data.normalize={"mean":[0.5,0.5],"std":[0.2,0.2]}'
 check normalize-zero-std 'data.normalize.std[0]' 'expected a number from 1e-6 to 1e6 (a standard deviation)' -- "$bad/images.json" --set 'data.normalize={"mean":[0.5],"std":[0]}'

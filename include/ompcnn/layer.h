@@ -34,6 +34,7 @@ typedef struct tensor_desc {
 } tensor_desc;
 
 typedef struct layer layer;
+struct layer_geometry;
 
 /* How a pass's n samples are cut into gradient lanes: lane l holds samples [start[l],
  * start[l + 1]), and backward writes lane l's parameter gradient into dparams + l * grad_stride,
@@ -93,7 +94,16 @@ typedef struct layer_ops {
                      const float *dout, float *din, float *dparams, const run_ctx *run);
     /* A short description for the run's header line, e.g. "conv2d 8x3x3". */
     void (*describe)(const void *settings, char *buf, size_t size);
+    /* The settings an exporter needs (NULL for layers without any): window, stride, padding,
+     * bias. */
+    void (*geometry)(const void *settings, struct layer_geometry *g);
 } layer_ops;
+
+/* What a layer's settings say about its arithmetic, for exporters: conv2d (kernel, stride,
+ * padding, bias), maxpool and avgpool (kernel = the window's size, stride), dense (bias). */
+typedef struct layer_geometry {
+    int kernel, stride, padding, bias;
+} layer_geometry;
 
 struct layer {
     const layer_ops *ops;

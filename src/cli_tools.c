@@ -142,36 +142,6 @@ static int parse_tool_args(int argc, char **argv, const char *usage, const char 
     return 0;
 }
 
-/* The class names a parameter file's model.json carries, if it has k of them (NULL
- * otherwise, or for a file without them). Free with free_names. */
-static char **model_class_names(const char *load, int k) {
-    char *text = NULL;
-    size_t size;
-    errbuf ignore;
-    if (!load || npz_read_member(load, "model.json", &text, &size, &ignore) != 0) return NULL;
-    cJSON *json = cJSON_Parse(text);
-    free(text);
-    const cJSON *list = cJSON_GetObjectItemCaseSensitive(json, "class_names");
-    char **names = NULL;
-    if (cJSON_IsArray(list) && cJSON_GetArraySize(list) == k &&
-        (names = calloc((size_t)k, sizeof *names))) {
-        int c = 0;
-        for (const cJSON *v = list->child; v && c < k; v = v->next, c++)
-            if (!cJSON_IsString(v) || !(names[c] = strdup(v->valuestring))) break;
-        if (c < k) { /* not all strings: no names */
-            for (int i = 0; i < k; i++) free(names[i]);
-            free(names);
-            names = NULL;
-        }
-    }
-    cJSON_Delete(json);
-    return names;
-}
-
-static void free_names(char **names, int k) {
-    for (int i = 0; names && i < k; i++) free(names[i]);
-    free(names);
-}
 
 static const char eval_usage[] =
     "Usage: trainer eval [CONFIG.json] --load FILE.npz [--csv FILE.csv] [--set PATH=VALUE]\n"
@@ -285,13 +255,13 @@ int cmd_eval(int argc, char **argv) {
     printf("eval %s on %d test images (%s)\n", opt.load, test->n, r.cfg.test.images);
     printf("test_loss %.6f  test_acc %.4f\n\n", loss, acc);
     /* The test folder's class names, or the ones the parameter file carries. */
-    model_names = test->class_names ? NULL : model_class_names(opt.load, k);
+    model_names = test->class_names ? NULL : run_model_class_names(opt.load, k);
     char *const *names = test->class_names ? test->class_names : model_names;
     print_confusion(confusion, k, names);
     if (opt.csv && write_confusion(opt.csv, confusion, k, names, &err)) exit_code = EXIT_RUNTIME;
 done:
     if (exit_code) fprintf(stderr, "trainer: %s\n", err.msg);
-    free_names(model_names, r.t.net.n_classes);
+    run_free_names(model_names, r.t.net.n_classes);
     free(predicted);
     free(confusion);
     run_close(&r);
@@ -309,36 +279,6 @@ static const char predict_usage[] =
     "(by --save or a checkpoint) is used. --digits D prints each probability with D decimals\n"
     "(1 to 9, default 4).\n";
 
-/* Reads the input shape the parameters were trained on from model.json, or from the
- * config's training images. */
-static int input_shape(const char *load, const config *cfg, shape3 *shape, errbuf *err) {
-    char *text = NULL;
-    size_t size;
-    errbuf ignore;
-    if (npz_read_member(load, "model.json", &text, &size, &ignore) == 0) {
-        cJSON *json = cJSON_Parse(text);
-        free(text);
-        const cJSON *input = cJSON_GetObjectItemCaseSensitive(json, "input");
-        int ok = cJSON_GetArraySize(input) == 3;
-        int dims[3] = {0, 0, 0};
-        for (int d = 0; ok && d < 3; d++) {
-            const cJSON *v = cJSON_GetArrayItem(input, d);
-            ok = cJSON_IsNumber(v) && v->valuedouble >= 1 && v->valuedouble <= 4096;
-            if (ok) dims[d] = (int)v->valuedouble;
-        }
-        cJSON_Delete(json);
-        if (!ok) return errorf(err, "%s: model.json is damaged", load);
-        *shape = (shape3){dims[0], dims[1], dims[2]};
-        return 0;
-    }
-    dataset train;
-    split_config first = cfg->train;
-    first.limit = 1;
-    if (dataset_load_split(&train, &first, 256, NULL, err)) return -1;
-    *shape = (shape3){train.h, train.w, train.c};
-    dataset_free(&train);
-    return 0;
-}
 
 /* What predict keeps from image to image: the net, its parameters and a workspace for a pass
  * of `pass` images, each a lane of its own (lanes[i] = i), so that each image is classified
@@ -427,10 +367,10 @@ static int predict_idx(predictor *p, const char *path, errbuf *err) {
 
 /* Builds the net of cfg for saved parameters and loads them. Returns 0 or the exit code. */
 static int predictor_open(predictor *p, const config *cfg, const char *params_path, errbuf *err) {
-    if (input_shape(params_path, cfg, &p->shape, err) || net_build(&p->n, cfg, p->shape, err) ||
+    if (run_model_shape(params_path, cfg, &p->shape, err) || net_build(&p->n, cfg, p->shape, err) ||
         !(p->table = pixel_table(cfg, p->shape.c, "the network's input", err)))
         return err->code;
-    p->names = model_class_names(params_path, p->n.n_classes);
+    p->names = run_model_class_names(params_path, p->n.n_classes);
     p->threads = cfg->threads > 0 ? cfg->threads : omp_get_max_threads();
     p->pass = 8 * p->threads;
     p->lanes = malloc(((size_t)p->pass + 1) * sizeof *p->lanes);
@@ -446,7 +386,7 @@ static int predictor_open(predictor *p, const config *cfg, const char *params_pa
 static void predictor_close(predictor *p) {
     aligned_free(p->params);
     free(p->table);
-    free_names(p->names, p->n.n_classes);
+    run_free_names(p->names, p->n.n_classes);
     free(p->lanes);
     workspace_free(&p->ws);
     net_free(&p->n);

@@ -415,3 +415,65 @@ int run_open_eval(run *r, const char *config_path, const char *params_path,
     }
     return 0;
 }
+
+/* Reads the input shape the parameters were trained on from model.json, or from the
+ * config's training images. */
+int run_model_shape(const char *load, const config *cfg, shape3 *shape, errbuf *err) {
+    char *text = NULL;
+    size_t size;
+    errbuf ignore;
+    if (npz_read_member(load, "model.json", &text, &size, &ignore) == 0) {
+        cJSON *json = cJSON_Parse(text);
+        free(text);
+        const cJSON *input = cJSON_GetObjectItemCaseSensitive(json, "input");
+        int ok = cJSON_GetArraySize(input) == 3;
+        int dims[3] = {0, 0, 0};
+        for (int d = 0; ok && d < 3; d++) {
+            const cJSON *v = cJSON_GetArrayItem(input, d);
+            ok = cJSON_IsNumber(v) && v->valuedouble >= 1 && v->valuedouble <= 4096;
+            if (ok) dims[d] = (int)v->valuedouble;
+        }
+        cJSON_Delete(json);
+        if (!ok) return errorf(err, "%s: model.json is damaged", load);
+        *shape = (shape3){dims[0], dims[1], dims[2]};
+        return 0;
+    }
+    dataset train;
+    split_config first = cfg->train;
+    first.limit = 1;
+    if (dataset_load_split(&train, &first, 256, NULL, err)) return -1;
+    *shape = (shape3){train.h, train.w, train.c};
+    dataset_free(&train);
+    return 0;
+}
+
+/* The class names a parameter file's model.json carries, if it has k of them (NULL
+ * otherwise, or for a file without them). Free with run_free_names. */
+char **run_model_class_names(const char *load, int k) {
+    char *text = NULL;
+    size_t size;
+    errbuf ignore;
+    if (!load || npz_read_member(load, "model.json", &text, &size, &ignore) != 0) return NULL;
+    cJSON *json = cJSON_Parse(text);
+    free(text);
+    const cJSON *list = cJSON_GetObjectItemCaseSensitive(json, "class_names");
+    char **names = NULL;
+    if (cJSON_IsArray(list) && cJSON_GetArraySize(list) == k &&
+        (names = calloc((size_t)k, sizeof *names))) {
+        int c = 0;
+        for (const cJSON *v = list->child; v && c < k; v = v->next, c++)
+            if (!cJSON_IsString(v) || !(names[c] = strdup(v->valuestring))) break;
+        if (c < k) { /* not all strings: no names */
+            for (int i = 0; i < k; i++) free(names[i]);
+            free(names);
+            names = NULL;
+        }
+    }
+    cJSON_Delete(json);
+    return names;
+}
+
+void run_free_names(char **names, int k) {
+    for (int i = 0; names && i < k; i++) free(names[i]);
+    free(names);
+}

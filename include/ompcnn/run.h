@@ -96,4 +96,12 @@ int run_model_config(config *cfg, const char *config_path, const char *params_pa
 int run_open_eval(run *r, const char *config_path, const char *params_path,
                   const char *const *overrides, int n_overrides, errbuf *err);
 
+/* The input shape saved parameters were trained on: model.json's, or (a bare parameter file)
+ * the shape of cfg's training images. */
+int run_model_shape(const char *params_path, const config *cfg, shape3 *shape, errbuf *err);
+/* The k class names a parameter file's model.json carries, or NULL (none, or not k of them).
+ * Free with run_free_names. */
+char **run_model_class_names(const char *params_path, int k);
+void run_free_names(char **names, int k);
+
 #endif

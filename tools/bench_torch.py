@@ -34,6 +34,10 @@ def build(network, shape):
     flat = False
     for spec in network:
         kind = spec["type"]
+        if kind in ("conv2d", "maxpool", "avgpool", "globalavgpool") and flat:
+            # after a dense layer: its (1, 1, units) output as units channels of 1x1
+            layers.append(nn.Unflatten(1, (c, h, w)))
+            flat = False
         if kind == "conv2d":
             k, s, p = spec["kernel"], spec.get("stride", 1), spec.get("padding", 0)
             if p == "same":

@@ -41,7 +41,10 @@ class Deployed(nn.Module):
         x = pixels / 255.0
         if self.normalize:
             x = (x - self.mean) / self.std
-        return torch.softmax(self.body(x.permute(0, 3, 1, 2)), dim=1)
+        y = self.body(x.permute(0, 3, 1, 2))
+        if y.dim() == 4:  # a spatial output: the trainer's classes are in (h, w, c) order
+            y = y.permute(0, 2, 3, 1).flatten(1)
+        return torch.softmax(y, dim=1)
 
 
 def load_npz(path, config_path):

@@ -89,6 +89,14 @@ check() {
 }
 
 check report "$src/config/report.json" mnist-1000.idx 784 10 --set training.epochs=2
+# A checkpoint exports as the parameter file of the same run does.
+checks=$((checks + 1))
+"$trainer" "$src/config/report.json" --set training.epochs=2 --checkpoint ck.npz --save ck-save.npz \
+    >/dev/null 2>&1 || fail "the checkpointed run failed"
+"$trainer" export --load ck.npz --onnx ck.onnx --c ck.c >/dev/null 2>&1 || fail "export of a checkpoint failed"
+"$trainer" export --load ck-save.npz --onnx ck-save.onnx --c ck-save.c >/dev/null 2>&1
+cmp -s ck.onnx ck-save.onnx && cmp -s ck.c ck-save.c ||
+    fail "a checkpoint and the parameter file of the same run export differently"
 check mnist "$src/config/mnist.json" mnist-1000.idx 784 10 --set training.epochs=1 \
     --set data.train.limit=3000 --set data.test.limit=100 --set training.warmup_epochs=0
 check all-layers "$src/tests/export-all-layers.json" mnist-1000.idx 784 10

@@ -5,10 +5,12 @@
  */
 #include "ompcnn/net.h"
 
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "kernels.h"
+#include "profile.h"
 
 int net_build(net *n, const config *cfg, shape3 input, errbuf *err) {
     memset(n, 0, sizeof *n);
@@ -170,9 +172,12 @@ void net_forward_view(const net *n, const float *params, workspace *ws, const pa
         const size_t kept = l->ops->saved_size ? l->ops->saved_size(l) : 0;
         run_ctx run = {v->count, nt, v->scratch, ws->saved[i] + first * kept, v->cut,
                        ws->training, ws->sample_keys + first};
+        const double start = profile_on && ws->training ? omp_get_wtime() : 0.0;
         l->ops->forward(l, params + l->param_off,
                         ws->acts + ws->offset[i] + first * shape_size(l->in),
                         ws->acts + ws->offset[i + 1] + first * shape_size(l->out), &run);
+        if (profile_on && ws->training)
+            profile_layer_add(i, PROFILE_FORWARD, omp_get_wtime() - start);
     }
 }
 
@@ -228,10 +233,12 @@ void net_backward_view(const net *n, const float *params, workspace *ws, const p
                        ws->training, ws->sample_keys + first};
         /* The first layer's input gradient is never used. */
         float *din = i > 0 ? delta[1 - cur] : NULL;
+        const double start = profile_on ? omp_get_wtime() : 0.0;
         l->ops->backward(l, params + l->param_off,
                          ws->acts + ws->offset[i] + first * shape_size(l->in),
                          ws->acts + ws->offset[i + 1] + first * shape_size(l->out), delta[cur],
                          din, dparams + l->param_off, &run);
+        if (profile_on) profile_layer_add(i, PROFILE_BACKWARD, omp_get_wtime() - start);
         cur = 1 - cur;
     }
 }

@@ -24,6 +24,26 @@ typedef struct site_totals {
 } site_totals;
 static site_totals sites[PROFILE_PHASES][PROFILE_SITES];
 
+static double layer_seconds[PROFILE_MAX_LAYERS + 1][PROFILE_PARTS];
+static long layer_calls[PROFILE_MAX_LAYERS + 1][PROFILE_PARTS];
+
+void profile_layer_add(int layer, int part, double seconds) {
+    if (phase != PROFILE_TRAIN) return;
+    if (part == PROFILE_STEP) layer = PROFILE_MAX_LAYERS;
+    if (layer < 0 || layer > PROFILE_MAX_LAYERS) return;
+#pragma omp atomic
+    layer_seconds[layer][part] += seconds;
+#pragma omp atomic
+    layer_calls[layer][part]++;
+}
+
+double profile_layer_seconds(int layer, int part, long *calls) {
+    if (part == PROFILE_STEP) layer = PROFILE_MAX_LAYERS;
+    if (layer < 0 || layer > PROFILE_MAX_LAYERS) return 0.0;
+    if (calls) *calls = layer_calls[layer][part];
+    return layer_seconds[layer][part];
+}
+
 static site_totals *site_of(int which, const char *name) {
     for (int i = 0; i < PROFILE_SITES; i++) {
         site_totals *s = &sites[which][i];

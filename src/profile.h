@@ -39,6 +39,15 @@ void profile_region_begin(void);
 /* The calling thread, as worker 0, starts its share of the region at CPU time `cpu`. */
 void profile_region_started(double cpu);
 void profile_region_end(const double *busy, int threads, const char *site);
+/* Per-layer time in training passes, for `tools/bench --breakdown`: each layer call's wall
+ * time (with one thread: the time the layer takes), per layer and part, and the optimizer's
+ * update as its own row. Safe from several threads (lane passes add atomically). */
+#define PROFILE_MAX_LAYERS 64
+enum { PROFILE_FORWARD = 0, PROFILE_BACKWARD = 1, PROFILE_STEP = 2, PROFILE_PARTS = 3 };
+void profile_layer_add(int layer, int part, double seconds);
+/* The seconds and calls so far of a layer's part (layer is ignored for PROFILE_STEP). */
+double profile_layer_seconds(int layer, int part, long *calls);
+
 /* The totals of one phase so far. */
 profile_phase profile_get(int phase);
 /* The profile as CSV: a header, then per phase that ran one row for the whole phase (site

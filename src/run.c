@@ -345,8 +345,29 @@ int run_finish(run *r, errbuf *err) {
     if (r->files.save && model_save(r->files.save, &r->t.net, r->t.params, &r->cfg, err))
         return -1;
     if (r->files.profile) {
-        char table[16384];
+        char table[32768];
         int len = profile_csv(table, sizeof table, r->t.threads);
+        /* Then the training time of each layer's forward and backward calls and of the
+         * optimizer's updates (wall seconds in wall_s, calls in regions), phase "layers". */
+        const net *n = &r->t.net;
+        for (int i = 0; i <= n->n_layers && len >= 0; i++) {
+            for (int part = 0; part < PROFILE_PARTS; part++) {
+                if ((i == n->n_layers) != (part == PROFILE_STEP) || i >= PROFILE_MAX_LAYERS)
+                    continue;
+                long calls = 0;
+                const double seconds = profile_layer_seconds(i, part, &calls);
+                char site[96];
+                if (part == PROFILE_STEP)
+                    snprintf(site, sizeof site, "optimizer step");
+                else
+                    snprintf(site, sizeof site, "network[%d] %s %s", i, n->layers[i].ops->type,
+                             part == PROFILE_FORWARD ? "forward" : "backward");
+                int k = snprintf(table + len, sizeof table - (size_t)len,
+                                 "layers,%s,%d,%ld,,,,,,%.6f,,\n", site, r->t.threads, calls,
+                                 seconds);
+                len = k < 0 || (size_t)k >= sizeof table - (size_t)len ? -1 : len + k;
+            }
+        }
         if (len < 0) return errorf(err, "%s: the profile table is too long", r->files.profile);
         if (write_file_atomic(r->files.profile, table, (size_t)len, err)) return -1;
     }

@@ -264,8 +264,11 @@ static int apply_update(trainer *t, const float *grads, int n_lanes, int count) 
     double lr = schedule_lr(&cfg->schedule, cfg->learning_rate, t->pos.step, t->steps_per_epoch,
                             cfg->epochs);
     size_t n = t->net.n_params;
-    return optimizer_step(&cfg->optimizer, t->params, t->opt_state, t->opt_state + n, grads,
-                          n_lanes, n, count, lr, t->pos.step + 1, t->threads);
+    const double start = profile_on ? omp_get_wtime() : 0.0;
+    int rc = optimizer_step(&cfg->optimizer, t->params, t->opt_state, t->opt_state + n, grads,
+                            n_lanes, n, count, lr, t->pos.step + 1, t->threads);
+    if (profile_on) profile_layer_add(0, PROFILE_STEP, omp_get_wtime() - start);
+    return rc;
 }
 
 /* Lanes as passes of their own, one lane per thread at a time (when the threads are no more

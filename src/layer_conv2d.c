@@ -319,6 +319,7 @@ static int backward_samples(void *ctx, long begin, long end, int worker) {
         for (int p = 0; p < P; p++)
             for (int f = 0; f < F; f++) db[f] += dy[(size_t)p * F + f];
         if (!a->din) continue;
+        const double start = profile_on ? omp_get_wtime() : 0.0;
         float *dx = a->din + (size_t)s * g->in_h * g->in_w * g->in_c;
         if (is_pointwise(g)) {
             gemm(0, 0, P, Kc, F, dy, F, a->weight, Kc, 0, dx, Kc, a->nt);
@@ -327,6 +328,7 @@ static int backward_samples(void *ctx, long begin, long end, int worker) {
             gemm(0, 0, P, Kc, F, dy, F, a->weight, Kc, 0, dcol, Kc, a->nt);
             col2im(dx, dcol, g);
         }
+        if (profile_on) profile_input_grad(omp_get_wtime() - start);
     }
     return 0;
 }

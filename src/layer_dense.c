@@ -168,6 +168,7 @@ static void backward_lanes(float *din, float *dweight, float *dbias, const float
         if (!din) continue;
         /* din^T = W . dout^T, so that the large W is read in place; for a lane of one sample
          * din^T is din, else it goes through scratch and is transposed. */
+        const double start = profile_on ? omp_get_wtime() : 0.0;
         blocks[0] = 0;
         for (int i = 0; i < count; i++) {
             int s0 = cut_start(cut, first + i, n), m = cut_start(cut, first + i + 1, n) - s0;
@@ -182,6 +183,7 @@ static void backward_lanes(float *din, float *dweight, float *dbias, const float
         /* A strided copy: each element costs about four of an elementwise loop's. */
         par_blocks(nt, (size_t)(s_hi - s_lo) * n_in * 4 * PAR_ELEMENT_COST, blocks[count],
                    transpose_blocks, &t);
+        if (profile_on) profile_input_grad(omp_get_wtime() - start);
     }
 }
 

@@ -234,6 +234,7 @@ void net_backward_view(const net *n, const float *params, workspace *ws, const p
         /* The first layer's input gradient is never used. */
         float *din = i > 0 ? delta[1 - cur] : NULL;
         const double start = profile_on ? omp_get_wtime() : 0.0;
+        if (profile_on) profile_set_layer(i);
         l->ops->backward(l, params + l->param_off,
                          ws->acts + ws->offset[i] + first * shape_size(l->in),
                          ws->acts + ws->offset[i + 1] + first * shape_size(l->out), delta[cur],

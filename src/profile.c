@@ -37,6 +37,20 @@ void profile_layer_add(int layer, int part, double seconds) {
     layer_calls[layer][part]++;
 }
 
+/* The thread's own layer when it runs a lane's pass, else the one the main thread set. */
+static _Thread_local int thread_layer = -1;
+static int process_layer = -1;
+
+void profile_set_layer(int layer) {
+    thread_layer = layer;
+    if (!omp_in_parallel()) process_layer = layer;
+}
+
+void profile_input_grad(double seconds) {
+    profile_layer_add(thread_layer >= 0 ? thread_layer : process_layer, PROFILE_INPUT_GRAD,
+                      seconds);
+}
+
 double profile_layer_seconds(int layer, int part, long *calls) {
     if (part == PROFILE_STEP) layer = PROFILE_MAX_LAYERS;
     if (layer < 0 || layer > PROFILE_MAX_LAYERS) return 0.0;

@@ -43,8 +43,18 @@ void profile_region_end(const double *busy, int threads, const char *site);
  * time (with one thread: the time the layer takes), per layer and part, and the optimizer's
  * update as its own row. Safe from several threads (lane passes add atomically). */
 #define PROFILE_MAX_LAYERS 64
-enum { PROFILE_FORWARD = 0, PROFILE_BACKWARD = 1, PROFILE_STEP = 2, PROFILE_PARTS = 3 };
+enum {
+    PROFILE_FORWARD = 0,
+    PROFILE_BACKWARD = 1,   /* the whole backward call */
+    PROFILE_INPUT_GRAD = 2, /* the input-gradient part of it (conv2d, dense), timed inside */
+    PROFILE_STEP = 3,
+    PROFILE_PARTS = 4
+};
 void profile_layer_add(int layer, int part, double seconds);
+/* The layer whose backward runs (net.c sets it, per calling thread and for the whole process);
+ * layers time their input-gradient part against it with profile_input_grad. */
+void profile_set_layer(int layer);
+void profile_input_grad(double seconds);
 /* The seconds and calls so far of a layer's part (layer is ignored for PROFILE_STEP). */
 double profile_layer_seconds(int layer, int part, long *calls);
 

@@ -347,8 +347,9 @@ int run_finish(run *r, errbuf *err) {
     if (r->files.profile) {
         char table[32768];
         int len = profile_csv(table, sizeof table, r->t.threads);
-        /* Then the training time of each layer's forward and backward calls and of the
-         * optimizer's updates (wall seconds in wall_s, calls in regions), phase "layers". */
+        /* Then the training time of each layer's forward and backward calls (and the
+         * input-gradient part of conv2d's and dense's backward) and of the optimizer's updates
+         * (wall seconds in wall_s, calls in regions), phase "layers". */
         const net *n = &r->t.net;
         for (int i = 0; i <= n->n_layers && len >= 0; i++) {
             for (int part = 0; part < PROFILE_PARTS; part++) {
@@ -357,11 +358,13 @@ int run_finish(run *r, errbuf *err) {
                 long calls = 0;
                 const double seconds = profile_layer_seconds(i, part, &calls);
                 char site[96];
+                static const char *const parts[PROFILE_PARTS] = {"forward", "backward",
+                                                                 "input-gradient", "step"};
                 if (part == PROFILE_STEP)
                     snprintf(site, sizeof site, "optimizer step");
                 else
                     snprintf(site, sizeof site, "network[%d] %s %s", i, n->layers[i].ops->type,
-                             part == PROFILE_FORWARD ? "forward" : "backward");
+                             parts[part]);
                 int k = snprintf(table + len, sizeof table - (size_t)len,
                                  "layers,%s,%d,%ld,,,,,,%.6f,,\n", site, r->t.threads, calls,
                                  seconds);

@@ -104,6 +104,12 @@ static inline void first_max(const float *x, float *dx, float best, float g, int
         }
 }
 
+/* Channels from which the windows' channels go through together (below it, the channel-by-
+ * channel search is faster: measured with tools/bench --breakdown, 6 and 16 channels 2x slower
+ * together, 64 channels 2.8x faster), and up to which they fit the stack's marks. */
+#define FIRST_MAX_VECTOR 32
+#define FIRST_MAX_CHANNELS 512
+
 /* Windows that do not overlap (stride >= size) own their input positions, so output rows can
  * be split over threads; ties "all" then runs along contiguous channels. Output row oy also
  * zeroes the input rows from its window's first to the next window's (or the end). */
@@ -136,7 +142,26 @@ static int maxpool_backward_rows(void *ctx, long begin, long end, int worker) {
                 continue;
             }
             /* Ties "first": each channel's gradient goes to the first of its maxima in
-             * row-major order; din is zero elsewhere already. */
+             * row-major order; din is zero elsewhere already. With many channels they go
+             * through the window together, positions in row-major order, each channel
+             * marked once it has its maximum: contiguous, vectorisable loops, and the same
+             * positions as first_max's channel-by-channel search. */
+            if (n_ch >= FIRST_MAX_VECTOR && n_ch <= FIRST_MAX_CHANNELS) {
+                unsigned char done[FIRST_MAX_CHANNELS];
+                memset(done, 0, (size_t)n_ch);
+                for (int wy = 0; wy < s->size; wy++)
+                    for (int wx = 0; wx < s->size; wx++) {
+                        size_t at = base + ((size_t)wy * in_w + wx) * n_ch;
+                        float *restrict d = dx + at;
+                        const float *restrict v = x + at, *restrict m = best, *restrict gr = g;
+                        for (int c = 0; c < n_ch; c++) {
+                            const unsigned char hit = (v[c] == m[c]) & (done[c] == 0);
+                            d[c] = hit ? gr[c] : d[c];
+                            done[c] |= hit;
+                        }
+                    }
+                continue;
+            }
             for (int c = 0; c < n_ch; c++)
                 first_max(x + base + c, dx + base + c, best[c], g[c], s->size, (size_t)in_w * n_ch,
                           (size_t)n_ch);

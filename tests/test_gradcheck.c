@@ -273,6 +273,46 @@ START_TEST(test_maxpool_tie_rules) {
 }
 END_TEST
 
+/* Ties "first" with many channels (the path that takes the channels together): a 4x4 input of
+ * 40 channels in 2x2 windows, channel c's values chosen so that its maxima tie at positions that
+ * vary with c (none, two, three or all four of a window). Each window's gradient must go to the
+ * first maximum in row-major order, channel by channel, as the one-channel rule says. */
+START_TEST(test_maxpool_first_many_channels) {
+    enum { H = 4, W = 4, C = 40 };
+    float in[H * W * C], out[(H / 2) * (W / 2) * C], dout[(H / 2) * (W / 2) * C], din[H * W * C];
+    float want[H * W * C];
+    for (int y = 0; y < H; y++)
+        for (int x = 0; x < W; x++)
+            for (int c = 0; c < C; c++) {
+                /* position k of its window (0..3): tie on positions whose bit is set in c's
+                 * pattern, else a smaller value that differs by position */
+                const int k = (y % 2) * 2 + x % 2, pattern = (c * 7 + y / 2 * 3 + x / 2) % 16;
+                in[(y * W + x) * C + c] = (pattern >> k) & 1 ? 5.0f : 1.0f + 0.25f * (float)k;
+            }
+    for (int i = 0; i < (H / 2) * (W / 2) * C; i++) dout[i] = 1.0f + (float)i;
+    memset(want, 0, sizeof want);
+    for (int oy = 0; oy < H / 2; oy++)
+        for (int ox = 0; ox < W / 2; ox++)
+            for (int c = 0; c < C; c++) {
+                int best = -1;
+                float top = -1.0f;
+                for (int k = 0; k < 4; k++) { /* the first maximum in row-major order */
+                    const float v = in[((oy * 2 + k / 2) * W + ox * 2 + k % 2) * C + c];
+                    if (v > top) top = v, best = k;
+                }
+                want[((oy * 2 + best / 2) * W + ox * 2 + best % 2) * C + c] =
+                    dout[(oy * (W / 2) + ox) * C + c];
+            }
+    test_layer tl;
+    make_layer(&tl, "{\"type\":\"maxpool\",\"ties\":\"first\"}", (shape3){H, W, C});
+    tl.l.ops->forward(&tl.l, NULL, in, out, &one);
+    tl.l.ops->backward(&tl.l, NULL, in, out, dout, din, NULL, &one);
+    for (int i = 0; i < H * W * C; i++)
+        ck_assert_msg(din[i] == want[i], "din[%d] = %g, want %g", i, din[i], want[i]);
+    free_layer(&tl);
+}
+END_TEST
+
 /* Overlapping windows (size 2, stride 1) over a 3x3 input of equal values, every position a
  * maximum of each window that holds it: "all" gives a position the sum of the gradients of the
  * windows holding it, "first" gives each window's gradient to its top-left position only. */
@@ -347,6 +387,7 @@ static Suite *gradcheck_suite(void) {
     tcase_add_test(tc, test_network_gradients);
     tcase_add_test(tc, test_maxpool_tie_rules);
     tcase_add_test(tc, test_maxpool_overlapping_ties);
+    tcase_add_test(tc, test_maxpool_first_many_channels);
     tcase_add_test(tc, test_maxpool_report_index_bug);
     tcase_add_test(tc, test_double_sigmoid_switch);
     suite_add_tcase(s, tc);

@@ -176,6 +176,10 @@ static inline void copy_row(float *dst, const float *src, int n) {
     }
 }
 
+/* The floats of the padded input row im2col copies patches from on the stack (wider rows take
+ * the window-by-window path). */
+#define IM2COL_ROW_FLOATS 4096
+
 /* Patch row p holds, for each kernel row ky, the K*C values x[iy][ix0 .. ix0+K-1][0 .. C-1],
  * which lie side by side in HWC memory: one contiguous copy per (p, ky), with zeros where the
  * window hangs over the padding. */
@@ -189,6 +193,28 @@ static void im2col(float *col, const float *x, const conv_geom *g) {
             for (int ox = 0; ox < g->out_w; ox++) {
                 const float *src = x + (size_t)oy * g->stride * in_row + (size_t)ox * g->stride * C;
                 for (int ky = 0; ky < K; ky++, dst += span) copy_row(dst, src + ky * in_row, span);
+            }
+        return;
+    }
+    const int padded_w = g->in_w + 2 * g->padding;
+    if ((size_t)padded_w * C <= IM2COL_ROW_FLOATS) {
+        /* Each input row once, with its padding, into a row buffer: then every patch row is one
+         * copy of K*C floats from it, without a window's bounds to check. */
+        float row[IM2COL_ROW_FLOATS];
+        const size_t Kc = (size_t)K * span, pad = (size_t)g->padding * C;
+        for (int i = 0; i < (int)pad; i++) row[i] = row[pad + (size_t)g->in_w * C + i] = 0.0f;
+        for (int oy = 0; oy < g->out_h; oy++)
+            for (int ky = 0; ky < K; ky++) {
+                const int iy = oy * g->stride - g->padding + ky;
+                float *out = col + (size_t)oy * g->out_w * Kc + (size_t)ky * span;
+                if (iy < 0 || iy >= g->in_h) {
+                    for (int ox = 0; ox < g->out_w; ox++, out += Kc)
+                        for (int i = 0; i < span; i++) out[i] = 0.0f;
+                    continue;
+                }
+                memcpy(row + pad, x + (size_t)iy * g->in_w * C, (size_t)g->in_w * C * sizeof *row);
+                for (int ox = 0; ox < g->out_w; ox++, out += Kc)
+                    copy_row(out, row + (size_t)ox * g->stride * C, span);
             }
         return;
     }

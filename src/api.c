@@ -93,7 +93,8 @@ int ompcnn_classify(ompcnn_net *net, const float *pixels, float *probs) {
     }
     net->ws.cut = (lane_cut){0, NULL, 0};
     net_forward(&net->n, net->params, &net->ws, 1, net->threads);
-    if (probs) memcpy(probs, net_probs(&net->n, &net->ws, 0), (size_t)net->n.n_classes * sizeof *probs);
+    if (probs)
+        memcpy(probs, net_probs(&net->n, &net->ws, 0), (size_t)net->n.n_classes * sizeof *probs);
     return net_class(&net->n, &net->ws, 0);
 }
 

@@ -270,8 +270,7 @@ done:
 }
 
 static const char predict_usage[] =
-    "Usage: trainer predict --load FILE.npz [--config CONFIG.json] INPUT...\n"
-    "               [--digits D]\n"
+    "Usage: trainer predict --load FILE.npz [--config CONFIG.json] [--digits D] INPUT...\n"
     "Classify images with saved parameters. INPUT is a PNG image or a PGM image (P2 or P5) of\n"
     "the network's input size and channels, or an IDX image file (every image in it). Prints\n"
     "the predicted class (and its name, when the model was trained on a folder of classes) and\n"

@@ -97,7 +97,8 @@ float *pixel_table(const config *cfg, int c, const char *source, errbuf *err) {
             /* The report divides by 255 (in double); a float division rounds the same
              * quotient. */
             float x = (float)v / 255.0f;
-            if (n) x = (x - cfg->normalize_mean[n > 1 ? ch : 0]) / cfg->normalize_std[n > 1 ? ch : 0];
+            const int k = n > 1 ? ch : 0;
+            if (n) x = (x - cfg->normalize_mean[k]) / cfg->normalize_std[k];
             table[ch * 256 + v] = x;
         }
     return table;

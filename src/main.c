@@ -35,7 +35,7 @@ static const char usage_text[] =
     "Usage: trainer [OPTIONS] CONFIG.json\n"
     "       trainer [OPTIONS] --resume CHECKPOINT.npz\n"
     "       trainer eval [CONFIG.json] --load FILE.npz [--csv FILE.csv]\n"
-    "       trainer predict --load FILE.npz [--config CONFIG.json] IMAGE.png|IMAGE.pgm|IMAGES.idx...\n"
+    "       trainer predict --load FILE.npz [--config CONFIG.json] IMAGE.png|.pgm|IMAGES.idx...\n"
     "       trainer export --load FILE.npz [--onnx MODEL.onnx] [--c MODEL.c] [--name NAME]\n"
     "Train the convolutional network described by CONFIG.json on all cores.\n"
     "\n"

@@ -75,9 +75,10 @@ typedef struct run {
  * the overrides on top; applies files->checkpoint; with several processes on one machine, "all
  * cores" becomes this process's share of them. */
 int run_config(run *r, const run_files *files, dist *d, errbuf *err);
-/* Loads the data (hooks->loading hears how far the decoding is), holds out the validation split, builds the trainer and sets where it starts:
- * the checkpoint's parameters and position, files->load, or the config's init. Returns 0 or the
- * exit code (EXIT_INPUT for bad input, EXIT_RUNTIME when memory runs out). */
+/* Loads the data (hooks->loading hears how far the decoding is; hooks may be NULL), holds out
+ * the validation split, builds the trainer and sets where it starts: the checkpoint's
+ * parameters and position, files->load, or the config's init. Returns 0 or the exit code
+ * (EXIT_INPUT for bad input, EXIT_RUNTIME when memory runs out). */
 int run_load(run *r, const run_hooks *hooks, errbuf *err);
 /* Writes files->save_init, on the writer. */
 int run_save_init(run *r, errbuf *err);

@@ -96,6 +96,7 @@ static void pack_cols(float *dst, const float *B, int ldb, int trans, int N, int
 /* One MR x NR tile: acc = sum_k a(i, k) * b(k, j) in ascending k, where a(i, k) is
  * a[k * a_k + i * a_i] and b(k, j) is b[k * b_k + j]; C = (add ? C : 0) + acc for the valid part. Always inlined so that each
  * caller's strides are constants where they can be. */
+#if defined(__AVX512F__)
 static inline __attribute__((always_inline)) void
 micro_kernel(int kb, const float *restrict a, size_t a_k, size_t a_i, const float *restrict b,
              size_t b_k, float *C, int ldc, int rows, int cols, int add) {
@@ -106,6 +107,33 @@ micro_kernel(int kb, const float *restrict a, size_t a_k, size_t a_i, const floa
         const float *ak = a + (size_t)k * a_k;
         for (int i = 0; i < GEMM_MR; i++) acc[i] += ak[i * a_i] * bk;
     }
+#else
+/* Without AVX-512, the 16 columns as two 8-float halves, the width AVX2 has: GCC lowers the
+ * 16-float vector arithmetic badly there (measured several times slower). Each element is still
+ * one chain of fused multiply-adds over ascending k, so the results are the same bits. */
+typedef float vec8 __attribute__((vector_size(32)));
+typedef float vec8u __attribute__((vector_size(32), aligned(4)));
+
+static inline __attribute__((always_inline)) void
+micro_kernel(int kb, const float *restrict a, size_t a_k, size_t a_i, const float *restrict b,
+             size_t b_k, float *C, int ldc, int rows, int cols, int add) {
+    vec8 lo[GEMM_MR], hi[GEMM_MR];
+    for (int i = 0; i < GEMM_MR; i++) lo[i] = hi[i] = (vec8){0};
+    for (int k = 0; k < kb; k++) {
+        const vec8 b0 = *(const vec8u *)(b + (size_t)k * b_k);
+        const vec8 b1 = *(const vec8u *)(b + (size_t)k * b_k + 8);
+        const float *ak = a + (size_t)k * a_k;
+        for (int i = 0; i < GEMM_MR; i++) {
+            lo[i] += ak[i * a_i] * b0;
+            hi[i] += ak[i * a_i] * b1;
+        }
+    }
+    vec16 acc[GEMM_MR];
+    for (int i = 0; i < GEMM_MR; i++) {
+        memcpy((float *)&acc[i], &lo[i], sizeof lo[i]);
+        memcpy((float *)&acc[i] + 8, &hi[i], sizeof hi[i]);
+    }
+#endif
     if (cols == GEMM_NR) {
         for (int i = 0; i < rows; i++) {
             vec16u *c = (vec16u *)(C + (size_t)i * ldc);

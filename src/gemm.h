@@ -12,7 +12,14 @@
 
 #include <stddef.h>
 
+/* The register tile: MR rows of 16 columns. With AVX-512 a row is one register and 8 rows fit
+ * its 32; without, a row takes two of AVX2's 16 and the tile has 4 rows. Each element is summed
+ * the same way whatever the tile, so the weights do not depend on it. */
+#if defined(__AVX512F__)
 #define GEMM_MR 8
+#else
+#define GEMM_MR 4
+#endif
 #define GEMM_NR 16
 #define GEMM_KC 256
 

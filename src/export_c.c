@@ -153,6 +153,17 @@ static const char *const kernel_text[N_KERNELS] = {
     "}\n",
 };
 
+/* The kernel a layer's forward pass takes in the file, or -1 (dropout: none). */
+static int kernel_of(const layer_ops *ops) {
+    if (ops == &conv2d_ops) return K_CONV2D;
+    if (ops == &maxpool_ops || ops == &avgpool_ops) return K_POOL;
+    if (ops == &globalavgpool_ops) return K_GLOBAL_AVERAGE;
+    if (ops == &dense_ops) return K_DENSE;
+    if (ops == &relu_ops || ops == &sigmoid_ops || ops == &tanh_ops) return K_ACTIVATE;
+    if (ops == &softmax_ops) return K_SOFTMAX;
+    return -1;
+}
+
 int export_c(const char *path, const net *n, const float *params, const config *cfg,
              const char *name, errbuf *err) {
     if (!is_identifier(name))
@@ -208,17 +219,12 @@ int export_c(const char *path, const net *n, const float *params, const config *
         }
         put(&t, "};\n\n");
     }
-    /* Input scaling: pixel / 255, then data.normalize per channel. */
-    float mean[MAX_NORMALIZE_CHANNELS], std[MAX_NORMALIZE_CHANNELS];
+    /* Input scaling: pixel / 255, then data.normalize: one value for every channel, or one per
+     * channel (pixel_table checked that there are as many as the input has). */
     const int n_norm = cfg->n_normalize;
-    for (int c = 0; c < in.c && n_norm; c++) {
-        if (c >= MAX_NORMALIZE_CHANNELS) break;
-        mean[c] = cfg->normalize_mean[n_norm > 1 ? c : 0];
-        std[c] = cfg->normalize_std[n_norm > 1 ? c : 0];
-    }
     if (n_norm) {
-        put_array(&t, "input_mean", "data.normalize.mean", mean, (size_t)in.c);
-        put_array(&t, "input_std", "data.normalize.std", std, (size_t)in.c);
+        put_array(&t, "input_mean", "data.normalize.mean", cfg->normalize_mean, (size_t)n_norm);
+        put_array(&t, "input_std", "data.normalize.std", cfg->normalize_std, (size_t)n_norm);
     }
     for (int i = 0; i < n->n_layers; i++) {
         const layer *l = &n->layers[i];
@@ -234,14 +240,7 @@ int export_c(const char *path, const net *n, const float *params, const config *
     /* The kernels it calls, and whether the buffers ever swap. */
     int used[N_KERNELS] = {0}, swaps = 0;
     for (int i = 0; i < n->n_layers; i++) {
-        const layer_ops *ops = n->layers[i].ops;
-        const int kind = ops == &conv2d_ops                           ? K_CONV2D
-                         : ops == &maxpool_ops || ops == &avgpool_ops ? K_POOL
-                         : ops == &globalavgpool_ops                  ? K_GLOBAL_AVERAGE
-                         : ops == &dense_ops                          ? K_DENSE
-                         : ops == &softmax_ops                        ? K_SOFTMAX
-                         : ops == &relu_ops || ops == &sigmoid_ops || ops == &tanh_ops ? K_ACTIVATE
-                                                                                       : -1;
+        const int kind = kernel_of(n->layers[i].ops);
         if (kind >= 0) used[kind] = 1;
         swaps |= kind >= 0 && kind != K_ACTIVATE && kind != K_SOFTMAX;
     }
@@ -255,7 +254,7 @@ int export_c(const char *path, const net *n, const float *params, const config *
         put(&t,
             "    for (i = 0; i < %zu; i++) x[i] = (x[i] - input_mean[i %% %d]) / "
             "input_std[i %% %d];\n",
-            shape_size(in), in.c, in.c);
+            shape_size(in), n_norm, n_norm);
     for (int i = 0; i < n->n_layers; i++) {
         const layer *l = &n->layers[i];
         const char *type = l->ops->type;
@@ -264,30 +263,34 @@ int export_c(const char *path, const net *n, const float *params, const config *
         char bias[64] = "0";
         if (l->n_tensors == 2) snprintf(bias, sizeof bias, "layer%d_bias", i);
         put(&t, "    /* network[%d]: %s */\n", i, type);
-        if (l->ops == &conv2d_ops) {
+        switch (kernel_of(l->ops)) {
+        case K_CONV2D:
             put(&t, "    conv2d(x, %d, %d, %d, y, %d, %d, %d, %d, %d, %d, layer%d_weight, %s);\n",
                 l->in.h, l->in.w, l->in.c, l->out.h, l->out.w, l->out.c, g.kernel, g.stride,
                 g.padding, i, bias);
-        } else if (l->ops == &maxpool_ops || l->ops == &avgpool_ops) {
+            break;
+        case K_POOL:
             put(&t, "    pool(x, %d, %d, y, %d, %d, %d, %d, %d);\n", l->in.w, l->in.c, l->out.h,
                 l->out.w, g.kernel, g.stride, l->ops == &avgpool_ops);
-        } else if (l->ops == &globalavgpool_ops) {
+            break;
+        case K_GLOBAL_AVERAGE:
             put(&t, "    global_average(x, %d, %d, y);\n", l->in.h * l->in.w, l->in.c);
-        } else if (l->ops == &dense_ops) {
+            break;
+        case K_DENSE:
             put(&t, "    dense(x, %zu, y, %zu, layer%d_weight, %s);\n", shape_size(l->in),
                 shape_size(l->out), i, bias);
-        } else if (l->ops == &relu_ops || l->ops == &sigmoid_ops || l->ops == &tanh_ops) {
+            break;
+        case K_ACTIVATE:
             put(&t, "    activate(x, %zu, %d);\n", shape_size(l->in),
                 l->ops == &relu_ops      ? 0
                 : l->ops == &sigmoid_ops ? 1
                                          : 2);
             continue; /* in place */
-        } else if (l->ops == &dropout_ops) {
-            continue; /* the identity */
-        } else if (l->ops == &softmax_ops) {
+        case K_SOFTMAX:
             put(&t, "    return softmax(x, %d, probs);\n}\n", n->n_classes);
             continue;
-        } else {
+        default:
+            if (l->ops == &dropout_ops) continue; /* the identity */
             free(t.data);
             return errorf(err, "network[%d]: a %s layer cannot be exported to C", i, type);
         }

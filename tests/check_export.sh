@@ -101,6 +101,9 @@ check mnist "$src/config/mnist.json" mnist-1000.idx 784 10 --set training.epochs
     --set data.train.limit=3000 --set data.test.limit=100 --set training.warmup_epochs=0
 check all-layers "$src/tests/export-all-layers.json" mnist-1000.idx 784 10
 check colour-gap "$src/tests/export-gap.json" colour-1000.idx 1200 9
+# One data.normalize value for all three channels.
+check colour-one-value "$src/tests/export-gap.json" colour-1000.idx 1200 9 \
+    --set 'data.normalize={"mean":[0.25],"std":[0.3]}'
 
 echo "export: $checks models checked, $failures failed"
 [ "$failures" -eq 0 ]

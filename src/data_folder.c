@@ -28,16 +28,20 @@ typedef struct names {
     size_t n, cap;
 } names;
 
-static int names_add(names *l, const char *s) {
+/* Appends s, which the list then owns (freed here when it cannot be added). */
+static int names_take(names *l, char *s) {
+    if (!s) return -1;
     if (l->n == l->cap) {
         size_t cap = l->cap ? 2 * l->cap : 16;
         char **grown = realloc(l->items, cap * sizeof *grown);
-        if (!grown) return -1;
+        if (!grown) {
+            free(s);
+            return -1;
+        }
         l->items = grown;
         l->cap = cap;
     }
-    if (!(l->items[l->n] = strdup(s))) return -1;
-    l->n++;
+    l->items[l->n++] = s;
     return 0;
 }
 
@@ -63,7 +67,8 @@ static int has_png_suffix(const char *name) {
     return n > 4 && strcasecmp(name + n - 4, ".png") == 0;
 }
 
-/* The entries of dir that are not hidden: sub-folders (want_dirs) or .png files, sorted. */
+/* The entries of dir that are not hidden, sorted: the names of its sub-folders (want_dirs), or
+ * the paths (dir/name) of its .png files. */
 static int list_dir(const char *dir, int want_dirs, names *out, errbuf *err) {
     DIR *d = opendir(dir);
     if (!d) return errorf(err, "%s: cannot open the folder (%s)", dir, strerror(errno));
@@ -71,7 +76,7 @@ static int list_dir(const char *dir, int want_dirs, names *out, errbuf *err) {
     for (struct dirent *e; rc == 0 && (errno = 0, e = readdir(d));) {
         if (e->d_name[0] == '.') continue; /* ., .. and hidden files */
         if (!want_dirs) {
-            if (has_png_suffix(e->d_name) && names_add(out, e->d_name))
+            if (has_png_suffix(e->d_name) && names_take(out, join(dir, e->d_name)))
                 rc = oomf(err, "%s: out of memory listing the folder", dir);
             continue;
         }
@@ -81,7 +86,7 @@ static int list_dir(const char *dir, int want_dirs, names *out, errbuf *err) {
             rc = oomf(err, "%s: out of memory listing the folder", dir);
         } else if (stat(path, &st) != 0) {
             rc = errorf(err, "%s: cannot read (%s)", path, strerror(errno));
-        } else if (S_ISDIR(st.st_mode) && names_add(out, e->d_name)) {
+        } else if (S_ISDIR(st.st_mode) && names_take(out, strdup(e->d_name))) {
             rc = oomf(err, "%s: out of memory listing the folder", dir);
         }
         free(path);
@@ -129,14 +134,9 @@ static int list_samples(const char *root, names *classes, names *files, uint8_t 
     for (size_t j = 0; rc == 0 && j < longest; j++)
         for (size_t k = 0; rc == 0 && k < classes->n; k++) {
             if (j >= per_class[k].n) continue;
-            char *dir = join(root, classes->items[k]);
-            char *path = dir ? join(dir, per_class[k].items[j]) : NULL;
-            free(dir);
-            if (!path || names_add(files, path))
-                rc = oomf(err, "%s: out of memory", root);
-            else
-                (*labels)[files->n - 1] = (uint8_t)k;
-            free(path);
+            if (names_take(files, per_class[k].items[j])) rc = oomf(err, "%s: out of memory", root);
+            else (*labels)[files->n - 1] = (uint8_t)k;
+            per_class[k].items[j] = NULL; /* files owns it now */
         }
     for (size_t k = 0; k < classes->n; k++) names_free(&per_class[k]);
     free(per_class);
@@ -151,14 +151,13 @@ static int load_one(const char *path, const pngimg_shape *want, const char *firs
     size_t len;
     pngimg_shape got;
     if (read_input(path, &bytes, &len, err)) return -1;
-    int rc = pngimg_shape_of(bytes, len, path, &got, err);
-    if (rc == 0 && (got.h != want->h || got.w != want->w || got.c != want->c))
+    int rc = pngimg_decode(bytes, len, path, want, out, &got, err);
+    if (rc == 1)
         rc = errorf(err,
                     "%s: a %dx%d image with %d channel%s; the first image, %s, is %dx%d with "
                     "%d (all must be alike)",
                     path, got.w, got.h, got.c, got.c == 1 ? "" : "s", first, want->w, want->h,
                     want->c);
-    if (rc == 0) rc = pngimg_decode(bytes, len, path, out, err);
     free(bytes);
     return rc;
 }

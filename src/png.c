@@ -41,10 +41,11 @@ int pngimg_is_png(const unsigned char *bytes, size_t len) {
     return len >= 8 && png_sig_cmp(bytes, 0, 8) == 0;
 }
 
-/* Reads the header and sets the transformations to 8-bit grey or RGB; out (h * w * c bytes)
- * NULL: only the shape. */
+/* Reads the header into *shape; then, when out is given and the shape is want's, sets the
+ * transformations to 8-bit grey or RGB and decodes into out (h * w * c bytes). Returns 1, with
+ * nothing decoded, for a shape other than want's. */
 static int decode(const unsigned char *bytes, size_t len, const char *path, pngimg_shape *shape,
-                  uint8_t *out, errbuf *err) {
+                  const pngimg_shape *want, uint8_t *out, errbuf *err) {
     if (!pngimg_is_png(bytes, len))
         return errorf(err, "%s: not a PNG file (no PNG signature)", path);
     /* The header's size, before libpng sees it: a message that says what is wrong. */
@@ -77,7 +78,8 @@ static int decode(const unsigned char *bytes, size_t len, const char *path, pngi
     const int h = (int)png_get_image_height(png, info), w = (int)png_get_image_width(png, info);
     const int c = (type & PNG_COLOR_MASK_COLOR) || type == PNG_COLOR_TYPE_PALETTE ? 3 : 1;
     *shape = (pngimg_shape){h, w, c};
-    if (out) {
+    const int other = want && (h != want->h || w != want->w || c != want->c);
+    if (out && !other) {
         if (type == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(png);
         if (type == PNG_COLOR_TYPE_GRAY && depth < 8) png_set_expand_gray_1_2_4_to_8(png);
         if (depth == 16) png_set_scale_16(png);
@@ -94,18 +96,17 @@ static int decode(const unsigned char *bytes, size_t len, const char *path, pngi
         rows = NULL;
     }
     png_destroy_read_struct(&png, &info, NULL);
-    return 0;
+    return other;
 }
 
 int pngimg_shape_of(const unsigned char *bytes, size_t len, const char *path, pngimg_shape *shape,
                     errbuf *err) {
-    return decode(bytes, len, path, shape, NULL, err);
+    return decode(bytes, len, path, shape, NULL, NULL, err);
 }
 
-int pngimg_decode(const unsigned char *bytes, size_t len, const char *path, uint8_t *out,
-                  errbuf *err) {
-    pngimg_shape shape;
-    return decode(bytes, len, path, &shape, out, err);
+int pngimg_decode(const unsigned char *bytes, size_t len, const char *path,
+                  const pngimg_shape *want, uint8_t *out, pngimg_shape *got, errbuf *err) {
+    return decode(bytes, len, path, got, want, out, err);
 }
 
 int pngimg_load(const char *path, uint8_t **pixels, pngimg_shape *shape, errbuf *err) {
@@ -116,7 +117,8 @@ int pngimg_load(const char *path, uint8_t **pixels, pngimg_shape *shape, errbuf 
     int rc = pngimg_shape_of(bytes, len, path, shape, err);
     if (rc == 0) {
         *pixels = malloc((size_t)shape->h * shape->w * shape->c);
-        rc = *pixels ? pngimg_decode(bytes, len, path, *pixels, err)
+        pngimg_shape same;
+        rc = *pixels ? pngimg_decode(bytes, len, path, shape, *pixels, &same, err)
                      : oomf(err, "%s: out of memory for a %dx%d image", path, shape->w, shape->h);
         if (rc) {
             free(*pixels);

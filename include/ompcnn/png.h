@@ -22,9 +22,11 @@ typedef struct pngimg_shape {
  * file in messages. */
 int pngimg_shape_of(const unsigned char *bytes, size_t len, const char *path, pngimg_shape *shape,
                  errbuf *err);
-/* Decodes a PNG held in memory into out (h * w * c bytes, the size pngimg_shape_of gives). */
-int pngimg_decode(const unsigned char *bytes, size_t len, const char *path, uint8_t *out,
-               errbuf *err);
+/* Decodes a PNG held in memory into out (want's h * w * c bytes) when its decoded shape is
+ * want's, reading the file once: returns 0, 1 when the shape is another (*got says which;
+ * nothing is decoded and err is untouched) or -1 (err says why). */
+int pngimg_decode(const unsigned char *bytes, size_t len, const char *path,
+                  const pngimg_shape *want, uint8_t *out, pngimg_shape *got, errbuf *err);
 /* Reads and decodes the PNG file at path into a malloc'd buffer. */
 int pngimg_load(const char *path, uint8_t **pixels, pngimg_shape *shape, errbuf *err);
 /* Whether bytes start with the PNG signature. */

@@ -17,7 +17,8 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
     if (pngimg_shape_of(data, size, "fuzz.png", &shape, &err) == 0 &&
         (size_t)shape.h * shape.w <= ((size_t)1 << 20)) { /* big images only cost time */
         uint8_t *out = malloc((size_t)shape.h * shape.w * shape.c);
-        if (out && pngimg_decode(data, size, "fuzz.png", out, &err) == 0) {
+        pngimg_shape got;
+        if (out && pngimg_decode(data, size, "fuzz.png", &shape, out, &got, &err) == 0) {
             volatile uint8_t sink = out[0]; /* every byte was written: ASan sees a read of it */
             (void)sink;
         }

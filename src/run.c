@@ -442,13 +442,23 @@ int run_open_eval(run *r, const char *config_path, const char *params_path,
 
 /* Reads the input shape the parameters were trained on from model.json, or from the
  * config's training images. */
-int run_model_shape(const char *load, const config *cfg, shape3 *shape, errbuf *err) {
+/* The model.json a parameter file carries, parsed into *json (NULL when it is not JSON).
+ * Returns 1, with *json NULL, when the file has none or cannot be read. */
+static int model_json_of(const char *params_path, cJSON **json) {
     char *text = NULL;
     size_t size;
     errbuf ignore;
-    if (npz_read_member(load, "model.json", &text, &size, &ignore) == 0) {
-        cJSON *json = cJSON_Parse(text);
-        free(text);
+    *json = NULL;
+    if (!params_path || npz_read_member(params_path, "model.json", &text, &size, &ignore) != 0)
+        return 1;
+    *json = cJSON_Parse(text);
+    free(text);
+    return 0;
+}
+
+int run_model_shape(const char *load, const config *cfg, shape3 *shape, errbuf *err) {
+    cJSON *json;
+    if (model_json_of(load, &json) == 0) {
         const cJSON *input = cJSON_GetObjectItemCaseSensitive(json, "input");
         int ok = cJSON_GetArraySize(input) == 3;
         int dims[3] = {0, 0, 0};
@@ -474,12 +484,8 @@ int run_model_shape(const char *load, const config *cfg, shape3 *shape, errbuf *
 /* The class names a parameter file's model.json carries, if it has k of them (NULL
  * otherwise, or for a file without them). Free with run_free_names. */
 char **run_model_class_names(const char *load, int k) {
-    char *text = NULL;
-    size_t size;
-    errbuf ignore;
-    if (!load || npz_read_member(load, "model.json", &text, &size, &ignore) != 0) return NULL;
-    cJSON *json = cJSON_Parse(text);
-    free(text);
+    cJSON *json;
+    model_json_of(load, &json);
     const cJSON *list = cJSON_GetObjectItemCaseSensitive(json, "class_names");
     char **names = NULL;
     if (cJSON_IsArray(list) && cJSON_GetArraySize(list) == k &&

@@ -364,21 +364,26 @@ static int predict_idx(predictor *p, const char *path, errbuf *err) {
     return 0;
 }
 
-/* Builds the net of cfg for saved parameters and loads them. Returns 0 or the exit code. */
-static int predictor_open(predictor *p, const config *cfg, const char *params_path, errbuf *err) {
+/* Builds the net of cfg for saved parameters and loads them, with the buffers to classify images
+ * when `classify` (export needs none). Returns 0 or the exit code. */
+static int predictor_open(predictor *p, const config *cfg, const char *params_path, int classify,
+                          errbuf *err) {
     if (run_model_shape(params_path, cfg, &p->shape, err) || net_build(&p->n, cfg, p->shape, err) ||
         !(p->table = pixel_table(cfg, p->shape.c, "the network's input", err)))
         return err->code;
     p->names = run_model_class_names(params_path, p->n.n_classes);
-    p->threads = cfg->threads > 0 ? cfg->threads : omp_get_max_threads();
-    p->pass = 8 * p->threads;
-    p->lanes = malloc(((size_t)p->pass + 1) * sizeof *p->lanes);
     p->params = floats_alloc(p->n.n_params);
-    if (!p->params || !p->lanes || workspace_alloc(&p->ws, &p->n, p->pass, 0, p->threads, err)) {
+    if (classify) {
+        p->threads = cfg->threads > 0 ? cfg->threads : omp_get_max_threads();
+        p->pass = 8 * p->threads;
+        p->lanes = malloc(((size_t)p->pass + 1) * sizeof *p->lanes);
+    }
+    if (!p->params || (classify && (!p->lanes || workspace_alloc(&p->ws, &p->n, p->pass, 0,
+                                                                  p->threads, err)))) {
         oomf(err, "out of memory");
         return EXIT_RUNTIME;
     }
-    for (int i = 0; i <= p->pass; i++) p->lanes[i] = i;
+    for (int i = 0; classify && i <= p->pass; i++) p->lanes[i] = i;
     return params_load(params_path, &p->n, p->params, err) ? err->code : 0;
 }
 
@@ -409,7 +414,7 @@ int cmd_predict(int argc, char **argv) {
     int exit_code = run_model_config(&cfg, opt.config, opt.load, opt.overrides, opt.n_overrides,
                                      &err)
                         ? err.code
-                        : predictor_open(&p, &cfg, opt.load, &err);
+                        : predictor_open(&p, &cfg, opt.load, 1, &err);
     p.digits = opt.digits;
     for (int a = opt.first_input; a < argc && !exit_code; a++) {
         const char *path = argv[a];
@@ -475,7 +480,7 @@ int cmd_export(int argc, char **argv) {
         exit_code = run_model_config(&cfg, opt.config, opt.load, opt.overrides,
                                      opt.n_overrides, &err)
                         ? err.code
-                        : predictor_open(&p, &cfg, opt.load, &err);
+                        : predictor_open(&p, &cfg, opt.load, 0, &err);
     if (!exit_code) {
         p.n.class_names = p.names;
         p.n.n_class_names = p.names ? p.n.n_classes : 0;

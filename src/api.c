@@ -51,7 +51,7 @@ ompcnn_net *ompcnn_open(const char *npz_path, char *error, size_t error_size) {
                  net_build(&net->n, &net->cfg, shape, &err);
     if (!failed) {
         net->threads = omp_get_max_threads();
-        net->params = floats_alloc(net->n.n_params);
+        net->params = floats_alloc(net_state_size(&net->n));
         failed = !net->params ? oomf(&err, "out of memory")
                               : workspace_alloc(&net->ws, &net->n, 1, 0, net->threads, &err) ||
                                     params_load(npz_path, &net->n, net->params, &err);

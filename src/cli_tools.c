@@ -372,7 +372,7 @@ static int predictor_open(predictor *p, const config *cfg, const char *params_pa
         !(p->table = pixel_table(cfg, p->shape.c, "the network's input", err)))
         return err->code;
     p->names = run_model_class_names(params_path, p->n.n_classes);
-    p->params = floats_alloc(p->n.n_params);
+    p->params = floats_alloc(net_state_size(&p->n));
     if (classify) {
         p->threads = cfg->threads > 0 ? cfg->threads : omp_get_max_threads();
         p->pass = 8 * p->threads;

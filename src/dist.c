@@ -206,6 +206,45 @@ void dist_sum_lanes(dist *d, const float *grads, int n_lanes, size_t n_params, f
 #endif
 }
 
+void dist_sum_lane_doubles(const dist *d, const double *lanes, int n_lanes, size_t width,
+                           double *total) {
+#ifdef OMPCNN_MPI
+    if (d->size > 1) {
+        const int R = d->size;
+        int first, last;
+        dist_lanes(d, n_lanes, &first, &last);
+        if ((size_t)n_lanes * width > INT_MAX) dist_abort(d, EXIT_RUNTIME);
+        double *all = malloc((size_t)n_lanes * width * sizeof *all);
+        if (!all) {
+            fprintf(stderr, "trainer: out of memory for the batch statistics\n");
+            dist_abort(d, EXIT_RUNTIME);
+        }
+        int *counts = d->counts, *displs = counts + R;
+        for (int r = 0; r < R; r++) {
+            const int f = (int)((long)r * n_lanes / R), l = (int)((long)(r + 1) * n_lanes / R);
+            counts[r] = (int)((size_t)(l - f) * width);
+            displs[r] = (int)((size_t)f * width);
+        }
+        MPI_Allgatherv(lanes, counts[d->rank], MPI_DOUBLE, all, counts, displs, MPI_DOUBLE,
+                       MPI_COMM_WORLD);
+        for (size_t i = 0; i < width; i++) {
+            double sum = all[i];
+            for (int l = 1; l < n_lanes; l++) sum += all[(size_t)l * width + i];
+            total[i] = sum;
+        }
+        free(all);
+        (void)first, (void)last;
+        return;
+    }
+#endif
+    /* One process: its lanes are all of them. */
+    for (size_t i = 0; i < width; i++) {
+        double sum = lanes[i];
+        for (int l = 1; l < n_lanes; l++) sum += lanes[(size_t)l * width + i];
+        total[i] = sum;
+    }
+}
+
 void dist_gather_results(const dist *d, const int *begin, float *loss, unsigned char *hit) {
 #ifdef OMPCNN_MPI
     if (d->size > 1) {

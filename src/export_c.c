@@ -258,7 +258,7 @@ int export_c(const char *path, const net *n, const float *params, const config *
     for (int i = 0; i < n->n_layers; i++) {
         const layer *l = &n->layers[i];
         const char *type = l->ops->type;
-        layer_geometry g = {0, 0, 0, 0};
+        layer_geometry g = {0};
         if (l->ops->geometry) l->ops->geometry(l->settings, &g);
         char bias[64] = "0";
         if (l->n_tensors == 2) snprintf(bias, sizeof bias, "layer%d_bias", i);

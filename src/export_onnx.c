@@ -274,7 +274,7 @@ static int build_layers(graph *g, const net *n, const float *params, errbuf *err
     for (int i = 0; i < n->n_layers && !g->a->oom; i++) {
         const layer *l = &n->layers[i];
         const float *p = params + l->param_off;
-        layer_geometry geo = {0, 0, 0, 0};
+        layer_geometry geo = {0};
         if (l->ops->geometry) l->ops->geometry(l->settings, &geo);
         char w_name[32], b_name[32];
         snprintf(w_name, sizeof w_name, "network_%d_weight", i);

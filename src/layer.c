@@ -17,7 +17,7 @@ const char *const init_names[] = {"report", "he", "xavier", NULL};
 /* The one list of layer kinds: the config's type names, the messages' lists and the "did you
  * mean" hints all come from it. */
 static const layer_ops *const all_ops[] = {
-    &conv2d_ops, &maxpool_ops, &avgpool_ops, &globalavgpool_ops, &dense_ops,
+    &conv2d_ops, &maxpool_ops, &avgpool_ops, &globalavgpool_ops, &dense_ops, &batchnorm_ops,
     &dropout_ops, &sigmoid_ops, &relu_ops, &tanh_ops, &softmax_ops};
 enum { N_KINDS = sizeof all_ops / sizeof all_ops[0] };
 
@@ -41,6 +41,19 @@ const char *layer_type_list(void) {
             len += (size_t)snprintf(list + len, sizeof list - len, "%s%s", i ? ", " : "",
                                     all_ops[i]->type);
     return list;
+}
+
+void batch_sum_lanes(const run_ctx *run, const double *lanes, size_t width, double *total) {
+    const int n_lanes = cut_lanes(&run->cut);
+    if (run->batch) {
+        run->batch->add(run->batch->ctx, lanes, n_lanes, width, total);
+        return;
+    }
+    for (size_t i = 0; i < width; i++) {
+        double sum = lanes[i];
+        for (int l = 1; l < n_lanes; l++) sum += lanes[(size_t)l * width + i];
+        total[i] = sum;
+    }
 }
 
 void init_weights(float *w, size_t n, int fan_in, int fan_out, init_kind kind, mt19937 *rng) {

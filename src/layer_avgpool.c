@@ -109,7 +109,7 @@ static void avgpool_describe(const void *settings, char *buf, size_t size) {
 
 static void avgpool_geometry(const void *settings, layer_geometry *g) {
     const avgpool_settings *s = settings;
-    *g = (layer_geometry){s->size, s->stride, 0, 0};
+    *g = (layer_geometry){.kernel = s->size, .stride = s->stride};
 }
 
 const layer_ops avgpool_ops = {

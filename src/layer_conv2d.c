@@ -509,7 +509,8 @@ static void conv2d_describe(const void *settings, char *buf, size_t size) {
 
 static void conv2d_geometry(const void *settings, layer_geometry *g) {
     const conv2d_settings *s = settings;
-    *g = (layer_geometry){s->kernel, s->stride, s->padding, s->bias};
+    *g = (layer_geometry){
+        .kernel = s->kernel, .stride = s->stride, .padding = s->padding, .bias = s->bias};
 }
 
 const layer_ops conv2d_ops = {

@@ -228,7 +228,7 @@ static void dense_describe(const void *settings, char *buf, size_t size) {
 
 static void dense_geometry(const void *settings, layer_geometry *g) {
     const dense_settings *s = settings;
-    *g = (layer_geometry){0, 0, 0, s->bias};
+    *g = (layer_geometry){.bias = s->bias};
 }
 
 const layer_ops dense_ops = {

@@ -232,7 +232,7 @@ static void maxpool_describe(const void *settings, char *buf, size_t size) {
 
 static void maxpool_geometry(const void *settings, layer_geometry *g) {
     const maxpool_settings *s = settings;
-    *g = (layer_geometry){s->size, s->stride, 0, 0};
+    *g = (layer_geometry){.kernel = s->size, .stride = s->stride};
 }
 
 const layer_ops maxpool_ops = {

@@ -17,6 +17,7 @@ int net_build(net *n, const config *cfg, shape3 input, errbuf *err) {
     n->input = input;
     n->n_layers = cfg->n_layers;
     n->label_smoothing = (float)cfg->label_smoothing;
+    n->batch_wide = -1;
     n->layers = calloc((size_t)cfg->n_layers, sizeof *n->layers);
     if (!n->layers) return oomf(err, "out of memory");
     shape3 shape = input;
@@ -34,14 +35,22 @@ int net_build(net *n, const config *cfg, shape3 input, errbuf *err) {
             return -1;
         }
         l->n_tensors = l->ops->params(l->settings, l->in, l->out, l->tensors);
+        l->n_buffers = l->ops->buffers ? l->ops->buffers(l->settings, l->in, l->out,
+                                                         l->tensors + l->n_tensors)
+                                       : 0;
         l->param_off = n->n_params;
+        l->buffer_off = n->n_buffers;
         for (int t = 0; t < l->n_tensors; t++) l->n_params += l->tensors[t].size;
+        for (int t = 0; t < l->n_buffers; t++)
+            l->n_buffer_floats += l->tensors[l->n_tensors + t].size;
         n->n_params += l->n_params;
+        n->n_buffers += l->n_buffer_floats;
+        if (l->ops->batch_wide && n->batch_wide < 0) n->batch_wide = i;
         shape = l->out;
         size_t size = shape_size(shape);
         if (size > n->max_act) n->max_act = size;
         n->total_act += size;
-        if (n->n_params > ((size_t)1 << 31) || n->total_act > ((size_t)1 << 31)) {
+        if (n->n_params + n->n_buffers > ((size_t)1 << 31) || n->total_act > ((size_t)1 << 31)) {
             errorf(err, "%s: %s: the network is too large (%zu parameters, %zu activations)",
                  cfg->file, spec->path, n->n_params, n->total_act);
             net_free(n);
@@ -50,6 +59,12 @@ int net_build(net *n, const config *cfg, shape3 input, errbuf *err) {
     }
     n->n_classes = (int)shape_size(shape);
     return 0;
+}
+
+size_t net_array_offset(const net *n, const layer *l, int t) {
+    size_t off = t < l->n_tensors ? l->param_off : n->n_params + l->buffer_off;
+    for (int k = t < l->n_tensors ? 0 : l->n_tensors; k < t; k++) off += l->tensors[k].size;
+    return off;
 }
 
 void net_free(net *n) {
@@ -76,10 +91,12 @@ void net_describe(const net *n, char *buf, size_t size) {
 void net_init_params(const net *n, float *params, init_kind kind, uint32_t seed) {
     mt19937 rng;
     mt_seed(&rng, seed);
-    memset(params, 0, n->n_params * sizeof *params);
+    memset(params, 0, net_state_size(n) * sizeof *params);
     for (int i = 0; i < n->n_layers; i++) {
         const layer *l = &n->layers[i];
         if (l->ops->init) l->ops->init(l, params + l->param_off, kind, &rng);
+        if (l->ops->init_buffers)
+            l->ops->init_buffers(l, params + n->n_params + l->buffer_off);
     }
 }
 
@@ -101,6 +118,7 @@ double workspace_bytes(const net *n, int max_n, int max_train_n, int max_threads
     for (int i = 0; i < n->n_layers; i++) {
         const layer *l = &n->layers[i];
         floats += (double)(l->ops->saved_size ? l->ops->saved_size(l) : 0) * max_train_n;
+        floats += (double)(l->ops->pass_saved_size ? l->ops->pass_saved_size(l) : 0);
     }
     return 4.0 * floats + 8.0 * max_n;
 }
@@ -119,13 +137,16 @@ int workspace_alloc(workspace *ws, const net *n, int max_n, int max_train_n, int
     ws->delta[1] = floats_alloc(n->max_act * (size_t)max_train_n);
     ws->scratch = floats_alloc(net_scratch_size(n, max_train_n, max_threads));
     ws->saved = calloc((size_t)n->n_layers, sizeof *ws->saved);
+    ws->pass_saved = calloc((size_t)n->n_layers, sizeof *ws->pass_saved);
     ws->sample_keys = calloc((size_t)max_n, sizeof *ws->sample_keys);
     ws->scratch_image = floats_alloc(shape_size(n->input) * (size_t)max_threads);
-    int saved_ok = ws->saved != NULL;
+    int saved_ok = ws->saved != NULL && ws->pass_saved != NULL;
     for (int i = 0; saved_ok && i < n->n_layers; i++) {
         const layer *l = &n->layers[i];
         size_t need = l->ops->saved_size ? l->ops->saved_size(l) : 0;
         if (need) saved_ok = (ws->saved[i] = floats_alloc(need * (size_t)max_train_n)) != NULL;
+        need = l->ops->pass_saved_size ? l->ops->pass_saved_size(l) : 0;
+        if (need && saved_ok) saved_ok = (ws->pass_saved[i] = floats_alloc(need)) != NULL;
     }
     if (!ws->acts || !ws->offset || !ws->delta[0] || !ws->delta[1] || !ws->scratch || !saved_ok ||
         !ws->sample_keys || !ws->scratch_image) {
@@ -149,7 +170,10 @@ void workspace_free(workspace *ws) {
     aligned_free(ws->scratch);
     if (ws->saved)
         for (int i = 0; i < ws->n_layers; i++) aligned_free(ws->saved[i]);
+    if (ws->pass_saved)
+        for (int i = 0; i < ws->n_layers; i++) aligned_free(ws->pass_saved[i]);
     free(ws->saved);
+    free(ws->pass_saved);
     free(ws->sample_keys);
     aligned_free(ws->scratch_image);
     memset(ws, 0, sizeof *ws);
@@ -164,6 +188,12 @@ void net_forward(const net *n, const float *params, workspace *ws, int count, in
     net_forward_view(n, params, ws, &v);
 }
 
+/* A layer's buffers in an arena (NULL: none). A training forward writes them: the arena belongs
+ * to the caller, which passes it as const only because the parameters are read-only here. */
+static float *layer_buffers(const net *n, const layer *l, const float *params) {
+    return l->n_buffers ? (float *)params + n->n_params + l->buffer_off : NULL;
+}
+
 void net_forward_view(const net *n, const float *params, workspace *ws, const pass_view *v) {
     const int nt = v->nt < ws->max_threads ? v->nt : ws->max_threads;
     const size_t first = (size_t)v->first;
@@ -171,7 +201,8 @@ void net_forward_view(const net *n, const float *params, workspace *ws, const pa
         const layer *l = &n->layers[i];
         const size_t kept = l->ops->saved_size ? l->ops->saved_size(l) : 0;
         run_ctx run = {v->count, nt, v->scratch, ws->saved[i] + first * kept, v->cut,
-                       ws->training, ws->sample_keys + first};
+                       ws->training, ws->sample_keys + first, layer_buffers(n, l, params),
+                       ws->pass_saved[i], ws->batch};
         const double start = profile_on && ws->training ? omp_get_wtime() : 0.0;
         l->ops->forward(l, params + l->param_off,
                         ws->acts + ws->offset[i] + first * shape_size(l->in),
@@ -230,7 +261,8 @@ void net_backward_view(const net *n, const float *params, workspace *ws, const p
         const layer *l = &n->layers[i];
         const size_t kept = l->ops->saved_size ? l->ops->saved_size(l) : 0;
         run_ctx run = {v->count, nt, v->scratch, ws->saved[i] + first * kept, v->cut,
-                       ws->training, ws->sample_keys + first};
+                       ws->training, ws->sample_keys + first, layer_buffers(n, l, params),
+                       ws->pass_saved[i], ws->batch};
         /* The first layer's input gradient is never used. */
         float *din = i > 0 ? delta[1 - cur] : NULL;
         const double start = profile_on ? omp_get_wtime() : 0.0;

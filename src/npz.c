@@ -197,13 +197,11 @@ int npz_save(const char *path, const net *n, const float *params, const npz_arra
     }
     for (int i = 0; i < n->n_layers; i++) {
         const layer *l = &n->layers[i];
-        const float *values = params + l->param_off;
-        for (int t = 0; t < l->n_tensors; t++) {
+        for (int t = 0; t < l->n_tensors + l->n_buffers; t++) {
             char name[128];
             member_name(n, i, t, name, sizeof name);
             npy.len = 0;
-            npy_encode(&npy, &l->tensors[t], values);
-            values += l->tensors[t].size;
+            npy_encode(&npy, &l->tensors[t], params + net_array_offset(n, l, t));
             if (npy.oom) break;
             zip_add(&zip, &dir, name, npy.data, npy.len);
             entries++;
@@ -428,8 +426,7 @@ int params_load_buffer(const unsigned char *buf, size_t len, const char *path, c
     }
     for (int i = 0; i < n->n_layers && rc == 0; i++) {
         const layer *l = &n->layers[i];
-        float *values = params + l->param_off;
-        for (int t = 0; t < l->n_tensors && rc == 0; t++) {
+        for (int t = 0; t < l->n_tensors + l->n_buffers && rc == 0; t++) {
             char name[128];
             member_name(n, i, t, name, sizeof name);
             const member *m = NULL;
@@ -446,15 +443,14 @@ int params_load_buffer(const unsigned char *buf, size_t len, const char *path, c
                 rc = -1;
                 break;
             }
-            decode_values(values, data, l->tensors[t].size, is_f64);
-            values += l->tensors[t].size;
+            decode_values(params + net_array_offset(n, l, t), data, l->tensors[t].size, is_f64);
         }
     }
     if (rc == 0) {
         for (int k = 0; k < count; k++) {
             int known = 0;
             for (int i = 0; i < n->n_layers && !known; i++)
-                for (int t = 0; t < n->layers[i].n_tensors; t++) {
+                for (int t = 0; t < n->layers[i].n_tensors + n->layers[i].n_buffers; t++) {
                     char name[128];
                     member_name(n, i, t, name, sizeof name);
                     if (strcmp(members[k].name, name) == 0) known = 1;

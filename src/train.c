@@ -45,6 +45,14 @@ static int pass_capacity(const trainer *t, int n_eval) {
     return (int)(eval > train ? eval : train);
 }
 
+/* Batch-wide layers' sums over the lanes of every process (batchnorm under MPI). */
+static void batch_sum_processes(void *ctx, const double *lanes, int n_lanes, size_t width,
+                                double *total) {
+    const trainer *t = ctx;
+    (void)n_lanes; /* this process's share of t->step_lanes */
+    dist_sum_lane_doubles(t->dist, lanes, t->step_lanes, width, total);
+}
+
 int trainer_open_dist(trainer *t, const config *cfg, const dataset *train, const dataset *test,
                       dist *d, errbuf *err) {
     memset(t, 0, sizeof *t);
@@ -61,6 +69,24 @@ int trainer_open_dist(trainer *t, const config *cfg, const dataset *train, const
                       "processes share it; set training.lanes to %d or more, a multiple of %d for "
                       "even shares (the weights depend on the lanes, never on the processes)",
                       cfg->file, cfg->lanes, R, R, R);
+    for (int i = 0; i < cfg->n_layers; i++) {
+        const layer_spec *spec = &cfg->layers[i];
+        if (!spec->ops->batch_wide) continue;
+        if (cfg->batch_size == 1)
+            return errorf(err, "%s: %s: %s normalises with the statistics of the whole batch, "
+                          "and training.batch_size is 1: set training.batch_size to 2 or more "
+                          "(16 or more gives steadier statistics)", cfg->file, spec->path,
+                          spec->ops->type);
+        /* Every process takes part in the batch's sums, so each needs a sample of every batch,
+         * the epoch's last one included. */
+        const int last = train->n % cfg->batch_size;
+        if (R > 1 && last > 0 && last < R)
+            return errorf(err, "%s: %s: %s sums over every process, but the epoch's last batch "
+                          "has %d sample%s (%d training samples in batches of %d) for %d "
+                          "processes; change training.batch_size or data.train.limit, or run "
+                          "fewer processes", cfg->file, spec->path, spec->ops->type, last,
+                          last == 1 ? "" : "s", train->n, cfg->batch_size, R);
+    }
     t->cfg = cfg;
     t->train = train;
     t->test = test;
@@ -101,7 +127,7 @@ int trainer_open_dist(trainer *t, const config *cfg, const dataset *train, const
         trainer_close(t);
         return -1;
     }
-    t->params = floats_alloc(t->net.n_params);
+    t->params = floats_alloc(net_state_size(&t->net));
     t->grads = floats_alloc(t->net.n_params * (size_t)local_lanes);
     t->cut_start = malloc(((size_t)t->pass_chunks + 1) * sizeof *t->cut_start);
     t->order = malloc((size_t)train->n * sizeof *t->order);
@@ -124,6 +150,7 @@ int trainer_open_dist(trainer *t, const config *cfg, const dataset *train, const
         trainer_close(t);
         return -1;
     }
+    if (t->dist) t->batch = (batch_sum){batch_sum_processes, t};
     if (workspace_alloc(&t->ws, &t->net, capacity, local_lanes * t->train_chunk, t->threads,
                         err)) {
         trainer_close(t);
@@ -245,6 +272,9 @@ static void run_pass(trainer *t, const dataset *ds, const int *samples, int firs
     par_blocks(t->threads, (size_t)count * (PAR_GRAIN / 4), count, load_samples, &a);
     ws->training = training;
     ws->cut = (lane_cut){lanes, t->cut_start, t->net.n_params};
+    /* A training pass is this process's share of the batch; the others' lanes meet in
+     * batch-wide layers. */
+    ws->batch = training && t->dist ? &t->batch : NULL;
     net_forward(&t->net, t->params, ws, count, t->threads);
     record_results(t, 0, count, training, loss, hit, predicted);
 }
@@ -312,7 +342,9 @@ void trainer_step(trainer *t, const int *samples, int count, double *loss_sum, i
         t->cut_start[l - first] = (int)((long)l * count / n_lanes) - k0;
     float *loss = t->sample_loss;
     unsigned char *hit = t->sample_hit;
-    if (k1 > k0 && t->threads <= t->lanes && last - first > 1) {
+    t->step_lanes = n_lanes;
+    /* Lanes as passes of their own, unless a layer needs the whole batch at once. */
+    if (k1 > k0 && t->threads <= t->lanes && last - first > 1 && t->net.batch_wide < 0) {
         t->ws.training = 1;
         lane_pass_args a = {t, samples + k0, loss + k0, hit + k0};
         const size_t work = (size_t)(k1 - k0) * PAR_GRAIN; /* a sample's pass: a thread's worth */

@@ -31,6 +31,10 @@ static void make_layer(test_layer *tl, const char *json, shape3 in) {
     ck_assert_msg(ops->shape(tl->settings, in, &tl->l.out, "t", &err) == 0, "%s", err.msg);
     tl->l.n_tensors = ops->params(tl->settings, in, tl->l.out, tl->l.tensors);
     for (int t = 0; t < tl->l.n_tensors; t++) tl->l.n_params += tl->l.tensors[t].size;
+    tl->l.n_buffers =
+        ops->buffers ? ops->buffers(tl->settings, in, tl->l.out, tl->l.tensors + tl->l.n_tensors) : 0;
+    for (int t = 0; t < tl->l.n_buffers; t++)
+        tl->l.n_buffer_floats += tl->l.tensors[tl->l.n_tensors + t].size;
 }
 
 static void free_layer(test_layer *tl) {
@@ -49,8 +53,8 @@ static double uniform(void) { /* xorshift64, deterministic across runs */
     return (double)(rng_state >> 11) / 9007199254740992.0;
 }
 
-/* Layers are checked on a chunk of this many samples at once. */
-#define N_SAMPLES 2
+/* Layers are checked on a chunk of this many samples at once (2 unless a check says). */
+static int N_SAMPLES = 2;
 
 /* L = sum_k r[k] * out[k] over all samples, accumulated in double. */
 static double probe_loss(const layer *l, const float *params, const float *in, float *out,
@@ -70,20 +74,43 @@ static void expect_close(double analytic, double numeric, const char *what, size
 
 /* Checks din and dparams of one layer against central differences with step eps. Inputs are a
  * shuffled ramp (distinct values, so max-pooling has no near-ties) unless `smooth`. */
+static void check_layer_lanes(const char *json, shape3 in_shape, double eps, int n_samples,
+                              int n_lanes);
+
 static void check_layer(const char *json, shape3 in_shape, double eps) {
+    check_layer_lanes(json, in_shape, eps, 2, 0);
+}
+
+/* The same on n_samples samples cut into n_lanes equal lanes (0: one lane): the lanes' parameter
+ * gradients must add up to the whole pass's. For batch-wide layers (batchnorm) the samples are
+ * one batch, whose statistics the differences go through. */
+static void check_layer_lanes(const char *json, shape3 in_shape, double eps, int n_samples,
+                              int n_lanes) {
+    N_SAMPLES = n_samples;
     test_layer tl;
     make_layer(&tl, json, in_shape);
     const layer *l = &tl.l;
     size_t n_in = N_SAMPLES * shape_size(l->in), n_out = N_SAMPLES * shape_size(l->out);
     size_t n_p = l->n_params;
     float *in = floats_alloc(n_in), *out = floats_alloc(n_out), *r = floats_alloc(n_out);
-    float *params = floats_alloc(n_p + 1), *dparams = floats_alloc(n_p + 1);
+    const int lanes = n_lanes > 0 ? n_lanes : 1;
+    float *params = floats_alloc(n_p + 1), *dparams = floats_alloc(lanes * n_p + 1);
+    float *lane_grads = floats_alloc(lanes * n_p + 1);
     float *din = floats_alloc(n_in);
     float *scratch = floats_alloc(l->ops->scratch_size ? l->ops->scratch_size(l, N_SAMPLES, 1) + 1 : 1);
     float *saved = floats_alloc(l->ops->saved_size ? N_SAMPLES * l->ops->saved_size(l) + 1 : 1);
     /* A training pass with fixed sample keys: dropout's mask is the same in every call. */
+    float *pass_saved = floats_alloc(l->ops->pass_saved_size ? l->ops->pass_saved_size(l) : 1);
+    float *buffers = floats_alloc(l->n_buffer_floats + 1);
+    uint64_t keys[64];
+    int starts[65];
+    ck_assert(N_SAMPLES <= 64);
+    for (int k = 0; k < N_SAMPLES; k++) keys[k] = sample_keys[k % 2] + 2 * (uint64_t)(k / 2);
+    for (int k = 0; k <= lanes; k++) starts[k] = k * N_SAMPLES / lanes;
+    if (l->ops->init_buffers) l->ops->init_buffers(l, buffers);
     run_ctx run = {.n = N_SAMPLES, .nt = 1, .scratch = scratch, .saved = saved, .training = 1,
-                   .sample_keys = sample_keys};
+                   .sample_keys = keys, .buffers = buffers, .pass_saved = pass_saved,
+                   .cut = {n_lanes, starts, n_p}};
     for (size_t i = 0; i < n_in; i++) in[i] = (float)(2.0 * (double)i / n_in - 1.0);
     for (size_t i = n_in - 1; i > 0; i--) { /* shuffle the ramp */
         size_t j = (size_t)(uniform() * (i + 1));
@@ -97,7 +124,12 @@ static void check_layer(const char *json, shape3 in_shape, double eps) {
     for (size_t k = 0; k < n_out; k++) r[k] = (float)(uniform() * 2.0 - 1.0);
 
     l->ops->forward(l, params, in, out, &run);
-    l->ops->backward(l, params, in, out, r, din, dparams, &run);
+    l->ops->backward(l, params, in, out, r, din, lane_grads, &run);
+    for (size_t i = 0; i < n_p; i++) { /* the lanes' sum, in lane order */
+        float sum = lane_grads[i];
+        for (int k = 1; k < lanes; k++) sum += lane_grads[(size_t)k * n_p + i];
+        dparams[i] = sum;
+    }
 
     for (size_t i = 0; i < n_in; i++) {
         float keep = in[i];
@@ -119,6 +151,8 @@ static void check_layer(const char *json, shape3 in_shape, double eps) {
     }
     aligned_free(in), aligned_free(out), aligned_free(r), aligned_free(params);
     aligned_free(dparams), aligned_free(din), aligned_free(scratch), aligned_free(saved);
+    aligned_free(lane_grads), aligned_free(pass_saved), aligned_free(buffers);
+    N_SAMPLES = 2;
     free_layer(&tl);
 }
 
@@ -155,6 +189,21 @@ START_TEST(test_pool_and_dropout_gradients) {
     check_layer("{\"type\":\"dropout\",\"rate\":0.4}", (shape3){4, 5, 3}, 1e-2);
     check_layer("{\"type\":\"conv2d\",\"filters\":3,\"kernel\":5,\"padding\":\"same\"}",
                 (shape3){6, 7, 2}, 1e-2);
+}
+END_TEST
+
+/* batchnorm in training, through the batch statistics: per channel after a convolution's
+ * output (several positions a sample), per unit after a dense layer (one), on batches cut into
+ * lanes, whose statistics are the whole batch's. */
+START_TEST(test_batchnorm_gradients) {
+    check_layer_lanes("{\"type\":\"batchnorm\"}", (shape3){4, 3, 5}, 1e-2, 6, 3);
+    check_layer_lanes("{\"type\":\"batchnorm\"}", (shape3){3, 3, 2}, 1e-2, 2, 0);
+    check_layer_lanes("{\"type\":\"batchnorm\",\"eps\":0.01}", (shape3){1, 1, 7}, 1e-2, 8, 2);
+    check_layer_lanes("{\"type\":\"batchnorm\"}", (shape3){1, 1, 9}, 1e-2, 5, 0);
+    /* Other layers' lane gradients add up to the pass's too. */
+    check_layer_lanes("{\"type\":\"dense\",\"units\":4}", (shape3){2, 2, 3}, 1e-2, 6, 3);
+    check_layer_lanes("{\"type\":\"conv2d\",\"filters\":3,\"kernel\":3}", (shape3){5, 5, 2},
+                      1e-2, 4, 2);
 }
 END_TEST
 
@@ -201,6 +250,7 @@ END_TEST
 /* The whole chain under softmax cross-entropy: net_backward against differences of net_loss;
  * and a second net, with a global average pool, under label smoothing. */
 static void check_network(const char *text, shape3 input_shape);
+static void check_network_batch(const char *text, shape3 input_shape, int count);
 
 START_TEST(test_network_gradients) {
     check_network(
@@ -217,33 +267,56 @@ START_TEST(test_network_gradients) {
         "{\"type\":\"globalavgpool\"},{\"type\":\"dense\",\"units\":4},"
         "{\"type\":\"softmax\"}],\"training\":{\"init\":\"xavier\",\"label_smoothing\":0.2}}",
         (shape3){6, 7, 2});
+    /* Batch normalisation after a convolution and after a dense layer, on a batch of 5 in two
+     * lanes: each sample's loss depends on the others through the batch statistics. */
+    check_network_batch(
+        "{\"data\":{\"train\":{\"images\":\"x\",\"labels\":\"y\"}},"
+        "\"network\":[{\"type\":\"conv2d\",\"filters\":3,\"kernel\":3},{\"type\":\"batchnorm\"},"
+        "{\"type\":\"tanh\"},{\"type\":\"dense\",\"units\":6},{\"type\":\"batchnorm\"},"
+        "{\"type\":\"sigmoid\"},{\"type\":\"dense\",\"units\":4},{\"type\":\"softmax\"}],"
+        "\"training\":{\"init\":\"xavier\"}}",
+        (shape3){6, 5, 2}, 5);
 }
 END_TEST
 
 static void check_network(const char *text, shape3 input_shape) {
+    check_network_batch(text, input_shape, 1);
+}
+
+/* The summed loss of `count` samples (in two lanes when there are several) against
+ * differences of the parameters. */
+static void check_network_batch(const char *text, shape3 input_shape, int count) {
     config cfg;
     errbuf err;
     ck_assert_msg(config_parse_text(&cfg, text, "t.json", ".", NULL, 0, &err) == 0, "%s", err.msg);
     net n;
     ck_assert_msg(net_build(&n, &cfg, input_shape, &err) == 0, "%s", err.msg);
     workspace ws;
-    ck_assert_int_eq(workspace_alloc(&ws, &n, 1, 1, 1, &err), 0);
-    float *params = floats_alloc(n.n_params), *dparams = floats_alloc(n.n_params);
+    ck_assert_int_eq(workspace_alloc(&ws, &n, count, count, 1, &err), 0);
+    const int lanes = count > 1 ? 2 : 1;
+    float *params = floats_alloc(net_state_size(&n)), *dparams = floats_alloc(lanes * n.n_params);
     net_init_params(&n, params, INIT_XAVIER, 3);
     float *input = workspace_input(&ws);
-    for (size_t i = 0; i < shape_size(n.input); i++) input[i] = (float)uniform();
-    const int label = 2;
-    net_forward(&n, params, &ws, 1, 1);
-    net_backward(&n, params, &ws, &label, 1, dparams, 1);
+    for (size_t i = 0; i < count * shape_size(n.input); i++) input[i] = (float)uniform();
+    int labels[16];
+    for (int s = 0; s < count; s++) labels[s] = (2 + s) % 4;
+    const int starts[3] = {0, count / 2, count};
+    ws.training = 1;
+    ws.cut = (lane_cut){count > 1 ? 2 : 0, starts, n.n_params};
+    net_forward(&n, params, &ws, count, 1);
+    net_backward(&n, params, &ws, labels, count, dparams, 1);
+    if (lanes == 2)
+        for (size_t i = 0; i < n.n_params; i++) dparams[i] += dparams[n.n_params + i];
     const double eps = 1e-3; /* small: no max-pool window may change its winner */
     for (size_t i = 0; i < n.n_params; i++) {
         float keep = params[i];
+        double up = 0.0, down = 0.0;
         params[i] = keep + (float)eps;
-        net_forward(&n, params, &ws, 1, 1);
-        double up = net_loss(&n, &ws, 0, label);
+        net_forward(&n, params, &ws, count, 1);
+        for (int s = 0; s < count; s++) up += net_loss(&n, &ws, s, labels[s]);
         params[i] = keep - (float)eps;
-        net_forward(&n, params, &ws, 1, 1);
-        double down = net_loss(&n, &ws, 0, label);
+        net_forward(&n, params, &ws, count, 1);
+        for (int s = 0; s < count; s++) down += net_loss(&n, &ws, s, labels[s]);
         params[i] = keep;
         expect_close(dparams[i], (up - down) / (2 * eps), "net param", i, text);
     }
@@ -381,6 +454,7 @@ static Suite *gradcheck_suite(void) {
     tcase_add_test(tc, test_conv2d_gradients);
     tcase_add_test(tc, test_maxpool_gradients);
     tcase_add_test(tc, test_dense_gradients);
+    tcase_add_test(tc, test_batchnorm_gradients);
     tcase_add_test(tc, test_activation_gradients);
     tcase_add_test(tc, test_pool_and_dropout_gradients);
     tcase_add_test(tc, test_dropout_mask);

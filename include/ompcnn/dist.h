@@ -52,6 +52,11 @@ int dist_reserve(dist *d, int max_local, int n_lanes, size_t n_params, errbuf *e
  * sum[n_params] on every process. grads holds this process's lanes (dist_lanes) one after
  * another, n_params floats each. */
 void dist_sum_lanes(dist *d, const float *grads, int n_lanes, size_t n_params, float *sum);
+/* With several processes: the lane-order sum of `width` doubles per lane over the n_lanes lanes
+ * of a batch, every process's, into total[width] on every process. lanes holds this process's
+ * lanes (dist_lanes) one after another. For batch statistics (batchnorm), mid-pass. */
+void dist_sum_lane_doubles(const dist *d, const double *lanes, int n_lanes, size_t width,
+                           double *total);
 /* Per-item results of a range of items cut among the processes (process r holds items
  * [begin[r], begin[r+1])): gathers them on every process, in item order. */
 void dist_gather_results(const dist *d, const int *begin, float *loss, unsigned char *hit);

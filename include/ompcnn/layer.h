@@ -25,7 +25,8 @@ typedef enum init_kind {
 /* Their names in configs, by init_kind, NULL-terminated. */
 extern const char *const init_names[];
 
-/* One parameter tensor of a layer: its name in saved files, its shape, and its element count. */
+/* One array of a layer, a trained parameter or a buffer: its name in saved files, its shape, and
+ * its element count. */
 typedef struct tensor_desc {
     const char *name;
     int ndim;
@@ -69,7 +70,28 @@ typedef struct run_ctx {
      * key of each sample's stream, so draws depend on (seed, epoch, sample) and nothing else. */
     int training;
     const uint64_t *sample_keys;
+    /* The layer's buffers (NULL: none), which a training forward may update (batchnorm's
+     * running statistics), and pass_saved_size() floats that a training forward fills once for
+     * the whole pass and backward reads. */
+    float *buffers;
+    float *pass_saved;
+    /* For batch-wide layers: how lane sums meet across the whole batch (NULL: the pass is the
+     * whole batch, its lanes summed in order). */
+    const struct batch_sum *batch;
 } run_ctx;
+
+/* Sums over the whole batch, for layers whose training arithmetic spans it (batchnorm): `lanes`
+ * holds `width` doubles for each lane of this pass, one lane after another; add() writes into
+ * total[width] the sum over every lane of the batch, other processes' lanes included, added in
+ * lane order, so the total depends on the lanes and never on the threads or processes. */
+typedef struct batch_sum {
+    void (*add)(void *ctx, const double *lanes, int n_lanes, size_t width, double *total);
+    void *ctx;
+} batch_sum;
+
+/* The sum of run->cut's lanes of `width` doubles each into total: through run->batch when it is
+ * set, else this pass's lanes added in lane order. */
+void batch_sum_lanes(const run_ctx *run, const double *lanes, size_t width, double *total);
 
 typedef struct layer_ops {
     const char *type;          /* the layer's "type" in the config */
@@ -81,6 +103,17 @@ typedef struct layer_ops {
     int (*shape)(const void *settings, shape3 in, shape3 *out, const char *path, errbuf *err);
     /* Fills desc with the layer's parameter tensors (at most 2) and returns how many. */
     int (*params)(const void *settings, shape3 in, shape3 out, tensor_desc desc[2]);
+    /* Fills desc with the layer's buffers (at most 2): persistent arrays that are saved with the
+     * parameters but never trained (no gradient, no weight decay), such as running statistics;
+     * returns how many (NULL: none). */
+    int (*buffers)(const void *settings, shape3 in, shape3 out, tensor_desc desc[2]);
+    /* Sets the buffers' initial values (NULL for layers without buffers). */
+    void (*init_buffers)(const layer *l, float *buffers);
+    /* Floats a training forward keeps once per pass for backward (NULL: none). */
+    size_t (*pass_saved_size)(const layer *l);
+    /* Nonzero when a training pass must hold the whole batch, lane by lane, because every
+     * sample's result depends on the others (batchnorm's batch statistics). */
+    int batch_wide;
     /* Floats of scratch one call with up to max_threads threads needs, backward on up to max_n
      * samples included (forward needs no more for more samples) (NULL: none). */
     size_t (*scratch_size)(const layer *l, int max_n, int max_threads);
@@ -100,24 +133,29 @@ typedef struct layer_ops {
 } layer_ops;
 
 /* What a layer's settings say about its arithmetic, for exporters: conv2d (kernel, stride,
- * padding, bias), maxpool and avgpool (kernel = the window's size, stride), dense (bias). */
+ * padding, bias), maxpool and avgpool (kernel = the window's size, stride), dense (bias),
+ * batchnorm (eps, momentum). */
 typedef struct layer_geometry {
     int kernel, stride, padding, bias;
+    double eps, momentum;
 } layer_geometry;
 
 struct layer {
     const layer_ops *ops;
     const void *settings;
     shape3 in, out;
-    int n_tensors;
-    tensor_desc tensors[2];
-    size_t n_params;  /* total elements of its tensors */
-    size_t param_off; /* where its parameters start in the net's parameter arena */
+    int n_tensors;         /* trained tensors, tensors[0 .. n_tensors) */
+    int n_buffers;         /* buffers, tensors[n_tensors .. n_tensors + n_buffers) */
+    tensor_desc tensors[4];
+    size_t n_params;       /* total elements of its trained tensors */
+    size_t param_off;      /* where its parameters start in the net's parameter arena */
+    size_t n_buffer_floats; /* total elements of its buffers */
+    size_t buffer_off;     /* where its buffers start, counted from the end of the parameters */
 };
 
 /* The layer kinds, one per source file. */
 extern const layer_ops conv2d_ops, maxpool_ops, avgpool_ops, globalavgpool_ops, dense_ops,
-    dropout_ops, sigmoid_ops, relu_ops, tanh_ops, softmax_ops;
+    dropout_ops, sigmoid_ops, relu_ops, tanh_ops, softmax_ops, batchnorm_ops;
 
 /* The ops for a config "type" name, or NULL. */
 const layer_ops *layer_find(const char *type);

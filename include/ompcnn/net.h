@@ -3,7 +3,10 @@
  * parameter arena they slice, and the per-sample workspaces that forward and backward use.
  *
  * Layout: all parameters live in one float arena (layer by layer, weight then bias), and so do the
- * gradients, so zeroing gradients is one memset and an SGD step is one loop.
+ * gradients, so zeroing gradients is one memset and an SGD step is one loop. The layers' buffers
+ * (batchnorm's running statistics: saved with the parameters, never trained) follow the
+ * parameters in the same arena, layer by layer: an arena holds net_state_size() floats, and the
+ * optimizer, the gradients and weight decay see only the first n_params.
  */
 #ifndef OMPCNN_NET_H
 #define OMPCNN_NET_H
@@ -17,6 +20,8 @@ typedef struct net {
     layer *layers;
     int n_classes;     /* size of the final softmax */
     size_t n_params;
+    size_t n_buffers;  /* floats of the layers' buffers, after the parameters */
+    int batch_wide;    /* the first layer whose training spans the batch (batchnorm), or -1 */
     size_t max_act;    /* largest activation of one sample (for the gradient buffers) */
     size_t total_act;  /* all activations of one sample, the input included */
     float label_smoothing; /* training's target: (1 - e) one-hot + e / n_classes */
@@ -24,12 +29,21 @@ typedef struct net {
     int n_class_names;
 } net;
 
+/* The floats of a parameter arena: the parameters, then the buffers. */
+static inline size_t net_state_size(const net *n) {
+    return n->n_params + n->n_buffers;
+}
+/* Where array t of layer l (a parameter tensor, t < l->n_tensors, or a buffer) starts in the
+ * arena. */
+size_t net_array_offset(const net *n, const layer *l, int t);
+
 /* Builds the layers of cfg on an input of the given shape; errors name the config path. */
 int net_build(net *n, const config *cfg, shape3 input, errbuf *err);
 void net_free(net *n);
 /* One line: "28x28x1 -> conv2d 8x3x3 -> 26x26x8 -> ... (27130 parameters)". */
 void net_describe(const net *n, char *buf, size_t size);
-/* Draws all parameters in layer order from numpy's legacy generator seeded with seed. */
+/* Draws all parameters in layer order from numpy's legacy generator seeded with seed, and sets
+ * the buffers to their initial values. */
 void net_init_params(const net *n, float *params, init_kind kind, uint32_t seed);
 
 /* Buffers for a pass over up to max_n samples with up to max_threads threads: activations of
@@ -46,6 +60,8 @@ typedef struct workspace {
     float *delta[2];
     float *scratch;
     float **saved; /* per layer: what its forward keeps for its backward (or NULL) */
+    float **pass_saved; /* per layer: what its forward keeps once per pass (or NULL) */
+    const batch_sum *batch; /* how batch-wide layers' lane sums meet (NULL: in this pass) */
     int training;          /* set by the trainer: a training pass (dropout active) */
     uint64_t *sample_keys; /* max_n stream keys, one per sample of the pass */
     float *scratch_image;  /* max_threads input samples, one per thread, for augmentation */
@@ -66,7 +82,9 @@ void workspace_free(workspace *ws);
 float *workspace_input(const workspace *ws);
 
 /* Runs all layers on the first `count` samples of the input buffer, layer after layer, each over
- * all the samples with up to nt threads (nt <= ws->max_threads). */
+ * all the samples with up to nt threads (nt <= ws->max_threads). params is an arena of
+ * net_state_size() floats: a training pass (ws->training) updates its buffers (batchnorm's
+ * running statistics), which evaluation reads. */
 void net_forward(const net *n, const float *params, workspace *ws, int count, int nt);
 /* A pass over samples [first, first + count) of a workspace, cut into lanes as `cut` says (all
  * zero: one lane), with up to nt threads and the given scratch: several passes over disjoint

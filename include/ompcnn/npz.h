@@ -9,7 +9,8 @@
 #include "ompcnn/net.h"
 
 int params_save(const char *path, const net *n, const float *params, errbuf *err);
-/* Loads every tensor of n from path, checking names, shapes and types (float32 or float64).
+/* Loads every tensor of n, its buffers included, into an arena of net_state_size() floats from
+ * path, checking names, shapes and types (float32 or float64).
  * Members that are not .npy arrays (a checkpoint's state) and optimizer_* arrays are ignored;
  * a foreign array is not. */
 int params_load(const char *path, const net *n, float *params, errbuf *err);

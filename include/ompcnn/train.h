@@ -53,6 +53,8 @@ typedef struct trainer {
     int *result_begin; /* with several processes: where each one's samples begin (size + 1) */
     workspace ws;      /* pass_chunks * chunk samples (training uses lanes * chunk), threads */
     int *cut_start;    /* the current pass's lanes (pass_chunks + 1 entries) */
+    int step_lanes;    /* the lanes of the current step's whole batch, every process's */
+    batch_sum batch;   /* with several processes: batch-wide layers' sums over all of them */
     int *order;        /* sample order of the current epoch */
     float *sample_loss;    /* per-sample loss of the current pass */
     unsigned char *sample_hit; /* per-sample correctness of the current pass */

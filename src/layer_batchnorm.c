@@ -1,0 +1,343 @@
+/*
+ * batchnorm: per channel (after conv2d) or per unit (after dense, whose output is 1 x 1 x units),
+ * as PyTorch's BatchNorm2d and BatchNorm1d:
+ *   training:   y = weight * (x - mean) / sqrt(var + eps) + bias, with the mean and the biased
+ *               variance of the channel over the whole batch (every sample and position);
+ *               running_mean and running_var (the unbiased variance) move towards them by
+ *               `momentum`: r = (1 - momentum) r + momentum * stat;
+ *   evaluation: the same with running_mean and running_var.
+ * weight starts at 1, bias at 0, running_mean at 0, running_var at 1.
+ *
+ * Backward, with xhat = (x - mean) / sqrt(var + eps) and M the batch's elements per channel:
+ *   dbias = sum dy;  dweight = sum dy * xhat;
+ *   dx = weight / sqrt(var + eps) * (dy - sum(dy) / M - xhat * sum(dy * xhat) / M),
+ * where the sums run over the whole batch.
+ *
+ * The whole batch, whatever the lanes: each sample's sums over its positions, then each lane's
+ * over its samples in order, then the lanes' in lane order (batch_sum_lanes, which under MPI takes
+ * in the other processes' lanes), all in double. So the statistics depend on the batch and its
+ * lanes only, never on the threads or processes; and a lane's dweight and dbias are its own
+ * samples' sums, as every layer's lane gradient is.
+ */
+#include <math.h>
+#include <stdio.h>
+
+#include "json.h"
+#include "ompcnn/layer.h"
+#include "parallel.h"
+
+typedef struct batchnorm_settings {
+    double momentum, eps;
+} batchnorm_settings;
+
+static const char *const batchnorm_keys[] = {"momentum", "eps", NULL};
+
+static int batchnorm_parse(void *settings, const cJSON *obj, const char *path, errbuf *err) {
+    batchnorm_settings *s = settings;
+    if (json_get_double(obj, "momentum", 0.1, 0.0, 1.0, 0, path, &s->momentum, err) ||
+        json_get_double(obj, "eps", 1e-5, 0.0, 1.0, 1, path, &s->eps, err))
+        return -1;
+    return 0;
+}
+
+static int batchnorm_params(const void *settings, shape3 in, shape3 out, tensor_desc desc[2]) {
+    (void)settings, (void)out;
+    desc[0] = (tensor_desc){"weight", 1, {in.c}, (size_t)in.c};
+    desc[1] = (tensor_desc){"bias", 1, {in.c}, (size_t)in.c};
+    return 2;
+}
+
+static int batchnorm_buffers(const void *settings, shape3 in, shape3 out, tensor_desc desc[2]) {
+    (void)settings, (void)out;
+    desc[0] = (tensor_desc){"running_mean", 1, {in.c}, (size_t)in.c};
+    desc[1] = (tensor_desc){"running_var", 1, {in.c}, (size_t)in.c};
+    return 2;
+}
+
+static void batchnorm_init(const layer *l, float *params, init_kind kind, mt19937 *rng) {
+    (void)kind, (void)rng; /* draws nothing: the other layers' draws stay as they were */
+    for (int c = 0; c < l->in.c; c++) params[c] = 1.0f, params[l->in.c + c] = 0.0f;
+}
+
+static void batchnorm_init_buffers(const layer *l, float *buffers) {
+    for (int c = 0; c < l->in.c; c++) buffers[c] = 0.0f, buffers[l->in.c + c] = 1.0f;
+}
+
+/* Per sample: xhat, kept for backward. */
+static size_t batchnorm_saved_size(const layer *l) {
+    return shape_size(l->in);
+}
+
+/* Per pass: 1 / sqrt(var + eps) of each channel and the batch's elements per channel, as
+ * doubles. */
+static size_t batchnorm_pass_saved_size(const layer *l) {
+    return 2 * ((size_t)l->in.c + 1);
+}
+
+/* The widest sums a sample or lane carries: a double for each channel twice, and the count. */
+static size_t sums_width(const layer *l) {
+    return 2 * (size_t)l->in.c + 1;
+}
+
+/* The scratch of a training pass of n samples: each sample's sums, each lane's (at most one lane
+ * a sample), the batch's total and mean (doubles), then three floats per channel for the final
+ * pass. Evaluation uses the first two floats per channel (a scale and a shift). */
+typedef struct bn_scratch {
+    double *sums, *lanes, *total, *mean;
+    float *f0, *f1, *f2;
+} bn_scratch;
+
+static size_t scratch_doubles(const layer *l, int n) {
+    return (2 * (size_t)n + 1) * sums_width(l) + (size_t)l->in.c;
+}
+
+static bn_scratch scratch_of(const layer *l, float *scratch, int n) {
+    const size_t width = sums_width(l), n_ch = (size_t)l->in.c;
+    bn_scratch b;
+    b.sums = (double *)scratch;
+    b.lanes = b.sums + (size_t)n * width;
+    b.total = b.lanes + (size_t)n * width;
+    b.mean = b.total + width;
+    b.f0 = scratch + 2 * scratch_doubles(l, n);
+    b.f1 = b.f0 + n_ch;
+    b.f2 = b.f1 + n_ch;
+    return b;
+}
+
+static size_t batchnorm_scratch_size(const layer *l, int max_n, int max_threads) {
+    (void)max_threads;
+    return 2 * scratch_doubles(l, max_n) + 3 * (size_t)l->in.c;
+}
+
+typedef struct bn_args {
+    const layer *l;
+    const float *x;     /* forward: the input; backward: the output gradient */
+    const float *xhat;  /* backward: the normalised input */
+    float *y;           /* forward: the output (and xhat); backward: the input gradient */
+    float *saved;       /* forward: xhat */
+    const double *mean; /* forward's second pass: the batch mean */
+    double *sums;       /* width doubles per sample */
+    size_t width;
+    const float *a, *b, *d; /* per channel: the final pass's coefficients */
+} bn_args;
+
+/* Forward, first pass: each sample's sum per channel over its positions, and its count. */
+static int bn_sample_sums(void *ctx, long begin, long end, int worker) {
+    const bn_args *a = ctx;
+    const int n_ch = a->l->in.c, plane = a->l->in.h * a->l->in.w;
+    (void)worker;
+    for (long k = begin; k < end; k++) {
+        const float *x = a->x + (size_t)k * plane * n_ch;
+        double *s = a->sums + (size_t)k * a->width;
+        for (int c = 0; c < n_ch; c++) s[c] = 0.0;
+        for (int p = 0; p < plane; p++)
+            for (int c = 0; c < n_ch; c++) s[c] += x[(size_t)p * n_ch + c];
+        s[n_ch] = plane;
+    }
+    return 0;
+}
+
+/* Forward, second pass: each sample's sum of squared deviations from the batch mean. */
+static int bn_sample_squares(void *ctx, long begin, long end, int worker) {
+    const bn_args *a = ctx;
+    const int n_ch = a->l->in.c, plane = a->l->in.h * a->l->in.w;
+    (void)worker;
+    for (long k = begin; k < end; k++) {
+        const float *x = a->x + (size_t)k * plane * n_ch;
+        double *s = a->sums + (size_t)k * a->width;
+        for (int c = 0; c < n_ch; c++) s[c] = 0.0;
+        for (int p = 0; p < plane; p++)
+            for (int c = 0; c < n_ch; c++) {
+                const double dev = x[(size_t)p * n_ch + c] - a->mean[c];
+                s[c] += dev * dev;
+            }
+    }
+    return 0;
+}
+
+/* Forward, training: xhat = (x - mean) * b, y = weight * xhat + bias (a: the mean, b: the
+ * inverse deviation, d: [weight, bias]). */
+static int bn_normalise(void *ctx, long begin, long end, int worker) {
+    const bn_args *a = ctx;
+    const int n_ch = a->l->in.c;
+    const size_t size = shape_size(a->l->in);
+    (void)worker;
+    for (long k = begin; k < end; k++)
+        for (size_t i = (size_t)k * size; i < (size_t)(k + 1) * size; i += (size_t)n_ch)
+            for (int c = 0; c < n_ch; c++) {
+                const float xhat = (a->x[i + c] - a->a[c]) * a->b[c];
+                a->saved[i + c] = xhat;
+                a->y[i + c] = a->d[c] * xhat + a->d[n_ch + c];
+            }
+    return 0;
+}
+
+/* Evaluation: y = x * scale + shift (a: scale, b: shift). */
+static int bn_affine(void *ctx, long begin, long end, int worker) {
+    const bn_args *a = ctx;
+    const int n_ch = a->l->in.c;
+    const size_t size = shape_size(a->l->in);
+    (void)worker;
+    for (long k = begin; k < end; k++)
+        for (size_t i = (size_t)k * size; i < (size_t)(k + 1) * size; i += (size_t)n_ch)
+            for (int c = 0; c < n_ch; c++) a->y[i + c] = a->x[i + c] * a->a[c] + a->b[c];
+    return 0;
+}
+
+/* Backward, first pass: each sample's sum of dy and of dy * xhat per channel. */
+static int bn_grad_sums(void *ctx, long begin, long end, int worker) {
+    const bn_args *a = ctx;
+    const int n_ch = a->l->in.c, plane = a->l->in.h * a->l->in.w;
+    (void)worker;
+    for (long k = begin; k < end; k++) {
+        const size_t base = (size_t)k * plane * n_ch;
+        const float *dy = a->x + base, *xhat = a->xhat + base;
+        double *s = a->sums + (size_t)k * a->width;
+        for (int c = 0; c < 2 * n_ch; c++) s[c] = 0.0;
+        for (int p = 0; p < plane; p++)
+            for (int c = 0; c < n_ch; c++) {
+                const size_t i = (size_t)p * n_ch + c;
+                s[c] += dy[i];
+                s[n_ch + c] += (double)dy[i] * xhat[i];
+            }
+    }
+    return 0;
+}
+
+/* Backward: dx = a * (dy - b - xhat * d). */
+static int bn_input_grad(void *ctx, long begin, long end, int worker) {
+    const bn_args *a = ctx;
+    const int n_ch = a->l->in.c;
+    const size_t size = shape_size(a->l->in);
+    (void)worker;
+    for (long k = begin; k < end; k++)
+        for (size_t i = (size_t)k * size; i < (size_t)(k + 1) * size; i += (size_t)n_ch)
+            for (int c = 0; c < n_ch; c++)
+                a->y[i + c] = a->a[c] * (a->x[i + c] - a->b[c] - a->xhat[i + c] * a->d[c]);
+    return 0;
+}
+
+/* The sums of the samples (width doubles each, the first `used` of them filled) added lane by
+ * lane in sample order into lanes[], then over the whole batch into total[]. */
+static void sum_batch(const run_ctx *run, const double *sums, size_t width, size_t used,
+                      double *lanes, double *total) {
+    const int n_lanes = cut_lanes(&run->cut);
+    for (int l = 0; l < n_lanes; l++) {
+        const int s0 = cut_start(&run->cut, l, run->n), s1 = cut_start(&run->cut, l + 1, run->n);
+        double *lane = lanes + (size_t)l * used;
+        for (size_t i = 0; i < used; i++) lane[i] = 0.0;
+        for (int k = s0; k < s1; k++)
+            for (size_t i = 0; i < used; i++) lane[i] += sums[(size_t)k * width + i];
+    }
+    batch_sum_lanes(run, lanes, used, total);
+}
+
+static void batchnorm_forward(const layer *l, const float *params, const float *in, float *out,
+                              const run_ctx *run) {
+    const batchnorm_settings *s = l->settings;
+    const int n_ch = l->in.c;
+    const size_t width = sums_width(l), work = (size_t)run->n * shape_size(l->in) * PAR_ELEMENT_COST;
+    if (!run->training) {
+        /* Evaluation passes may hold more samples than training's scratch is sized for: two
+         * floats per channel at its start. */
+        float *scale = run->scratch, *shift = run->scratch + n_ch;
+        const float *mean = run->buffers, *var = run->buffers + n_ch;
+        for (int c = 0; c < n_ch; c++) {
+            const double k = params[c] / sqrt((double)var[c] + s->eps);
+            scale[c] = (float)k;
+            shift[c] = (float)(params[n_ch + c] - mean[c] * k);
+        }
+        bn_args a = {.l = l, .x = in, .y = out, .a = scale, .b = shift};
+        par_blocks(run->nt, work, run->n, bn_affine, &a);
+        return;
+    }
+    const bn_scratch b = scratch_of(l, run->scratch, run->n);
+    double *invstd = (double *)run->pass_saved, *count = invstd + n_ch;
+    bn_args a = {.l = l, .x = in, .y = out, .saved = run->saved, .sums = b.sums, .width = width};
+    par_blocks(run->nt, work, run->n, bn_sample_sums, &a);
+    sum_batch(run, b.sums, width, (size_t)n_ch + 1, b.lanes, b.total);
+    const double m = b.total[n_ch];
+    *count = m;
+    for (int c = 0; c < n_ch; c++) b.mean[c] = b.total[c] / m;
+    a.mean = b.mean;
+    par_blocks(run->nt, work, run->n, bn_sample_squares, &a);
+    sum_batch(run, b.sums, width, (size_t)n_ch, b.lanes, b.total);
+    for (int c = 0; c < n_ch; c++) {
+        const double var = b.total[c] / m;
+        invstd[c] = 1.0 / sqrt(var + s->eps);
+        b.f0[c] = (float)b.mean[c];
+        b.f1[c] = (float)invstd[c];
+        if (run->buffers) {
+            float *r_mean = run->buffers + c, *r_var = run->buffers + n_ch + c;
+            const double unbiased = m > 1 ? var * m / (m - 1) : var;
+            *r_mean = (float)((1.0 - s->momentum) * *r_mean + s->momentum * b.mean[c]);
+            *r_var = (float)((1.0 - s->momentum) * *r_var + s->momentum * unbiased);
+        }
+    }
+    a.a = b.f0, a.b = b.f1, a.d = params;
+    par_blocks(run->nt, work, run->n, bn_normalise, &a);
+}
+
+static void batchnorm_backward(const layer *l, const float *params, const float *in,
+                               const float *out, const float *dout, float *din, float *dparams,
+                               const run_ctx *run) {
+    (void)in, (void)out;
+    const int n_ch = l->in.c;
+    const size_t width = sums_width(l), work = (size_t)run->n * shape_size(l->in) * PAR_ELEMENT_COST;
+    const bn_scratch b = scratch_of(l, run->scratch, run->n);
+    const double *invstd = (const double *)run->pass_saved, m = invstd[n_ch];
+    bn_args a = {.l = l, .x = dout, .xhat = run->saved, .sums = b.sums, .width = width};
+    par_blocks(run->nt, work, run->n, bn_grad_sums, &a);
+    sum_batch(run, b.sums, width, 2 * (size_t)n_ch, b.lanes, b.total);
+    /* Each lane's dweight and dbias: its own samples' sums. */
+    for (int ln = 0; ln < cut_lanes(&run->cut); ln++) {
+        float *g = dparams + (size_t)ln * run->cut.grad_stride;
+        const double *lane = b.lanes + (size_t)ln * 2 * n_ch;
+        for (int c = 0; c < n_ch; c++) {
+            g[c] = (float)lane[n_ch + c];
+            g[n_ch + c] = (float)lane[c];
+        }
+    }
+    if (!din) return;
+    for (int c = 0; c < n_ch; c++) {
+        b.f0[c] = (float)(params[c] * invstd[c]);
+        b.f1[c] = (float)(b.total[c] / m);
+        b.f2[c] = (float)(b.total[n_ch + c] / m);
+    }
+    a.y = din, a.a = b.f0, a.b = b.f1, a.d = b.f2;
+    par_blocks(run->nt, work, run->n, bn_input_grad, &a);
+}
+
+static void batchnorm_describe(const void *settings, char *buf, size_t size) {
+    const batchnorm_settings *s = settings;
+    if (s->momentum == 0.1 && s->eps == 1e-5)
+        snprintf(buf, size, "batchnorm");
+    else
+        snprintf(buf, size, "batchnorm (momentum %g, eps %g)", s->momentum, s->eps);
+}
+
+static void batchnorm_geometry(const void *settings, layer_geometry *g) {
+    const batchnorm_settings *s = settings;
+    g->eps = s->eps;
+    g->momentum = s->momentum;
+}
+
+const layer_ops batchnorm_ops = {
+    .type = "batchnorm",
+    .settings_size = sizeof(batchnorm_settings),
+    .keys = batchnorm_keys,
+    .parse = batchnorm_parse,
+    .shape = layer_same_shape,
+    .params = batchnorm_params,
+    .buffers = batchnorm_buffers,
+    .init_buffers = batchnorm_init_buffers,
+    .scratch_size = batchnorm_scratch_size,
+    .saved_size = batchnorm_saved_size,
+    .pass_saved_size = batchnorm_pass_saved_size,
+    .init = batchnorm_init,
+    .forward = batchnorm_forward,
+    .backward = batchnorm_backward,
+    .describe = batchnorm_describe,
+    .geometry = batchnorm_geometry,
+    .batch_wide = 1,
+};

@@ -76,7 +76,7 @@ static int is_identifier(const char *s) {
 
 /* The layer kernels, each a plain loop over channels-last activations; the file holds the ones
  * its network uses (an unused static function would be a warning). */
-enum { K_CONV2D, K_POOL, K_GLOBAL_AVERAGE, K_DENSE, K_ACTIVATE, K_SOFTMAX, N_KERNELS };
+enum { K_CONV2D, K_POOL, K_GLOBAL_AVERAGE, K_DENSE, K_ACTIVATE, K_SOFTMAX, K_AFFINE, N_KERNELS };
 static const char *const kernel_text[N_KERNELS] = {
     /* conv2d */
     "static void conv2d(const float *in, int h, int w, int c, float *out, int oh, int ow,\n"
@@ -151,6 +151,12 @@ static const char *const kernel_text[N_KERNELS] = {
     "    for (i = 0; i < n; i++) probs[i] /= sum;\n"
     "    return best;\n"
     "}\n",
+    /* batchnorm, folded: x * scale + shift per channel, in place */
+    "static void affine(float *x, int positions, int c, const float *scale, const float *shift) {\n"
+    "    int p, ch;\n"
+    "    for (p = 0; p < positions; p++)\n"
+    "        for (ch = 0; ch < c; ch++) x[p * c + ch] = x[p * c + ch] * scale[ch] + shift[ch];\n"
+    "}\n",
 };
 
 /* The kernel a layer's forward pass takes in the file, or -1 (dropout: none). */
@@ -161,6 +167,7 @@ static int kernel_of(const layer_ops *ops) {
     if (ops == &dense_ops) return K_DENSE;
     if (ops == &relu_ops || ops == &sigmoid_ops || ops == &tanh_ops) return K_ACTIVATE;
     if (ops == &softmax_ops) return K_SOFTMAX;
+    if (ops == &batchnorm_ops) return K_AFFINE;
     return -1;
 }
 
@@ -169,9 +176,11 @@ int export_c(const char *path, const net *n, const float *params, const config *
     if (!is_identifier(name))
         return errorf(err, "--name %s: expected a C identifier (letters, digits, _; at most 64)",
                       name);
-    for (size_t i = 0; i < n->n_params; i++)
+    for (size_t i = 0; i < net_state_size(n); i++)
         if (!isfinite(params[i]))
-            return errorf(err, "parameter %zu is not finite: nothing to export", i);
+            return errorf(err, "%s %zu is not finite: nothing to export",
+                          i < n->n_params ? "parameter" : "running statistic",
+                          i < n->n_params ? i : i - n->n_params);
     char upper[80];
     size_t k = 0;
     for (; name[k]; k++) upper[k] = (char)toupper((unsigned char)name[k]);
@@ -229,6 +238,24 @@ int export_c(const char *path, const net *n, const float *params, const config *
     for (int i = 0; i < n->n_layers; i++) {
         const layer *l = &n->layers[i];
         const float *p = params + l->param_off;
+        if (l->ops == &batchnorm_ops) { /* folded with its running statistics */
+            const size_t c = (size_t)l->in.c;
+            float *folded = malloc(2 * c * sizeof *folded);
+            if (!folded) {
+                free(t.data);
+                return oomf(err, "%s: out of memory", path);
+            }
+            batchnorm_fold(l, p, params + n->n_params + l->buffer_off, folded, folded + c);
+            char array[64], what[96];
+            snprintf(array, sizeof array, "layer%d_scale", i);
+            snprintf(what, sizeof what, "network[%d] batchnorm: weight / sqrt(running_var + eps)", i);
+            put_array(&t, array, what, folded, c);
+            snprintf(array, sizeof array, "layer%d_shift", i);
+            snprintf(what, sizeof what, "network[%d] batchnorm: bias - running_mean * scale", i);
+            put_array(&t, array, what, folded + c, c);
+            free(folded);
+            continue;
+        }
         for (int j = 0; j < l->n_tensors; j++) {
             char array[64], what[96];
             snprintf(array, sizeof array, "layer%d_%s", i, l->tensors[j].name);
@@ -242,7 +269,7 @@ int export_c(const char *path, const net *n, const float *params, const config *
     for (int i = 0; i < n->n_layers; i++) {
         const int kind = kernel_of(n->layers[i].ops);
         if (kind >= 0) used[kind] = 1;
-        swaps |= kind >= 0 && kind != K_ACTIVATE && kind != K_SOFTMAX;
+        swaps |= kind >= 0 && kind != K_ACTIVATE && kind != K_SOFTMAX && kind != K_AFFINE;
     }
     put(&t, "\nstatic float buffer[2][%zu];\n", biggest);
     for (int k = 0; k < N_KERNELS; k++)
@@ -289,6 +316,10 @@ int export_c(const char *path, const net *n, const float *params, const config *
         case K_SOFTMAX:
             put(&t, "    return softmax(x, %d, probs);\n}\n", n->n_classes);
             continue;
+        case K_AFFINE:
+            put(&t, "    affine(x, %d, %d, layer%d_scale, layer%d_shift);\n", l->in.h * l->in.w,
+                l->in.c, i, i);
+            continue; /* in place */
         default:
             if (l->ops == &dropout_ops) continue; /* the identity */
             free(t.data);

@@ -7,7 +7,8 @@
  * last axis. Convolutions and pools run in ONNX's NCHW: a Transpose goes in before the first of
  * them, and one back to NHWC before a dense layer's Flatten, so that the flattened order is the
  * trainer's (row, column, channel). Weights are reordered to ONNX's layouts: conv2d's
- * (F, K, K, C) to (F, C, K, K); dense's (in, out) is Gemm's B as it is.
+ * (F, K, K, C) to (F, C, K, K); dense's (in, out) is Gemm's B as it is. batchnorm is a
+ * BatchNormalization node with its running statistics (on NCHW, or on a dense layer's [N, units]).
  */
 #include "ompcnn/export.h"
 
@@ -137,6 +138,18 @@ static Onnx__AttributeProto *attr_ints(graph *g, const char *name, const int64_t
     memcpy(ints, v, (size_t)n * sizeof *ints);
     at->n_ints = (size_t)n;
     at->ints = ints;
+    return at;
+}
+
+static Onnx__AttributeProto *attr_float(graph *g, const char *name, float v) {
+    Onnx__AttributeProto *at = grab(g->a, sizeof *at);
+    if (!at) return NULL;
+    onnx__attribute_proto__init(at);
+    at->name = grab_string(g->a, name);
+    at->has_type = 1;
+    at->type = ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT;
+    at->has_f = 1;
+    at->f = v;
     return at;
 }
 
@@ -326,6 +339,21 @@ static int build_layers(graph *g, const net *n, const float *params, errbuf *err
                  : l->ops == &sigmoid_ops ? "Sigmoid"
                                           : "Tanh",
                  NULL, NULL, 0, NULL);
+        } else if (l->ops == &batchnorm_ops) {
+            /* On channels: NCHW after a convolution, [N, units] after a dense layer. */
+            if (g->layout == NHWC && to_nchw(g, l, i, err)) return -1;
+            const int64_t cd[1] = {l->in.c};
+            const float *buffers = params + n->n_params + l->buffer_off;
+            char m_name[40], v_name[40];
+            snprintf(m_name, sizeof m_name, "network_%d_running_mean", i);
+            snprintf(v_name, sizeof v_name, "network_%d_running_var", i);
+            add_floats(g, w_name, cd, 1, p, (size_t)l->in.c);
+            add_floats(g, b_name, cd, 1, p + l->in.c, (size_t)l->in.c);
+            add_floats(g, m_name, cd, 1, buffers, (size_t)l->in.c);
+            add_floats(g, v_name, cd, 1, buffers + l->in.c, (size_t)l->in.c);
+            Onnx__AttributeProto *at[1] = {attr_float(g, "epsilon", (float)geo.eps)};
+            const char *extra[5] = {w_name, b_name, m_name, v_name, NULL};
+            node(g, "BatchNormalization", extra, at, 1, NULL);
         } else if (l->ops == &dropout_ops) {
             continue; /* the identity outside training */
         } else if (l->ops == &softmax_ops) {

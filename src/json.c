@@ -60,8 +60,9 @@ int json_get_double(const cJSON *obj, const char *key, double def, double min, d
     if (!(v >= min && v <= max) || (min_exclusive && v == min)) {
         char got[64];
         json_repr(item, got, sizeof got);
-        return errorf(err, "%s.%s: expected a number %s %g and at most %g, got %s", path, key,
-                      min_exclusive ? "above" : "from", min, max, got);
+        return errorf(err, "%s.%s: expected a number %s %g %s %g, got %s", path, key,
+                      min_exclusive ? "above" : "from", min, min_exclusive ? "and at most" : "to",
+                      max, got);
     }
     *out = v;
     return 0;

@@ -232,6 +232,18 @@ static void sum_batch(const run_ctx *run, const double *sums, size_t width, size
     batch_sum_lanes(run, lanes, used, total);
 }
 
+void batchnorm_fold(const layer *l, const float *params, const float *buffers, float *scale,
+                    float *shift) {
+    const batchnorm_settings *s = l->settings;
+    const int n_ch = l->in.c;
+    const float *mean = buffers, *var = buffers + n_ch;
+    for (int c = 0; c < n_ch; c++) {
+        const double k = params[c] / sqrt((double)var[c] + s->eps);
+        scale[c] = (float)k;
+        shift[c] = (float)(params[n_ch + c] - mean[c] * k);
+    }
+}
+
 static void batchnorm_forward(const layer *l, const float *params, const float *in, float *out,
                               const run_ctx *run) {
     const batchnorm_settings *s = l->settings;
@@ -241,12 +253,7 @@ static void batchnorm_forward(const layer *l, const float *params, const float *
         /* Evaluation passes may hold more samples than training's scratch is sized for: two
          * floats per channel at its start. */
         float *scale = run->scratch, *shift = run->scratch + n_ch;
-        const float *mean = run->buffers, *var = run->buffers + n_ch;
-        for (int c = 0; c < n_ch; c++) {
-            const double k = params[c] / sqrt((double)var[c] + s->eps);
-            scale[c] = (float)k;
-            shift[c] = (float)(params[n_ch + c] - mean[c] * k);
-        }
+        batchnorm_fold(l, params, run->buffers, scale, shift);
         bn_args a = {.l = l, .x = in, .y = out, .a = scale, .b = shift};
         par_blocks(run->nt, work, run->n, bn_affine, &a);
         return;

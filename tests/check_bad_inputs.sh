@@ -107,6 +107,11 @@ check set-trueish training.shuffle 'expected true or false, got "trueish"' -- "$
 check set-number-prefix data.train.limit 'got "2024-train.gz"' -- "$base" --set 'data.train.limit=2024-train.gz'
 check set-leading-zero training.epochs 'got "01"' -- "$base" --set 'training.epochs=01'
 check set-nul-escape training.init 'expected one of' -- "$base" --set 'training.init="he\u0000xx"'
+# batchnorm: its keys' ranges, and the whole-batch statistics that batch size 1 cannot give.
+check batchnorm-batch1 'network[1]' 'training.batch_size is 1: set training.batch_size to 2 or more' -- "$base" --set 'network[1]={"type":"batchnorm"}' --set training.batch_size=1
+check batchnorm-momentum 'network[1].momentum' 'expected a number from 0 to 1' -- "$base" --set 'network[1]={"type":"batchnorm","momentum":1.5}'
+check batchnorm-eps 'network[1].eps' 'expected' -- "$base" --set 'network[1]={"type":"batchnorm","eps":0}'
+check batchnorm-unknown-key 'network[1].epsilon' 'unknown key' -- "$base" --set 'network[1]={"type":"batchnorm","epsilon":0.1}'
 newline_key=$(printf 'training.ep\nochs=3')
 check set-newline-key 'training.ep\nochs' 'unknown key' -- "$base" --set "$newline_key"
 

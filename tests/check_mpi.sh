@@ -7,7 +7,9 @@
 #   - a process killed with SIGKILL ends the whole job (no hang); the last checkpoint is intact
 #     and resumes, with another number of processes or with none, to the same weights;
 #   - a write that fails on process 0 during training ends the whole job with its reason;
-#   - batch size 1 and fewer lanes than processes are refused with exit 2 and a message.
+#   - batch normalisation's whole-batch statistics give the same weights too;
+#   - batch size 1, fewer lanes than processes, and (with batchnorm) a last batch with fewer
+#     samples than processes are refused with exit 2 and a message.
 # Usage: check_mpi.sh TRAINER SOURCE_DIR MPIEXEC
 set -u
 trainer=$1
@@ -74,6 +76,15 @@ check_equal mnist-lanes5-adam "$mnist" $small --set training.batch_size=32 \
 # shellcheck disable=SC2086
 check_equal report-plain-sgd "$report" $small --set training.batch_size=7 --set training.lanes=4 \
     --set training.shuffle=true
+# Batch normalisation: the batch statistics are summed over every process's lanes mid-pass, so
+# each process's share normalises with the whole batch's; 291 samples leave a last batch of 3.
+bn_net='network=[{"type":"conv2d","filters":8,"kernel":5,"padding":"same"},{"type":"batchnorm"},
+{"type":"relu"},{"type":"maxpool","size":2},{"type":"conv2d","filters":16,"kernel":3},
+{"type":"batchnorm"},{"type":"relu"},{"type":"maxpool","size":2},{"type":"dense","units":32},
+{"type":"batchnorm"},{"type":"relu"},{"type":"dense","units":10},{"type":"softmax"}]'
+# shellcheck disable=SC2086
+check_equal mnist-batchnorm "$mnist" $small --set data.train.limit=291 \
+    --set training.batch_size=32 --set training.lanes=6 --set "$bn_net"
 
 # ---- a process dies: the job ends, the checkpoint is intact and resumes with other counts ----
 dir="$work/killed"
@@ -174,6 +185,10 @@ refused batch1 "per-sample SGD" 2 "$report"
 refused lanes "set training.lanes to 3 or more" 3 "$mnist" --set training.lanes=2
 refused small-batch "at least one sample per process" 3 "$mnist" --set training.batch_size=2
 refused missing-data "cannot open" 2 "$mnist" --set data.train.images=/nonexistent.gz
+# A last batch of 2 samples cannot give each of 3 processes a share of batchnorm's sums.
+# shellcheck disable=SC2086
+refused batchnorm-last-batch "last batch has 2 samples" 3 "$mnist" $small \
+    --set training.batch_size=32 --set training.lanes=6 --set "$bn_net"
 
 echo "$checks checks, $failures failures"
 [ "$failures" -eq 0 ]

@@ -1,6 +1,7 @@
 #!/bin/sh
 # A run killed with SIGKILL at any point and resumed from its last checkpoint ends with weights
-# bit-identical to an uninterrupted run: at batch 1 and with minibatches, with 1 and 2 threads,
+# bit-identical to an uninterrupted run: at batch 1 and with minibatches (with batchnorm's running
+# statistics too), with 1 and 2 threads,
 # killed at several moments after its first checkpoint. Also: SIGINT and SIGTERM write a checkpoint and exit 130 and 143.
 # Usage: check_resume.sh TRAINER SOURCE_DIR
 set -u
@@ -63,6 +64,10 @@ for threads in 1 2; do
     run_case lenet-adam "$lenet" "$threads" 0.1 --set data.train.limit=8000 \
         --set training.epochs=3 --set training.optimizer=adam \
         --set training.learning_rate=0.002 --set training.lr_schedule=cosine
+    # batchnorm's running statistics (buffers) travel in the checkpoint with the weights.
+    run_case lenet-batchnorm "$lenet" "$threads" 0.2 --set data.train.limit=8000 \
+        --set training.epochs=3 --set 'network[1]={"type":"batchnorm"}' \
+        --set 'network[7]={"type":"batchnorm","momentum":0.3}'
 done
 
 # SIGINT / SIGTERM: a checkpoint, exit 128 + signal, and the resumed run still ends identical.

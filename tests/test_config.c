@@ -202,7 +202,7 @@ START_TEST(test_training_options) {
     expect_error(make_text(good_net, "{\"optimizer\": \"adagrad\"}"), NULL, 0,
                  "training.optimizer: expected one of \"sgd\", \"momentum\", \"nesterov\", \"adam\"");
     expect_error(make_text(good_net, "{\"momentum\": 1.5}"), NULL, 0,
-                 "training.momentum: expected a number from 0 and at most 1, got 1.5");
+                 "training.momentum: expected a number from 0 to 1, got 1.5");
     expect_error(make_text(good_net, "{\"lr_gamma\": 0}"), NULL, 0,
                  "training.lr_gamma: expected a number above 0 and at most 1, got 0");
     const char *const both[] = {"data.validation={\"last\":5,\"fraction\":0.1}"};

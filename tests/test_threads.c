@@ -55,6 +55,8 @@ static void train_run(config *cfg, int threads, int epochs, run_result *out) {
     for (size_t i = 0; i < out->n_params; i++)
         out->moved = fmax(out->moved, fabs((double)t.params[i] - init[i]));
     free(init);
+    /* The buffers (batchnorm's running statistics) are compared too. */
+    out->n_params = net_state_size(&t.net);
     out->params = malloc(out->n_params * sizeof(float));
     memcpy(out->params, t.params, out->n_params * sizeof(float));
     trainer_close(&t);
@@ -240,6 +242,60 @@ START_TEST(test_threads_by_lanes) {
 }
 END_TEST
 
+/* Batch normalisation after both convolutions and the first dense layer: the statistics are the
+ * whole batch's, summed lane by lane, so every thread count from 1 to 16 gives the same weights
+ * and running statistics for 1, 3 and 8 lanes (with a partial last batch, dropout and flips), and
+ * evaluation, which uses the running statistics, the same figures. The running statistics must
+ * move, and the lane count must change the weights (the sums are order-sensitive). */
+START_TEST(test_batchnorm_threads_by_lanes) {
+    config cfg;
+    errbuf err;
+    const char *const set[] = {
+        "network=[{\"type\":\"conv2d\",\"filters\":6,\"kernel\":5,\"padding\":2},"
+        "{\"type\":\"batchnorm\"},{\"type\":\"relu\"},{\"type\":\"maxpool\",\"size\":2},"
+        "{\"type\":\"conv2d\",\"filters\":12,\"kernel\":3,\"stride\":2,\"padding\":1},"
+        "{\"type\":\"batchnorm\",\"momentum\":0.2},{\"type\":\"relu\"},"
+        "{\"type\":\"dense\",\"units\":32},{\"type\":\"batchnorm\"},{\"type\":\"relu\"},"
+        "{\"type\":\"dropout\",\"rate\":0.2},{\"type\":\"dense\",\"units\":10},"
+        "{\"type\":\"softmax\"}]",
+        "training.augment_flip=true"};
+    ck_assert_msg(config_parse_text(&cfg, lenet_like, "bn", ".", set, 2, &err) == 0, "%s",
+                  err.msg);
+    cfg.batch_size = 20;
+    cfg.optimizer = (optimizer_config){OPT_MOMENTUM, 0.9, 1e-4, 0.9, 0.999, 1e-8};
+    train_set.n = 210; /* 10 full batches and one of 10 */
+    test_set.n = 300;
+    static const int lane_counts[] = {1, 3, 8};
+    float *first_lanes = NULL;
+    for (size_t k = 0; k < 3; k++) {
+        cfg.lanes = lane_counts[k];
+        char what[64];
+        snprintf(what, sizeof what, "batchnorm, batch 20, %d lanes", cfg.lanes);
+        run_result base, other;
+        train_run(&cfg, 1, 2, &base);
+        ck_assert_msg(base.moved > 1e-3, "%s: the weights moved only %.3g", what, base.moved);
+        ck_assert_msg(base.stats[1].test_acc > 0.3, "%s: test accuracy %.3f", what,
+                      base.stats[1].test_acc);
+        for (int threads = 2; threads <= 16; threads += threads < 4 ? 1 : 4) {
+            train_run(&cfg, threads, 2, &other);
+            expect_identical(&base, &other, 2, what, threads);
+            free(other.params);
+        }
+        if (!first_lanes) {
+            first_lanes = base.params;
+            continue;
+        }
+        ck_assert_msg(memcmp(first_lanes, base.params, base.n_params * sizeof(float)) != 0,
+                      "%s: the same weights as with 1 lane", what);
+        free(base.params);
+    }
+    free(first_lanes);
+    train_set.n = 700;
+    test_set.n = 700;
+    config_free(&cfg);
+}
+END_TEST
+
 /* A batch of one through the minibatch path (lanes, mean gradient) must be exactly the
  * per-sample path that batch_size 1 takes. */
 START_TEST(test_batch1_paths_agree) {
@@ -332,6 +388,7 @@ static Suite *threads_suite(void) {
     tcase_add_test(tc, test_batch1_paths_agree);
     tcase_add_test(tc, test_lenet_optimizers);
     tcase_add_test(tc, test_threads_by_lanes);
+    tcase_add_test(tc, test_batchnorm_threads_by_lanes);
     tcase_add_test(tc, test_flip_smoothing_globalavgpool);
     tcase_add_test(tc, test_shuffle_is_keyed);
     tcase_add_test(tc, test_bad_layer_is_named);

@@ -65,6 +65,9 @@ def build(network, shape):
                 flat = True
             layers.append(nn.Linear(c * h * w, spec["units"], bias=spec.get("bias", True)))
             c, h, w = spec["units"], 1, 1
+        elif kind == "batchnorm":
+            bn = nn.BatchNorm1d if flat else nn.BatchNorm2d
+            layers.append(bn(c, eps=spec.get("eps", 1e-5), momentum=spec.get("momentum", 0.1)))
         elif kind == "relu":
             layers.append(nn.ReLU())
         elif kind == "sigmoid":

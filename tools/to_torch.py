@@ -4,7 +4,8 @@ the PyTorch twin of tools/bench_torch.py (the same layers, built from the config
 carries), its weights loaded from the file and reordered to PyTorch's layouts, wrapped so that
 it takes what `trainer export` models take, pixel values 0..255 as floats [N, H, W, C] (channels
 last), scales them as training did (/ 255, then data.normalize) and returns the probabilities
-[N, classes]. Dropout is the identity (the model is saved in eval mode).
+[N, classes]. Dropout is the identity and batch normalisation uses its running statistics (the
+model is saved in eval mode).
 
   tools/to_torch.py w.npz -o model.pt          # then torch.jit.load("model.pt")(pixels)
   tools/to_torch.py w.npz --predict IMAGES.idx [--count N]
@@ -92,6 +93,11 @@ def twin(cfg, model, arrays):
                 module.weight.copy_(torch.from_numpy(weight.T.copy()))
             if module.bias is not None:
                 module.bias.copy_(torch.from_numpy(arrays["%d_%s_bias" % (i, kind)]))
+        norms = [m for m in body if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d))]
+        specs = [i for i, spec in enumerate(cfg["network"]) if spec["type"] == "batchnorm"]
+        for module, i in zip(norms, specs):
+            for name in ("weight", "bias", "running_mean", "running_var"):
+                getattr(module, name).copy_(torch.from_numpy(arrays["%d_batchnorm_%s" % (i, name)]))
     norm = cfg.get("data", {}).get("normalize")
     channels = c
     mean = std = None

@@ -173,6 +173,11 @@ int pool_window_shape(int size, int stride, shape3 in, shape3 *out, const char *
 int layer_same_shape(const void *settings, shape3 in, shape3 *out, const char *path, errbuf *err);
 int layer_no_params(const void *settings, shape3 in, shape3 out, tensor_desc desc[2]);
 
+/* batchnorm's evaluation as y = x * scale + shift per channel, from its parameters and buffers
+ * (for exporters; the layer computes the same floats). */
+void batchnorm_fold(const layer *l, const float *params, const float *buffers, float *scale,
+                    float *shift);
+
 /* Fills n weights drawn for `kind` with the given fans, in order, from rng. */
 void init_weights(float *w, size_t n, int fan_in, int fan_out, init_kind kind, mt19937 *rng);
 

@@ -3,7 +3,9 @@
 (after a dense layer: 1 x 1 x units) on the same inputs: training forward, backward (dx,
 dweight, dbias) and the running statistics it leaves, and evaluation forward with given running
 statistics, within float tolerance, for several shapes, batch sizes, lane cuts, momentums and
-eps. Usage: check_batchnorm_torch.py BATCHNORM_DRIVER"""
+eps. And a network's initial batchnorm arrays, as `trainer --save-init` writes them, are a fresh
+BatchNorm's (weight 1, bias 0, running mean 0, running variance 1).
+Usage: check_batchnorm_torch.py BATCHNORM_DRIVER TRAINER SOURCE_DIR"""
 import os
 import struct
 import subprocess
@@ -13,7 +15,7 @@ import tempfile
 import numpy as np
 import torch
 
-driver = sys.argv[1]
+driver, trainer, source = sys.argv[1], sys.argv[2], sys.argv[3]
 rng = np.random.default_rng(7)
 work = tempfile.mkdtemp()
 failures = 0
@@ -96,5 +98,24 @@ case(12, 12, 3, 2, 0, 0.1, 1e-5)   # one lane
 case(1, 1, 20, 16, 4, 0.1, 1e-5)   # after a dense layer
 case(1, 1, 7, 3, 3, 0.01, 0.1)     # one sample a lane
 case(1, 1, 33, 64, 2, 1.0, 1e-5)   # momentum 1: the running statistics are the batch's
+# The initial arrays of a network with a batchnorm after a convolution and one after a dense layer.
+init = os.path.join(work, "init.npz")
+net = ('network=[{"type":"conv2d","filters":6,"kernel":3},{"type":"batchnorm"},{"type":"relu"},'
+       '{"type":"dense","units":12},{"type":"batchnorm"},{"type":"relu"},{"type":"dense","units":10},'
+       '{"type":"softmax"}]')
+subprocess.run([trainer, os.path.join(source, "config", "mnist-small.json"), "--set", net,
+                "--set", "training.epochs=1", "--set", "data.train.limit=64",
+                "--set", "data.test.limit=64", "--save-init", init],
+               check=True, stdout=subprocess.DEVNULL)
+arrays = np.load(init)
+for index, fresh in ((1, torch.nn.BatchNorm2d(6)), (4, torch.nn.BatchNorm1d(12))):
+    for name in ("weight", "bias", "running_mean", "running_var"):
+        key = "%d_batchnorm_%s" % (index, name)
+        if key not in arrays or not np.array_equal(arrays[key],
+                                                   getattr(fresh, name).detach().numpy()):
+            print("FAIL initial %s: %s, a fresh PyTorch BatchNorm has %s"
+                  % (key, arrays[key] if key in arrays else "missing",
+                     getattr(fresh, name).detach().numpy()))
+            failures += 1
 print("batchnorm vs PyTorch:", "FAILED" if failures else "all equal within tolerance")
 sys.exit(1 if failures else 0)

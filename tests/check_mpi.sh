@@ -31,7 +31,7 @@ figures() {
     grep '^epoch' "$1" | sed 's/  [0-9.]* s  [0-9]* img\/s$//'
 }
 
-mnist="$src/config/mnist.json"
+mnist="$src/config/mnist-small.json"
 report="$src/config/report.json"
 # name, config, settings: 290 samples in batches of 32 leave a last batch of 2 samples, fewer
 # than the processes.

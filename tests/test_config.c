@@ -55,10 +55,11 @@ END_TEST
 
 START_TEST(test_all_shipped_configs_parse) {
     const char *files[] = {"config/report.json",         "config/report-published.json",
-                           "config/mnist.json",          "config/fashion.json",
-                           "config/bench/report-b1.json", "config/bench/lenet-b32.json",
-                           "config/bench/kann-b64.json", "config/bench/cnn-b64.json"};
-    for (int i = 0; i < 8; i++) {
+                           "config/mnist.json",          "config/mnist-small.json",
+                           "config/fashion.json",        "config/bench/report-b1.json",
+                           "config/bench/lenet-b32.json", "config/bench/kann-b64.json",
+                           "config/bench/cnn-b64.json"};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
         config cfg;
         char path[512];
         snprintf(path, sizeof path, "%s/%s", OMPCNN_SOURCE_DIR, files[i]);

@@ -3,7 +3,9 @@
 fast: the same network (built from the config, He-normal weights, zero biases), the same
 optimizer (SGD with momentum / Nesterov, or Adam, PyTorch's definitions, which ompcnn follows),
 weight decay, learning-rate schedule evaluated every step with its linear warm-up, random shifts
-of up to `augment_shift` pixels with zero fill, dropout, a shuffle every epoch, on the same images
+of up to `augment_shift` pixels with zero fill, left-right flips, dropout, batch normalisation
+(BatchNorm2d / BatchNorm1d with the config's momentum and eps), label smoothing, a shuffle every
+epoch, on the same images
 (any data format the trainer reads, grey or colour) scaled the same way (pixel / 255, or
 data.normalize). Prints the test accuracy after every epoch.
 

@@ -5,6 +5,7 @@
 #include "ompcnn/data.h"
 
 #include <ctype.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -143,6 +144,31 @@ void image_flip(float *img, int h, int w, int c) {
                 *b = keep;
             }
     }
+}
+
+void image_rotate(float *img, float *tmp, int h, int w, int c, double degrees) {
+    const size_t size = (size_t)h * w * c;
+    memcpy(tmp, img, size * sizeof *img);
+    const double angle = degrees * (3.14159265358979323846 / 180.0);
+    const double cs = cos(angle), sn = sin(angle), cy = (h - 1) / 2.0, cx = (w - 1) / 2.0;
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+            /* The source of (y, x): the point rotated back by the angle. */
+            const double dy = y - cy, dx = x - cx;
+            const double sy = cy + dy * cs + dx * sn, sx = cx - dy * sn + dx * cs;
+            const double fy = floor(sy), fx = floor(sx);
+            const int y0 = (int)fy, x0 = (int)fx;
+            const float wy = (float)(sy - fy), wx = (float)(sx - fx);
+            const float weight[4] = {(1 - wy) * (1 - wx), (1 - wy) * wx, wy * (1 - wx), wy * wx};
+            float *out = img + ((size_t)y * w + x) * c;
+            for (int k = 0; k < c; k++) out[k] = 0.0f;
+            for (int corner = 0; corner < 4; corner++) {
+                const int py = y0 + corner / 2, px = x0 + corner % 2;
+                if (py < 0 || py >= h || px < 0 || px >= w || weight[corner] == 0.0f) continue;
+                const float *src = tmp + ((size_t)py * w + px) * c;
+                for (int k = 0; k < c; k++) out[k] += weight[corner] * src[k];
+            }
+        }
 }
 
 /* ---- CSV: rows of "label,pixel,...,pixel" ---- */

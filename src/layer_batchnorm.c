@@ -122,7 +122,7 @@ typedef struct bn_args {
 } bn_args;
 
 /* Forward, first pass: each sample's sum per channel over its positions, and its count. */
-static int bn_sample_sums(void *ctx, long begin, long end, int worker) {
+static int bn_sums_samples(void *ctx, long begin, long end, int worker) {
     const bn_args *a = ctx;
     const int n_ch = a->l->in.c, plane = a->l->in.h * a->l->in.w;
     (void)worker;
@@ -138,7 +138,7 @@ static int bn_sample_sums(void *ctx, long begin, long end, int worker) {
 }
 
 /* Forward, second pass: each sample's sum of squared deviations from the batch mean. */
-static int bn_sample_squares(void *ctx, long begin, long end, int worker) {
+static int bn_squares_samples(void *ctx, long begin, long end, int worker) {
     const bn_args *a = ctx;
     const int n_ch = a->l->in.c, plane = a->l->in.h * a->l->in.w;
     (void)worker;
@@ -157,7 +157,7 @@ static int bn_sample_squares(void *ctx, long begin, long end, int worker) {
 
 /* Forward, training: xhat = (x - mean) * b, y = weight * xhat + bias (a: the mean, b: the
  * inverse deviation, d: [weight, bias]). */
-static int bn_normalise(void *ctx, long begin, long end, int worker) {
+static int bn_normalise_samples(void *ctx, long begin, long end, int worker) {
     const bn_args *a = ctx;
     const int n_ch = a->l->in.c;
     const size_t size = shape_size(a->l->in);
@@ -173,7 +173,7 @@ static int bn_normalise(void *ctx, long begin, long end, int worker) {
 }
 
 /* Evaluation: y = x * scale + shift (a: scale, b: shift). */
-static int bn_affine(void *ctx, long begin, long end, int worker) {
+static int bn_affine_samples(void *ctx, long begin, long end, int worker) {
     const bn_args *a = ctx;
     const int n_ch = a->l->in.c;
     const size_t size = shape_size(a->l->in);
@@ -185,7 +185,7 @@ static int bn_affine(void *ctx, long begin, long end, int worker) {
 }
 
 /* Backward, first pass: each sample's sum of dy and of dy * xhat per channel. */
-static int bn_grad_sums(void *ctx, long begin, long end, int worker) {
+static int bn_grad_sums_samples(void *ctx, long begin, long end, int worker) {
     const bn_args *a = ctx;
     const int n_ch = a->l->in.c, plane = a->l->in.h * a->l->in.w;
     (void)worker;
@@ -205,7 +205,7 @@ static int bn_grad_sums(void *ctx, long begin, long end, int worker) {
 }
 
 /* Backward: dx = a * (dy - b - xhat * d). */
-static int bn_input_grad(void *ctx, long begin, long end, int worker) {
+static int bn_input_grad_samples(void *ctx, long begin, long end, int worker) {
     const bn_args *a = ctx;
     const int n_ch = a->l->in.c;
     const size_t size = shape_size(a->l->in);
@@ -244,7 +244,7 @@ void batchnorm_fold(const layer *l, const float *params, const float *buffers, f
     }
 }
 
-static void batchnorm_forward(const layer *l, const float *params, const float *in, float *out,
+static void batchnorm_layer_forward(const layer *l, const float *params, const float *in, float *out,
                               const run_ctx *run) {
     const batchnorm_settings *s = l->settings;
     const int n_ch = l->in.c;
@@ -255,19 +255,19 @@ static void batchnorm_forward(const layer *l, const float *params, const float *
         float *scale = run->scratch, *shift = run->scratch + n_ch;
         batchnorm_fold(l, params, run->buffers, scale, shift);
         bn_args a = {.l = l, .x = in, .y = out, .a = scale, .b = shift};
-        par_blocks(run->nt, work, run->n, bn_affine, &a);
+        par_blocks(run->nt, work, run->n, bn_affine_samples, &a);
         return;
     }
     const bn_scratch b = scratch_of(l, run->scratch, run->n);
     double *invstd = (double *)run->pass_saved, *count = invstd + n_ch;
     bn_args a = {.l = l, .x = in, .y = out, .saved = run->saved, .sums = b.sums, .width = width};
-    par_blocks(run->nt, work, run->n, bn_sample_sums, &a);
+    par_blocks(run->nt, work, run->n, bn_sums_samples, &a);
     sum_batch(run, b.sums, width, (size_t)n_ch + 1, b.lanes, b.total);
     const double m = b.total[n_ch];
     *count = m;
     for (int c = 0; c < n_ch; c++) b.mean[c] = b.total[c] / m;
     a.mean = b.mean;
-    par_blocks(run->nt, work, run->n, bn_sample_squares, &a);
+    par_blocks(run->nt, work, run->n, bn_squares_samples, &a);
     sum_batch(run, b.sums, width, (size_t)n_ch, b.lanes, b.total);
     for (int c = 0; c < n_ch; c++) {
         const double var = b.total[c] / m;
@@ -282,10 +282,10 @@ static void batchnorm_forward(const layer *l, const float *params, const float *
         }
     }
     a.a = b.f0, a.b = b.f1, a.d = params;
-    par_blocks(run->nt, work, run->n, bn_normalise, &a);
+    par_blocks(run->nt, work, run->n, bn_normalise_samples, &a);
 }
 
-static void batchnorm_backward(const layer *l, const float *params, const float *in,
+static void batchnorm_layer_backward(const layer *l, const float *params, const float *in,
                                const float *out, const float *dout, float *din, float *dparams,
                                const run_ctx *run) {
     (void)in, (void)out;
@@ -294,7 +294,7 @@ static void batchnorm_backward(const layer *l, const float *params, const float 
     const bn_scratch b = scratch_of(l, run->scratch, run->n);
     const double *invstd = (const double *)run->pass_saved, m = invstd[n_ch];
     bn_args a = {.l = l, .x = dout, .xhat = run->saved, .sums = b.sums, .width = width};
-    par_blocks(run->nt, work, run->n, bn_grad_sums, &a);
+    par_blocks(run->nt, work, run->n, bn_grad_sums_samples, &a);
     sum_batch(run, b.sums, width, 2 * (size_t)n_ch, b.lanes, b.total);
     /* Each lane's dweight and dbias: its own samples' sums. */
     for (int ln = 0; ln < cut_lanes(&run->cut); ln++) {
@@ -312,7 +312,7 @@ static void batchnorm_backward(const layer *l, const float *params, const float 
         b.f2[c] = (float)(b.total[n_ch + c] / m);
     }
     a.y = din, a.a = b.f0, a.b = b.f1, a.d = b.f2;
-    par_blocks(run->nt, work, run->n, bn_input_grad, &a);
+    par_blocks(run->nt, work, run->n, bn_input_grad_samples, &a);
 }
 
 static void batchnorm_describe(const void *settings, char *buf, size_t size) {
@@ -342,8 +342,8 @@ const layer_ops batchnorm_ops = {
     .saved_size = batchnorm_saved_size,
     .pass_saved_size = batchnorm_pass_saved_size,
     .init = batchnorm_init,
-    .forward = batchnorm_forward,
-    .backward = batchnorm_backward,
+    .forward = batchnorm_layer_forward,
+    .backward = batchnorm_layer_backward,
     .describe = batchnorm_describe,
     .geometry = batchnorm_geometry,
     .batch_wide = 1,

@@ -291,11 +291,47 @@ START_TEST(test_image_flip) {
 }
 END_TEST
 
+/* The rotation augmentation: 0 degrees leaves an image as it is; 90 and 180 degrees move the
+ * pixels of a square image as a quarter and a half turn do (counterclockwise as displayed: the
+ * right column becomes the top row), channels kept together; -90 undoes 90; and at 45 degrees a
+ * constant image stays constant where the whole interpolation square is inside (the weights add
+ * up to 1), and at a corner, whose source (-0.83, 2) lies between a row outside and the first
+ * row, blends the first row with the zeros outside: 3 * (3 - 2 sqrt 2). */
+START_TEST(test_image_rotate) {
+    enum { N = 5, C = 2 };
+    float img[N * N * C], orig[N * N * C], tmp[N * N * C];
+    for (int i = 0; i < N * N * C; i++) orig[i] = img[i] = (float)(i * 7 % 23) + 0.5f;
+    image_rotate(img, tmp, N, N, C, 0.0);
+    ck_assert_int_eq(memcmp(img, orig, sizeof img), 0);
+    image_rotate(img, tmp, N, N, C, 90.0);
+    for (int y = 0; y < N; y++)
+        for (int x = 0; x < N; x++)
+            for (int k = 0; k < C; k++) /* out[y][x] = in[x][N - 1 - y] */
+                ck_assert_float_eq_tol(img[(y * N + x) * C + k], orig[(x * N + N - 1 - y) * C + k],
+                                       1e-4f);
+    image_rotate(img, tmp, N, N, C, -90.0);
+    for (int i = 0; i < N * N * C; i++) ck_assert_float_eq_tol(img[i], orig[i], 1e-4f);
+    image_rotate(img, tmp, N, N, C, 180.0);
+    for (int y = 0; y < N; y++)
+        for (int x = 0; x < N; x++)
+            for (int k = 0; k < C; k++)
+                ck_assert_float_eq_tol(img[(y * N + x) * C + k],
+                                       orig[((N - 1 - y) * N + N - 1 - x) * C + k], 1e-4f);
+    for (int i = 0; i < N * N * C; i++) img[i] = 3.0f;
+    image_rotate(img, tmp, N, N, C, 45.0);
+    ck_assert_float_eq_tol(img[(2 * N + 2) * C], 3.0f, 1e-5f); /* the centre */
+    ck_assert_float_eq_tol(img[(1 * N + 2) * C + 1], 3.0f, 1e-5f);
+    ck_assert_float_eq_tol(img[0], 3.0f * (3.0f - 2.0f * sqrtf(2.0f)), 1e-5f);
+    ck_assert_float_eq_tol(img[(N * N - 1) * C + 1], 3.0f * (3.0f - 2.0f * sqrtf(2.0f)), 1e-5f);
+}
+END_TEST
+
 static Suite *idx_suite(void) {
     Suite *s = suite_create("idx");
     TCase *tc = tcase_create("idx");
     tcase_add_checked_fixture(tc, setup, NULL);
     tcase_add_test(tc, test_reads_mnist_gz_and_raw);
+    tcase_add_test(tc, test_image_rotate);
     tcase_add_test(tc, test_dataset_counts_and_scaling);
     tcase_add_test(tc, test_damaged_files);
     tcase_add_test(tc, test_damaged_gzip);

@@ -154,14 +154,14 @@ START_TEST(test_lenet_optimizers) {
 }
 END_TEST
 
-/* Left-right flips, label smoothing and a global average pool: still independent of the thread
- * count, and each of the first two really changes the weights (so it is wired in). */
+/* Left-right flips, rotations, label smoothing and a global average pool: still independent of
+ * the thread count, and each of the first three really changes the weights (so it is wired in). */
 START_TEST(test_flip_smoothing_globalavgpool) {
     config cfg;
     errbuf err;
     const char *const set[] = {"training.augment_flip=true", "training.label_smoothing=0.1",
-                               "training.shuffle=true"};
-    ck_assert_msg(config_parse_text(&cfg, lenet_like, "lenet", ".", set, 3, &err) == 0, "%s",
+                               "training.shuffle=true", "training.augment_rotate=12.5"};
+    ck_assert_msg(config_parse_text(&cfg, lenet_like, "lenet", ".", set, 4, &err) == 0, "%s",
                   err.msg);
     cfg.batch_size = 16;
     cfg.learning_rate = 0.05;
@@ -180,6 +180,13 @@ START_TEST(test_flip_smoothing_globalavgpool) {
     ck_assert_msg(memcmp(both.params, one.params, both.n_params * sizeof(float)) != 0,
                   "label_smoothing does not change the weights");
     free(one.params);
+    cfg.label_smoothing = 0.1;
+    cfg.augment_rotate = 0.0;
+    train_run(&cfg, 2, 1, &one);
+    ck_assert_msg(memcmp(both.params, one.params, both.n_params * sizeof(float)) != 0,
+                  "augment_rotate does not change the weights");
+    free(one.params);
+    cfg.augment_rotate = 12.5;
     free(both.params);
     config_free(&cfg);
     const char *const gap[] = {
@@ -196,6 +203,38 @@ START_TEST(test_flip_smoothing_globalavgpool) {
     config_free(&cfg);
 }
 END_TEST
+
+/* For each lane count: the run with 1 thread against the given thread counts (epochs, figures
+ * and weights bit-identical), the weights must move and reach min_acc test accuracy, and each
+ * lane count other than the first must give other weights than the first. */
+static void check_threads_by_lanes(config *cfg, const int *lane_counts, int n_counts,
+                                   const int *threads, int n_threads, int epochs, double min_acc,
+                                   const char *name) {
+    float *first_lanes = NULL;
+    for (int k = 0; k < n_counts; k++) {
+        cfg->lanes = lane_counts[k];
+        char what[96];
+        snprintf(what, sizeof what, "%s, %d lanes", name, cfg->lanes);
+        run_result base, other;
+        train_run(cfg, 1, epochs, &base);
+        ck_assert_msg(base.moved > 1e-3, "%s: the weights moved only %.3g", what, base.moved);
+        ck_assert_msg(base.stats[epochs - 1].test_acc >= min_acc, "%s: test accuracy %.3f", what,
+                      base.stats[epochs - 1].test_acc);
+        for (int t = 0; t < n_threads; t++) {
+            train_run(cfg, threads[t], epochs, &other);
+            expect_identical(&base, &other, epochs, what, threads[t]);
+            free(other.params);
+        }
+        if (!first_lanes) {
+            first_lanes = base.params;
+            continue;
+        }
+        ck_assert_msg(memcmp(first_lanes, base.params, base.n_params * sizeof(float)) != 0,
+                      "%s: the same weights as with %d lanes", what, lane_counts[0]);
+        free(base.params);
+    }
+    free(first_lanes);
+}
 
 /* Every thread count from 1 to 16 against lanes 1, 2 and 8 (threads below, at and above the lane
  * count), with dropout, shifts and shuffling, a batch of 12 that 8 lanes cut into lanes of one
@@ -214,28 +253,9 @@ START_TEST(test_threads_by_lanes) {
     train_set.n = 174; /* 14 full batches and one of 6 */
     test_set.n = 300;
     static const int lane_counts[] = {1, 2, 8};
-    float *first_lanes = NULL;
-    for (size_t k = 0; k < 3; k++) {
-        cfg.lanes = lane_counts[k];
-        char what[64];
-        snprintf(what, sizeof what, "lenet, batch 12, %d lanes", cfg.lanes);
-        run_result base, other;
-        train_run(&cfg, 1, 1, &base);
-        ck_assert_msg(base.moved > 1e-3, "%s: the weights moved only %.3g", what, base.moved);
-        for (int threads = 2; threads <= 16; threads++) {
-            train_run(&cfg, threads, 1, &other);
-            expect_identical(&base, &other, 1, what, threads);
-            free(other.params);
-        }
-        if (!first_lanes) {
-            first_lanes = base.params;
-            continue;
-        }
-        ck_assert_msg(memcmp(first_lanes, base.params, base.n_params * sizeof(float)) != 0,
-                      "%s: the same weights as with 1 lane", what);
-        free(base.params);
-    }
-    free(first_lanes);
+    int threads[15];
+    for (int t = 0; t < 15; t++) threads[t] = t + 2; /* 2 to 16 */
+    check_threads_by_lanes(&cfg, lane_counts, 3, threads, 15, 1, 0.0, "lenet, batch 12");
     train_set.n = 700;
     test_set.n = 700;
     config_free(&cfg);
@@ -243,10 +263,10 @@ START_TEST(test_threads_by_lanes) {
 END_TEST
 
 /* Batch normalisation after both convolutions and the first dense layer: the statistics are the
- * whole batch's, summed lane by lane, so every thread count from 1 to 16 gives the same weights
- * and running statistics for 1, 3 and 8 lanes (with a partial last batch, dropout and flips), and
- * evaluation, which uses the running statistics, the same figures. The running statistics must
- * move, and the lane count must change the weights (the sums are order-sensitive). */
+ * whole batch's, summed lane by lane, so thread counts from 1 to 16 give the same weights and
+ * running statistics for 1, 3 and 8 lanes (with a partial last batch, dropout and flips), and
+ * evaluation, which uses the running statistics, the same figures. The network must learn, and
+ * the lane count must change the weights (the sums are order-sensitive). */
 START_TEST(test_batchnorm_threads_by_lanes) {
     config cfg;
     errbuf err;
@@ -265,31 +285,8 @@ START_TEST(test_batchnorm_threads_by_lanes) {
     cfg.optimizer = (optimizer_config){OPT_MOMENTUM, 0.9, 1e-4, 0.9, 0.999, 1e-8};
     train_set.n = 210; /* 10 full batches and one of 10 */
     test_set.n = 300;
-    static const int lane_counts[] = {1, 3, 8};
-    float *first_lanes = NULL;
-    for (size_t k = 0; k < 3; k++) {
-        cfg.lanes = lane_counts[k];
-        char what[64];
-        snprintf(what, sizeof what, "batchnorm, batch 20, %d lanes", cfg.lanes);
-        run_result base, other;
-        train_run(&cfg, 1, 2, &base);
-        ck_assert_msg(base.moved > 1e-3, "%s: the weights moved only %.3g", what, base.moved);
-        ck_assert_msg(base.stats[1].test_acc > 0.3, "%s: test accuracy %.3f", what,
-                      base.stats[1].test_acc);
-        for (int threads = 2; threads <= 16; threads += threads < 4 ? 1 : 4) {
-            train_run(&cfg, threads, 2, &other);
-            expect_identical(&base, &other, 2, what, threads);
-            free(other.params);
-        }
-        if (!first_lanes) {
-            first_lanes = base.params;
-            continue;
-        }
-        ck_assert_msg(memcmp(first_lanes, base.params, base.n_params * sizeof(float)) != 0,
-                      "%s: the same weights as with 1 lane", what);
-        free(base.params);
-    }
-    free(first_lanes);
+    static const int lane_counts[] = {1, 3, 8}, threads[] = {2, 3, 4, 8, 12, 16};
+    check_threads_by_lanes(&cfg, lane_counts, 3, threads, 6, 2, 0.3, "batchnorm, batch 20");
     train_set.n = 700;
     test_set.n = 700;
     config_free(&cfg);

@@ -3,7 +3,7 @@
 fast: the same network (built from the config, He-normal weights, zero biases), the same
 optimizer (SGD with momentum / Nesterov, or Adam, PyTorch's definitions, which ompcnn follows),
 weight decay, learning-rate schedule evaluated every step with its linear warm-up, random shifts
-of up to `augment_shift` pixels with zero fill, left-right flips, dropout, batch normalisation
+of up to `augment_shift` pixels with zero fill, rotations (`augment_rotate`), left-right flips, dropout, batch normalisation
 (BatchNorm2d / BatchNorm1d with the config's momentum and eps), label smoothing, a shuffle every
 epoch, on the same images
 (any data format the trainer reads, grey or colour) scaled the same way (pixel / 255, or
@@ -87,6 +87,20 @@ def shift_batch(x, k, gen):
     return out
 
 
+def rotate_batch(xb, degrees, gen):
+    """Each image [C, H, W] rotated about its centre by a uniform angle in [-degrees, degrees),
+    bilinear, zero outside: the trainer's augment_rotate (counterclockwise as displayed)."""
+    n, _, h, w = xb.shape
+    angle = (torch.rand(n, generator=gen) * 2 - 1) * (degrees * math.pi / 180)
+    cs, sn = torch.cos(angle), torch.sin(angle)
+    ax, ay = max(w - 1, 1) / 2, max(h - 1, 1) / 2
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 1] = cs, -sn * ay / ax
+    theta[:, 1, 0], theta[:, 1, 1] = sn * ax / ay, cs
+    grid = F.affine_grid(theta, list(xb.shape), align_corners=True)
+    return F.grid_sample(xb, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("config")
@@ -135,6 +149,7 @@ def main():
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
     shift = tr.get("augment_shift", 0)
+    rotate = tr.get("augment_rotate", 0)
     start = time.perf_counter()
     for epoch in range(epochs):
         model.train()
@@ -142,6 +157,8 @@ def main():
         for b in range(0, x.shape[0], batch):
             idx = order[b:b + batch]
             xb = x[idx]
+            if rotate:
+                xb = rotate_batch(xb, rotate, gen)
             if shift:
                 xb = shift_batch(xb, shift, gen)
             if tr.get("augment_flip"):

@@ -67,6 +67,7 @@ typedef struct config {
     int eval_every; /* evaluate the test set every N epochs (and after the last); 0: never */
     int augment_shift; /* random translation by up to this many pixels (0: off) */
     int augment_flip;  /* mirror left-right with probability 1/2 */
+    double augment_rotate; /* random rotation by up to this many degrees either way (0: off) */
     double label_smoothing; /* the target is (1 - e) one-hot + e / classes */
     optimizer_config optimizer;
     schedule_config schedule;

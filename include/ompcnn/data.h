@@ -59,5 +59,9 @@ void pixels_to_input(const uint8_t *px, size_t n, int c, const float *table, flo
 void image_shift(float *img, float *tmp, int h, int w, int c, int dy, int dx);
 /* Mirrors an h x w x c image left to right in place (augmentation). */
 void image_flip(float *img, int h, int w, int c);
+/* Rotates an h x w x c image in place by `degrees` (counterclockwise as displayed, rows going
+ * down) about its centre ((h - 1) / 2, (w - 1) / 2): each pixel takes the bilinear interpolation
+ * of the source point it comes from, 0 outside the image. tmp holds h * w * c floats. */
+void image_rotate(float *img, float *tmp, int h, int w, int c, double degrees);
 
 #endif

@@ -211,8 +211,6 @@ void dist_sum_lane_doubles(const dist *d, const double *lanes, int n_lanes, size
 #ifdef OMPCNN_MPI
     if (d->size > 1) {
         const int R = d->size;
-        int first, last;
-        dist_lanes(d, n_lanes, &first, &last);
         if ((size_t)n_lanes * width > INT_MAX) dist_abort(d, EXIT_RUNTIME);
         double *all = malloc((size_t)n_lanes * width * sizeof *all);
         if (!all) {
@@ -233,11 +231,11 @@ void dist_sum_lane_doubles(const dist *d, const double *lanes, int n_lanes, size
             total[i] = sum;
         }
         free(all);
-        (void)first, (void)last;
         return;
     }
 #endif
     /* One process: its lanes are all of them. */
+    (void)d;
     for (size_t i = 0; i < width; i++) {
         double sum = lanes[i];
         for (int l = 1; l < n_lanes; l++) sum += lanes[(size_t)l * width + i];

@@ -84,6 +84,13 @@ int main(int argc, char **argv) {
         fwrite(dparams, sizeof *dparams, 2 * (size_t)c, out);
         fwrite(buffers, sizeof *buffers, 2 * (size_t)c, out);
     }
-    if (fclose(out)) return perror(argv[2]), 2;
-    return 0;
+    int rc = 0;
+    if (fclose(out)) perror(argv[2]), rc = 2;
+    aligned_free(x), aligned_free(dy), aligned_free(y), aligned_free(dx), aligned_free(params);
+    aligned_free(buffers), aligned_free(dparams), aligned_free(saved), aligned_free(pass_saved);
+    aligned_free(scratch);
+    free(start);
+    free(settings);
+    cJSON_Delete(json);
+    return rc;
 }

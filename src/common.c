@@ -126,3 +126,11 @@ int memory_check(double need, double limit, errbuf *err) {
                      need_s, have_s);
     return 0;
 }
+
+void sum_rows_in_order(const double *rows, int n_rows, size_t width, double *total) {
+    for (size_t i = 0; i < width; i++) {
+        double sum = rows[i];
+        for (int r = 1; r < n_rows; r++) sum += rows[(size_t)r * width + i];
+        total[i] = sum;
+    }
+}

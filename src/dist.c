@@ -225,22 +225,14 @@ void dist_sum_lane_doubles(const dist *d, const double *lanes, int n_lanes, size
         }
         MPI_Allgatherv(lanes, counts[d->rank], MPI_DOUBLE, all, counts, displs, MPI_DOUBLE,
                        MPI_COMM_WORLD);
-        for (size_t i = 0; i < width; i++) {
-            double sum = all[i];
-            for (int l = 1; l < n_lanes; l++) sum += all[(size_t)l * width + i];
-            total[i] = sum;
-        }
+        sum_rows_in_order(all, n_lanes, width, total);
         free(all);
         return;
     }
 #endif
     /* One process: its lanes are all of them. */
     (void)d;
-    for (size_t i = 0; i < width; i++) {
-        double sum = lanes[i];
-        for (int l = 1; l < n_lanes; l++) sum += lanes[(size_t)l * width + i];
-        total[i] = sum;
-    }
+    sum_rows_in_order(lanes, n_lanes, width, total);
 }
 
 void dist_gather_results(const dist *d, const int *begin, float *loss, unsigned char *hit) {

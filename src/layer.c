@@ -49,11 +49,7 @@ void batch_sum_lanes(const run_ctx *run, const double *lanes, size_t width, doub
         run->batch->add(run->batch->ctx, lanes, n_lanes, width, total);
         return;
     }
-    for (size_t i = 0; i < width; i++) {
-        double sum = lanes[i];
-        for (int l = 1; l < n_lanes; l++) sum += lanes[(size_t)l * width + i];
-        total[i] = sum;
-    }
+    sum_rows_in_order(lanes, n_lanes, width, total);
 }
 
 void init_weights(float *w, size_t n, int fan_in, int fan_out, init_kind kind, mt19937 *rng) {

@@ -51,7 +51,12 @@ double memory_available(void);
  * `need` bytes exceed `limit`, or when no limit is set (0), the memory available. */
 int memory_check(double need, double limit, errbuf *err);
 
+/* total[i] = rows[0][i] + rows[1][i] + ... in row order (n_rows rows of width doubles): the
+ * lane-ordered sum of batch statistics, the same on one process as on many. */
+void sum_rows_in_order(const double *rows, int n_rows, size_t width, double *total);
+
 /* Allocation of float arrays aligned for vector loads; free with aligned_free(). */
+
 float *floats_alloc(size_t n);
 void aligned_free(void *p);
 

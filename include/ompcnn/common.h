@@ -56,7 +56,6 @@ int memory_check(double need, double limit, errbuf *err);
 void sum_rows_in_order(const double *rows, int n_rows, size_t width, double *total);
 
 /* Allocation of float arrays aligned for vector loads; free with aligned_free(). */
-
 float *floats_alloc(size_t n);
 void aligned_free(void *p);
 

@@ -63,15 +63,16 @@ static void batchnorm_init_buffers(const layer *l, float *buffers) {
     for (int c = 0; c < l->in.c; c++) buffers[c] = 0.0f, buffers[l->in.c + c] = 1.0f;
 }
 
-/* Per sample: xhat, kept for backward. */
-static size_t batchnorm_saved_size(const layer *l) {
-    return shape_size(l->in);
+/* Per pass: 1 / sqrt(var + eps) of each channel and the batch's elements per channel, as
+ * doubles; then the mean and 1 / sqrt(var + eps) as the floats that normalised the input, from
+ * which backward computes xhat again, bit for bit, instead of forward keeping it (a sample's worth
+ * of memory written and read back per sample). */
+static size_t batchnorm_pass_saved_size(const layer *l) {
+    return 2 * ((size_t)l->in.c + 1) + 2 * (size_t)l->in.c;
 }
 
-/* Per pass: 1 / sqrt(var + eps) of each channel and the batch's elements per channel, as
- * doubles. */
-static size_t batchnorm_pass_saved_size(const layer *l) {
-    return 2 * ((size_t)l->in.c + 1);
+static float *pass_floats(const layer *l, float *pass_saved) {
+    return pass_saved + 2 * ((size_t)l->in.c + 1);
 }
 
 /* The widest sums a sample or lane carries: a double for each channel twice, and the count. */
@@ -112,14 +113,52 @@ static size_t batchnorm_scratch_size(const layer *l, int max_n, int max_threads)
 typedef struct bn_args {
     const layer *l;
     const float *x;     /* forward: the input; backward: the output gradient */
-    const float *xhat;  /* backward: the normalised input */
-    float *y;           /* forward: the output (and xhat); backward: the input gradient */
-    float *saved;       /* forward: xhat */
-    const double *mean; /* forward's second pass: the batch mean */
+    const float *in;    /* backward: the input, normalised again with mean and inv */
+    const float *mean, *inv; /* backward: the floats forward normalised with */
+    float *y;           /* forward: the output; backward: the input gradient */
+    const double *dmean; /* forward's second pass: the batch mean */
     double *sums;       /* width doubles per sample */
     size_t width;
     const float *a, *b, *d; /* per channel: the final pass's coefficients */
 } bn_args;
+
+/* Each sample's per-channel sums run over its positions in order, in double. The channels go
+ * through in blocks of BN_BLOCK held in registers (the values of a position are contiguous), which
+ * keeps each channel's order of additions and so its bits. */
+enum { BN_BLOCK = 16 };
+
+/* s[c] = the sum over positions of x[p][c] (first pass), or of (x[p][c] - mean[c])^2 (second). */
+static void bn_channel_sums(const float *x, int plane, int n_ch, const double *mean, double *s) {
+    for (int c0 = 0; c0 < n_ch; c0 += BN_BLOCK) {
+        const int w = n_ch - c0 < BN_BLOCK ? n_ch - c0 : BN_BLOCK;
+        const float *xc = x + c0;
+        double acc[BN_BLOCK] = {0.0};
+        if (!mean && w == BN_BLOCK) {
+            for (int p = 0; p < plane; p++)
+                for (int j = 0; j < BN_BLOCK; j++) acc[j] += xc[(size_t)p * n_ch + j];
+        } else if (!mean) {
+            for (int p = 0; p < plane; p++)
+                for (int j = 0; j < w; j++) acc[j] += xc[(size_t)p * n_ch + j];
+        } else {
+            double m[BN_BLOCK] = {0.0};
+            for (int j = 0; j < w; j++) m[j] = mean[c0 + j];
+            if (w == BN_BLOCK) {
+                for (int p = 0; p < plane; p++)
+                    for (int j = 0; j < BN_BLOCK; j++) {
+                        const double dev = xc[(size_t)p * n_ch + j] - m[j];
+                        acc[j] += dev * dev;
+                    }
+            } else {
+                for (int p = 0; p < plane; p++)
+                    for (int j = 0; j < w; j++) {
+                        const double dev = xc[(size_t)p * n_ch + j] - m[j];
+                        acc[j] += dev * dev;
+                    }
+            }
+        }
+        for (int j = 0; j < w; j++) s[c0 + j] = acc[j];
+    }
+}
 
 /* Forward, first pass: each sample's sum per channel over its positions, and its count. */
 static int bn_sums_samples(void *ctx, long begin, long end, int worker) {
@@ -127,11 +166,8 @@ static int bn_sums_samples(void *ctx, long begin, long end, int worker) {
     const int n_ch = a->l->in.c, plane = a->l->in.h * a->l->in.w;
     (void)worker;
     for (long k = begin; k < end; k++) {
-        const float *x = a->x + (size_t)k * plane * n_ch;
         double *s = a->sums + (size_t)k * a->width;
-        for (int c = 0; c < n_ch; c++) s[c] = 0.0;
-        for (int p = 0; p < plane; p++)
-            for (int c = 0; c < n_ch; c++) s[c] += x[(size_t)p * n_ch + c];
+        bn_channel_sums(a->x + (size_t)k * plane * n_ch, plane, n_ch, NULL, s);
         s[n_ch] = plane;
     }
     return 0;
@@ -142,33 +178,27 @@ static int bn_squares_samples(void *ctx, long begin, long end, int worker) {
     const bn_args *a = ctx;
     const int n_ch = a->l->in.c, plane = a->l->in.h * a->l->in.w;
     (void)worker;
-    for (long k = begin; k < end; k++) {
-        const float *x = a->x + (size_t)k * plane * n_ch;
-        double *s = a->sums + (size_t)k * a->width;
-        for (int c = 0; c < n_ch; c++) s[c] = 0.0;
-        for (int p = 0; p < plane; p++)
-            for (int c = 0; c < n_ch; c++) {
-                const double dev = x[(size_t)p * n_ch + c] - a->mean[c];
-                s[c] += dev * dev;
-            }
-    }
+    for (long k = begin; k < end; k++)
+        bn_channel_sums(a->x + (size_t)k * plane * n_ch, plane, n_ch, a->dmean,
+                        a->sums + (size_t)k * a->width);
     return 0;
 }
 
 /* Forward, training: xhat = (x - mean) * b, y = weight * xhat + bias (a: the mean, b: the
- * inverse deviation, d: [weight, bias]). */
+ * inverse deviation, d: [weight, bias]); backward computes xhat again the same way. */
 static int bn_normalise_samples(void *ctx, long begin, long end, int worker) {
     const bn_args *a = ctx;
     const int n_ch = a->l->in.c;
     const size_t size = shape_size(a->l->in);
+    const float *restrict x = a->x, *restrict mean = a->a, *restrict inv = a->b;
+    const float *restrict weight = a->d, *restrict bias = a->d + n_ch;
+    float *restrict y = a->y;
     (void)worker;
-    for (long k = begin; k < end; k++)
-        for (size_t i = (size_t)k * size; i < (size_t)(k + 1) * size; i += (size_t)n_ch)
-            for (int c = 0; c < n_ch; c++) {
-                const float xhat = (a->x[i + c] - a->a[c]) * a->b[c];
-                a->saved[i + c] = xhat;
-                a->y[i + c] = a->d[c] * xhat + a->d[n_ch + c];
-            }
+    for (size_t i = (size_t)begin * size; i < (size_t)end * size; i += (size_t)n_ch)
+        for (int c = 0; c < n_ch; c++) {
+            const float xhat = (x[i + c] - mean[c]) * inv[c];
+            y[i + c] = weight[c] * xhat + bias[c];
+        }
     return 0;
 }
 
@@ -177,29 +207,47 @@ static int bn_affine_samples(void *ctx, long begin, long end, int worker) {
     const bn_args *a = ctx;
     const int n_ch = a->l->in.c;
     const size_t size = shape_size(a->l->in);
+    const float *restrict x = a->x, *restrict scale = a->a, *restrict shift = a->b;
+    float *restrict y = a->y;
     (void)worker;
-    for (long k = begin; k < end; k++)
-        for (size_t i = (size_t)k * size; i < (size_t)(k + 1) * size; i += (size_t)n_ch)
-            for (int c = 0; c < n_ch; c++) a->y[i + c] = a->x[i + c] * a->a[c] + a->b[c];
+    for (size_t i = (size_t)begin * size; i < (size_t)end * size; i += (size_t)n_ch)
+        for (int c = 0; c < n_ch; c++) y[i + c] = x[i + c] * scale[c] + shift[c];
     return 0;
 }
 
-/* Backward, first pass: each sample's sum of dy and of dy * xhat per channel. */
+/* Backward, first pass: each sample's sum of dy and of dy * xhat per channel, in blocks of
+ * channels as the forward sums. */
 static int bn_grad_sums_samples(void *ctx, long begin, long end, int worker) {
     const bn_args *a = ctx;
     const int n_ch = a->l->in.c, plane = a->l->in.h * a->l->in.w;
     (void)worker;
     for (long k = begin; k < end; k++) {
         const size_t base = (size_t)k * plane * n_ch;
-        const float *dy = a->x + base, *xhat = a->xhat + base;
         double *s = a->sums + (size_t)k * a->width;
-        for (int c = 0; c < 2 * n_ch; c++) s[c] = 0.0;
-        for (int p = 0; p < plane; p++)
-            for (int c = 0; c < n_ch; c++) {
-                const size_t i = (size_t)p * n_ch + c;
-                s[c] += dy[i];
-                s[n_ch + c] += (double)dy[i] * xhat[i];
+        for (int c0 = 0; c0 < n_ch; c0 += BN_BLOCK) {
+            const int w = n_ch - c0 < BN_BLOCK ? n_ch - c0 : BN_BLOCK;
+            const float *dy = a->x + base + c0, *x = a->in + base + c0;
+            const float *mean = a->mean + c0, *inv = a->inv + c0;
+            double sum_dy[BN_BLOCK] = {0.0}, sum_dyx[BN_BLOCK] = {0.0};
+            if (w == BN_BLOCK) {
+                for (int p = 0; p < plane; p++)
+                    for (int j = 0; j < BN_BLOCK; j++) {
+                        const size_t i = (size_t)p * n_ch + j;
+                        const float xhat = (x[i] - mean[j]) * inv[j];
+                        sum_dy[j] += dy[i];
+                        sum_dyx[j] += (double)dy[i] * xhat;
+                    }
+            } else {
+                for (int p = 0; p < plane; p++)
+                    for (int j = 0; j < w; j++) {
+                        const size_t i = (size_t)p * n_ch + j;
+                        const float xhat = (x[i] - mean[j]) * inv[j];
+                        sum_dy[j] += dy[i];
+                        sum_dyx[j] += (double)dy[i] * xhat;
+                    }
             }
+            for (int j = 0; j < w; j++) s[c0 + j] = sum_dy[j], s[n_ch + c0 + j] = sum_dyx[j];
+        }
     }
     return 0;
 }
@@ -209,11 +257,16 @@ static int bn_input_grad_samples(void *ctx, long begin, long end, int worker) {
     const bn_args *a = ctx;
     const int n_ch = a->l->in.c;
     const size_t size = shape_size(a->l->in);
+    const float *restrict dy = a->x, *restrict x = a->in;
+    const float *restrict mean = a->mean, *restrict inv = a->inv;
+    const float *restrict ka = a->a, *restrict kb = a->b, *restrict kd = a->d;
+    float *restrict dx = a->y;
     (void)worker;
-    for (long k = begin; k < end; k++)
-        for (size_t i = (size_t)k * size; i < (size_t)(k + 1) * size; i += (size_t)n_ch)
-            for (int c = 0; c < n_ch; c++)
-                a->y[i + c] = a->a[c] * (a->x[i + c] - a->b[c] - a->xhat[i + c] * a->d[c]);
+    for (size_t i = (size_t)begin * size; i < (size_t)end * size; i += (size_t)n_ch)
+        for (int c = 0; c < n_ch; c++) {
+            const float xhat = (x[i + c] - mean[c]) * inv[c];
+            dx[i + c] = ka[c] * (dy[i + c] - kb[c] - xhat * kd[c]);
+        }
     return 0;
 }
 
@@ -260,20 +313,21 @@ static void batchnorm_layer_forward(const layer *l, const float *params, const f
     }
     const bn_scratch b = scratch_of(l, run->scratch, run->n);
     double *invstd = (double *)run->pass_saved, *count = invstd + n_ch;
-    bn_args a = {.l = l, .x = in, .y = out, .saved = run->saved, .sums = b.sums, .width = width};
+    float *kept = pass_floats(l, run->pass_saved);
+    bn_args a = {.l = l, .x = in, .y = out, .sums = b.sums, .width = width};
     par_blocks(run->nt, work, run->n, bn_sums_samples, &a);
     sum_batch(run, b.sums, width, (size_t)n_ch + 1, b.lanes, b.total);
     const double m = b.total[n_ch];
     *count = m;
     for (int c = 0; c < n_ch; c++) b.mean[c] = b.total[c] / m;
-    a.mean = b.mean;
+    a.dmean = b.mean;
     par_blocks(run->nt, work, run->n, bn_squares_samples, &a);
     sum_batch(run, b.sums, width, (size_t)n_ch, b.lanes, b.total);
     for (int c = 0; c < n_ch; c++) {
         const double var = b.total[c] / m;
         invstd[c] = 1.0 / sqrt(var + s->eps);
-        b.f0[c] = (float)b.mean[c];
-        b.f1[c] = (float)invstd[c];
+        kept[c] = (float)b.mean[c];
+        kept[n_ch + c] = (float)invstd[c];
         if (run->buffers) {
             float *r_mean = run->buffers + c, *r_var = run->buffers + n_ch + c;
             const double unbiased = m > 1 ? var * m / (m - 1) : var;
@@ -281,19 +335,21 @@ static void batchnorm_layer_forward(const layer *l, const float *params, const f
             *r_var = (float)((1.0 - s->momentum) * *r_var + s->momentum * unbiased);
         }
     }
-    a.a = b.f0, a.b = b.f1, a.d = params;
+    a.a = kept, a.b = kept + n_ch, a.d = params;
     par_blocks(run->nt, work, run->n, bn_normalise_samples, &a);
 }
 
 static void batchnorm_layer_backward(const layer *l, const float *params, const float *in,
                                const float *out, const float *dout, float *din, float *dparams,
                                const run_ctx *run) {
-    (void)in, (void)out;
+    (void)out;
     const int n_ch = l->in.c;
     const size_t width = sums_width(l), work = (size_t)run->n * shape_size(l->in) * PAR_ELEMENT_COST;
     const bn_scratch b = scratch_of(l, run->scratch, run->n);
     const double *invstd = (const double *)run->pass_saved, m = invstd[n_ch];
-    bn_args a = {.l = l, .x = dout, .xhat = run->saved, .sums = b.sums, .width = width};
+    const float *kept = pass_floats(l, run->pass_saved);
+    bn_args a = {.l = l, .x = dout, .in = in, .mean = kept, .inv = kept + n_ch, .sums = b.sums,
+                 .width = width};
     par_blocks(run->nt, work, run->n, bn_grad_sums_samples, &a);
     sum_batch(run, b.sums, width, 2 * (size_t)n_ch, b.lanes, b.total);
     /* Each lane's dweight and dbias: its own samples' sums. */
@@ -339,7 +395,6 @@ const layer_ops batchnorm_ops = {
     .buffers = batchnorm_buffers,
     .init_buffers = batchnorm_init_buffers,
     .scratch_size = batchnorm_scratch_size,
-    .saved_size = batchnorm_saved_size,
     .pass_saved_size = batchnorm_pass_saved_size,
     .init = batchnorm_init,
     .forward = batchnorm_layer_forward,

@@ -8,8 +8,9 @@
  * Backward: dw[f][ky][kx][c] += sum_{oy,ox} dout[oy][ox][f] * in[...][...][c];
  *           din[iy][ix][c] = sum over the (oy, ox, f, ky, kx) that read it of dout * w.
  *
- * The fast path is im2col + the blocked GEMM of gemm.c; the direct loops are kept beside it as the
- * reference the tests compare against.
+ * The fast path is im2col + the blocked GEMM of gemm.c, or for a single input channel direct loops
+ * vectorised over the filters; plain loops are kept beside them as the reference the tests
+ * compare against.
  */
 #include <limits.h>
 #include <stdio.h>
@@ -261,11 +262,195 @@ static void col2im(float *dx, const float *dcol, const conv_geom *g) {
         }
 }
 
+/* ---- single-channel layers: direct loops, no patches ----
+ * A first layer's patches are rows of kernel*kernel floats (one channel), on which the GEMM's
+ * vector tiles run mostly empty and whose building costs more than the products. Such a layer
+ * instead reads its input once laid out with its padding (a plane, on the stack) and runs
+ * vectorised over blocks of DIRECT_F filters:
+ *   forward: DIRECT_P output positions of a row at a time, each a sum over (ky, kx) in order;
+ *   weight gradient (with whole blocks of filters only): per (ky, kx), the sum over the
+ *   positions in order.
+ * Both orders are fixed by the geometry alone, so the threads never change a bit. Larger planes
+ * or weights than the stack buffers hold take the im2col path. */
+#define DIRECT_F 16
+#ifdef __AVX512F__
+#define DIRECT_P 8
+#else
+#define DIRECT_P 4
+#endif
+#define DIRECT_PLANE_FLOATS 16384
+#define DIRECT_W_FLOATS 4096
+
+static int round_up(int n, int to) {
+    return (n + to - 1) / to * to;
+}
+
+/* The plane's width: the padded input, and room for the last block of DIRECT_P positions. */
+static int direct_plane_w(const conv_geom *g) {
+    const int padded = g->in_w + 2 * g->padding;
+    const int reach = (round_up(g->out_w, DIRECT_P) - 1) * g->stride + g->kernel;
+    return padded > reach ? padded : reach;
+}
+
+static int is_direct(const conv_geom *g) {
+    if (g->in_c != 1 || is_pointwise(g)) return 0;
+    const size_t plane = (size_t)(g->in_h + 2 * g->padding) * direct_plane_w(g);
+    const size_t w = (size_t)g->kernel * g->kernel * round_up(g->n_filters, DIRECT_F);
+    return plane <= DIRECT_PLANE_FLOATS && w <= DIRECT_W_FLOATS;
+}
+
+/* x (in_h x in_w, one channel) into the plane, zeros around it. */
+static void direct_plane(float *plane, const float *x, const conv_geom *g) {
+    const int pw = direct_plane_w(g), ph = g->in_h + 2 * g->padding;
+    for (int i = 0; i < ph * pw; i++) plane[i] = 0.0f;
+    for (int iy = 0; iy < g->in_h; iy++)
+        memcpy(plane + (size_t)(iy + g->padding) * pw + g->padding, x + (size_t)iy * g->in_w,
+               (size_t)g->in_w * sizeof *plane);
+}
+
+/* The weights as wt[ky*K + kx][f], each row padded with zeros to a whole number of blocks. */
+static void direct_weights(float *wt, const float *weight, const conv_geom *g) {
+    const int kk = g->kernel * g->kernel, fp = round_up(g->n_filters, DIRECT_F);
+    for (int k = 0; k < kk; k++)
+        for (int f = 0; f < fp; f++)
+            wt[(size_t)k * fp + f] = f < g->n_filters ? weight[(size_t)f * kk + k] : 0.0f;
+}
+
+/* 16 floats, in whatever registers the build has (one AVX-512 register, two AVX ones, ...). */
+typedef float dvec __attribute__((vector_size(64)));
+typedef float dvec_u __attribute__((vector_size(64), aligned(4)));
+
+/* The first n (1..16) floats at p as a vector, zeros after them. */
+static inline dvec dvec_load_part(const float *p, int n) {
+    if (n == DIRECT_F) return *(const dvec_u *)p;
+    float tmp[DIRECT_F] = {0.0f};
+    for (int j = 0; j < n; j++) tmp[j] = p[j];
+    return *(const dvec_u *)tmp;
+}
+
+typedef float dvec8_u __attribute__((vector_size(32), aligned(4)));
+typedef float dvec4_u __attribute__((vector_size(16), aligned(4)));
+
+/* The first n (1..16) lanes of v to p: in pieces of 8, 4 and single floats (a loop here would
+ * become a call to memcpy). */
+static inline void dvec_store_part(float *p, dvec v, int n) {
+    if (n == DIRECT_F) {
+        *(dvec_u *)p = v;
+        return;
+    }
+    float tmp[DIRECT_F];
+    *(dvec_u *)tmp = v;
+    int j = 0;
+    if (n >= 8) *(dvec8_u *)p = *(const dvec8_u *)tmp, j = 8;
+    if (n - j >= 4) *(dvec4_u *)(p + j) = *(const dvec4_u *)(tmp + j), j += 4;
+    if (j < n) p[j] = tmp[j];
+    if (j + 1 < n) p[j + 1] = tmp[j + 1];
+    if (j + 2 < n) p[j + 2] = tmp[j + 2];
+}
+
+static void direct_forward(float *y, const float *x, const float *wt, const float *bias,
+                           const conv_geom *g) {
+    float plane[DIRECT_PLANE_FLOATS];
+    direct_plane(plane, x, g);
+    const int K = g->kernel, S = g->stride, F = g->n_filters, fp = round_up(F, DIRECT_F);
+    const int pw = direct_plane_w(g);
+    for (int oy = 0; oy < g->out_h; oy++)
+        for (int ox0 = 0; ox0 < g->out_w; ox0 += DIRECT_P)
+            for (int f0 = 0; f0 < F; f0 += DIRECT_F) {
+                dvec acc[DIRECT_P];
+                for (int i = 0; i < DIRECT_P; i++) acc[i] = (dvec){0.0f};
+                for (int ky = 0; ky < K; ky++) {
+                    const float *row = plane + (size_t)(oy * S + ky) * pw + (size_t)ox0 * S;
+                    for (int kx = 0; kx < K; kx++) {
+                        const dvec w = *(const dvec_u *)(wt + (size_t)(ky * K + kx) * fp + f0);
+                        for (int i = 0; i < DIRECT_P; i++) acc[i] += row[i * S + kx] * w;
+                    }
+                }
+                const int np = g->out_w - ox0 < DIRECT_P ? g->out_w - ox0 : DIRECT_P;
+                const int nf = F - f0 < DIRECT_F ? F - f0 : DIRECT_F;
+                const dvec b = bias ? dvec_load_part(bias + f0, nf) : (dvec){0.0f};
+                for (int i = 0; i < np; i++)
+                    dvec_store_part(y + ((size_t)oy * g->out_w + ox0 + i) * F + f0,
+                                    bias ? acc[i] + b : acc[i], nf);
+            }
+}
+
+/* One block of filters' weight gradient for a kernel of K = 3 or 5 known at compile time: every
+ * (ky, kx) has its own vector of sums in a register, and the positions go by in order, each
+ * adding its dy row times the K * K input values it read. */
+static inline __attribute__((always_inline)) void
+direct_weight_grad_k(float *dw, const float *dy, int fp, int f0, const float *plane, int pw,
+                     const conv_geom *g, const int K) {
+    const int S = g->stride;
+    dvec acc[25];
+#pragma GCC unroll 25
+    for (int k = 0; k < K * K; k++) acc[k] = (dvec){0.0f};
+    for (int oy = 0; oy < g->out_h; oy++)
+        for (int ox = 0; ox < g->out_w; ox++) {
+            const dvec d = *(const dvec_u *)(dy + ((size_t)oy * g->out_w + ox) * fp + f0);
+            const float *in = plane + (size_t)oy * S * pw + (size_t)ox * S;
+#pragma GCC unroll 5
+            for (int ky = 0; ky < K; ky++)
+#pragma GCC unroll 5
+                for (int kx = 0; kx < K; kx++) acc[ky * K + kx] += in[ky * pw + kx] * d;
+        }
+    const int nf = g->n_filters - f0 < DIRECT_F ? g->n_filters - f0 : DIRECT_F;
+#pragma GCC unroll 25
+    for (int k = 0; k < K * K; k++) {
+        float sum[DIRECT_F];
+        *(dvec_u *)sum = acc[k];
+        for (int j = 0; j < nf; j++) dw[(size_t)(f0 + j) * K * K + k] = sum[j];
+    }
+}
+
+/* Whether the weight gradient takes the direct loops too: with whole blocks of filters. With
+ * fewer filters (6 or 8, say) most of each vector would be padding, and the patches and the GEMM
+ * were measured faster. */
+static int is_direct_weight_grad(const conv_geom *g) {
+    return is_direct(g) && g->n_filters % DIRECT_F == 0;
+}
+
+/* dw[f][ky][kx] = the sum over positions of dy[p][f] * the input value position p reads, the
+ * positions added in order (is_direct_weight_grad). Kernels of 3 and 5 keep all their sums in
+ * registers; other sizes take one (ky, kx) at a time. */
+static void direct_weight_grad(float *dw, const float *dy, const float *x, const conv_geom *g) {
+    float plane[DIRECT_PLANE_FLOATS];
+    direct_plane(plane, x, g);
+    const int K = g->kernel, S = g->stride, F = g->n_filters, pw = direct_plane_w(g);
+    const int fp = F;
+    for (int f0 = 0; f0 < F; f0 += DIRECT_F) {
+        if (K == 3) {
+            direct_weight_grad_k(dw, dy, fp, f0, plane, pw, g, 3);
+            continue;
+        }
+        if (K == 5) {
+            direct_weight_grad_k(dw, dy, fp, f0, plane, pw, g, 5);
+            continue;
+        }
+        const int nf = DIRECT_F;
+        for (int ky = 0; ky < K; ky++)
+            for (int kx = 0; kx < K; kx++) {
+                dvec acc = (dvec){0.0f};
+                for (int oy = 0; oy < g->out_h; oy++) {
+                    const float *row = plane + (size_t)(oy * S + ky) * pw + kx;
+                    const float *d = dy + (size_t)oy * g->out_w * fp + f0;
+                    for (int ox = 0; ox < g->out_w; ox++)
+                        acc += row[(size_t)ox * S] * *(const dvec_u *)(d + (size_t)ox * fp);
+                }
+                float sum[DIRECT_F];
+                *(dvec_u *)sum = acc;
+                for (int j = 0; j < nf; j++)
+                    dw[(size_t)(f0 + j) * K * K + ky * K + kx] = sum[j];
+            }
+    }
+}
+
 /* What the per-sample loops of forward and backward share. */
 typedef struct conv_args {
     const conv_geom *g;
     const float *in, *weight, *bias, *dout;
     const float *cols; /* the kept patches, or NULL: rebuild them in col */
+    const float *wt;   /* a direct layer's weights, filters innermost (direct_weights) */
     float *out, *keep; /* forward: output, and where to keep the patches (or NULL) */
     float *col, *dcol, *partial, *din;
     int nt; /* threads for each sample's products (1 when the samples are shared out) */
@@ -294,6 +479,10 @@ static int forward_samples(void *ctx, long begin, long end, int worker) {
     for (long s = begin; s < end; s++) {
         const float *x = a->in + (size_t)s * g->in_h * g->in_w * g->in_c;
         float *y = a->out + (size_t)s * P * F;
+        if (a->wt) {
+            direct_forward(y, x, a->wt, a->bias, g);
+            continue;
+        }
         gemm(0, 1, P, F, Kc, patches_of(a, x, (int)s, worker), Kc, a->weight, Kc, 0, y, F, a->nt);
         if (a->bias)
             for (int p = 0; p < P; p++)
@@ -321,6 +510,12 @@ void conv2d_forward(float *out, const float *in, const float *weight, const floa
     const size_t macs = (size_t)g->out_h * g->out_w * g->n_filters * g->kernel * g->kernel * g->in_c;
     conv_args a = {.g = g, .in = in, .weight = weight, .bias = bias, .out = out, .keep = cols,
                    .col = col};
+    float wt[DIRECT_W_FLOATS];
+    if (is_direct(g)) {
+        direct_weights(wt, weight, g);
+        a.wt = wt;
+        a.keep = NULL;
+    }
     over_samples(&a, n, macs * (size_t)n, forward_samples, nt);
 }
 
@@ -339,8 +534,12 @@ static int backward_samples(void *ctx, long begin, long end, int worker) {
         const float *dy = a->dout + (size_t)s * P * F;
         float *dw = a->partial + (a->one_slot ? 0 : (size_t)s * partial_floats(g));
         float *db = dw + (size_t)F * Kc;
-        const float *patches = patches_of(a, x, (int)s, worker);
-        gemm(1, 0, F, Kc, P, dy, F, patches, Kc, 0, dw, Kc, a->nt);
+        if (is_direct_weight_grad(g)) {
+            direct_weight_grad(dw, dy, x, g);
+        } else {
+            const float *patches = patches_of(a, x, (int)s, worker);
+            gemm(1, 0, F, Kc, P, dy, F, patches, Kc, 0, dw, Kc, a->nt);
+        }
         for (int f = 0; f < F; f++) db[f] = 0.0f;
         for (int p = 0; p < P; p++)
             for (int f = 0; f < F; f++) db[f] += dy[(size_t)p * F + f];
@@ -394,8 +593,10 @@ void conv2d_backward(float *din, float *dweight, float *dbias, const float *dout
                      float *col, float *dcol, float *partial, const lane_cut *cut, int nt) {
     const size_t F = (size_t)g->n_filters, W = F * g->kernel * g->kernel * g->in_c;
     const size_t P = (size_t)g->out_h * g->out_w;
-    conv_args a = {.g = g, .in = in, .weight = weight, .dout = dout, .cols = cols, .col = col,
-                   .dcol = dcol, .partial = partial, .din = din};
+    /* A direct layer's forward keeps no patches: they are built here when needed. */
+    conv_args a = {.g = g, .in = in, .weight = weight, .dout = dout,
+                   .cols = is_direct(g) ? NULL : cols, .col = col, .dcol = dcol,
+                   .partial = partial, .din = din};
     const lane_cut one = {0, NULL, 0};
     const size_t len = partial_floats(g);
     lane_sum_args s = {cut ? cut : &one, n, W, len, (long)((len + 63) / 64), partial, dweight,
@@ -439,10 +640,11 @@ static conv_geom geometry(const layer *l) {
  * the rows are at least a 64-byte cache line and a sample's patches are large (128 KB or more):
  * then the copy, which stays in cache, costs less than reading the kept patches of a whole chunk
  * back from memory, and their memory is saved (20 MB of config/mnist.json's 64-image batch).
- * Narrow rows (a first layer's single channel) copy slowly and small patches stay in cache, so
- * those are kept (measured on the benchmark networks: docs/performance.md). */
+ * Narrow rows copy slowly and small patches stay in cache, so those are kept (measured on the
+ * benchmark networks: docs/performance.md). Single-channel layers that the direct loops take
+ * build no patches at all. */
 static int keeps_patches(const conv_geom *g) {
-    if (is_pointwise(g)) return 0;
+    if (is_pointwise(g) || is_direct(g)) return 0;
     size_t row = (size_t)g->kernel * g->in_c;
     return row < 16 || patch_floats(g) < 32768;
 }

@@ -99,6 +99,13 @@ START_TEST(test_conv2d_matches_reference) {
     const conv_geom cases[] = {
         {28, 28, 1, 26, 26, 8, 3, 1, 0},  {9, 8, 3, 5, 4, 6, 3, 2, 1}, {6, 7, 2, 6, 7, 5, 5, 1, 2},
         {8, 8, 4, 3, 3, 2, 2, 3, 0},      {5, 5, 7, 5, 5, 9, 1, 1, 0}, {14, 14, 6, 10, 10, 16, 5, 1, 0},
+        /* One channel: the direct loops (padding, strides, blocks of filters with a ragged last
+         * one, rows shorter and longer than a block of positions; the weight gradient's kernels
+         * of 3, 5 and others with whole blocks of filters), and a plane too large for them (the
+         * im2col path). */
+        {28, 28, 1, 28, 28, 16, 5, 1, 2}, {9, 8, 1, 5, 4, 6, 3, 2, 1}, {11, 13, 1, 11, 13, 37, 3, 1, 1},
+        {7, 3, 1, 3, 1, 17, 4, 2, 1},     {130, 129, 1, 64, 64, 5, 3, 2, 0},
+        {11, 13, 1, 6, 7, 32, 3, 2, 1},   {9, 9, 1, 5, 5, 16, 7, 1, 1},
     };
     const int n = 3;
     /* Both ways of getting the patches to backward: kept from forward, or rebuilt. */
@@ -145,7 +152,8 @@ END_TEST
  * products (n < threads), kept or rebuilt patches; and a lane of a cut pass gets exactly what a
  * pass of that lane's samples alone gets. */
 START_TEST(test_conv2d_threads_and_lanes) {
-    const conv_geom cases[] = {{28, 28, 8, 28, 28, 32, 5, 1, 2}, {12, 12, 3, 10, 10, 64, 3, 1, 0}};
+    const conv_geom cases[] = {{28, 28, 8, 28, 28, 32, 5, 1, 2}, {12, 12, 3, 10, 10, 64, 3, 1, 0},
+                               {28, 28, 1, 28, 28, 20, 5, 1, 2}, {28, 28, 1, 28, 28, 32, 5, 1, 2}};
     const int n = 5, starts[] = {0, 1, 2, 5}, thread_counts[] = {2, 3, 5, 16};
     int order_matters = 0;
     const lane_cut cut = {3, starts, 0};

@@ -106,6 +106,9 @@ START_TEST(test_conv2d_matches_reference) {
         {28, 28, 1, 28, 28, 16, 5, 1, 2}, {9, 8, 1, 5, 4, 6, 3, 2, 1}, {11, 13, 1, 11, 13, 37, 3, 1, 1},
         {7, 3, 1, 3, 1, 17, 4, 2, 1},     {130, 129, 1, 64, 64, 5, 3, 2, 0},
         {11, 13, 1, 6, 7, 32, 3, 2, 1},   {9, 9, 1, 5, 5, 16, 7, 1, 1},  {13, 13, 1, 4, 4, 16, 4, 3, 1},
+        {28, 28, 1, 14, 14, 16, 3, 2, 1},
+        /* Padded rows wider than im2col's row buffer: the window-by-window path. */
+        {3, 300, 16, 2, 150, 4, 3, 2, 1},
     };
     const int n = 3;
     /* Both ways of getting the patches to backward: kept from forward, or rebuilt. */

@@ -127,35 +127,33 @@ typedef struct bn_args {
  * keeps each channel's order of additions and so its bits. */
 enum { BN_BLOCK = 16 };
 
+/* One block of w channels (x and m start at its first): acc[j] = the sum over positions of x[p][j]
+ * (m NULL) or of (x[p][j] - m[j])^2. Inlined, so that a caller's w == BN_BLOCK is a constant. */
+static inline __attribute__((always_inline)) void bn_block_sums(const float *x, int plane, int n_ch,
+                                                                const double *m, int w,
+                                                                double *acc) {
+    for (int p = 0; p < plane; p++)
+        for (int j = 0; j < w; j++) {
+            const double v = x[(size_t)p * n_ch + j];
+            if (m) {
+                const double dev = v - m[j];
+                acc[j] += dev * dev;
+            } else {
+                acc[j] += v;
+            }
+        }
+}
+
 /* s[c] = the sum over positions of x[p][c] (first pass), or of (x[p][c] - mean[c])^2 (second). */
 static void bn_channel_sums(const float *x, int plane, int n_ch, const double *mean, double *s) {
     for (int c0 = 0; c0 < n_ch; c0 += BN_BLOCK) {
         const int w = n_ch - c0 < BN_BLOCK ? n_ch - c0 : BN_BLOCK;
-        const float *xc = x + c0;
+        const double *m = mean ? mean + c0 : NULL;
         double acc[BN_BLOCK] = {0.0};
-        if (!mean && w == BN_BLOCK) {
-            for (int p = 0; p < plane; p++)
-                for (int j = 0; j < BN_BLOCK; j++) acc[j] += xc[(size_t)p * n_ch + j];
-        } else if (!mean) {
-            for (int p = 0; p < plane; p++)
-                for (int j = 0; j < w; j++) acc[j] += xc[(size_t)p * n_ch + j];
-        } else {
-            double m[BN_BLOCK] = {0.0};
-            for (int j = 0; j < w; j++) m[j] = mean[c0 + j];
-            if (w == BN_BLOCK) {
-                for (int p = 0; p < plane; p++)
-                    for (int j = 0; j < BN_BLOCK; j++) {
-                        const double dev = xc[(size_t)p * n_ch + j] - m[j];
-                        acc[j] += dev * dev;
-                    }
-            } else {
-                for (int p = 0; p < plane; p++)
-                    for (int j = 0; j < w; j++) {
-                        const double dev = xc[(size_t)p * n_ch + j] - m[j];
-                        acc[j] += dev * dev;
-                    }
-            }
-        }
+        if (w == BN_BLOCK)
+            bn_block_sums(x + c0, plane, n_ch, m, BN_BLOCK, acc);
+        else
+            bn_block_sums(x + c0, plane, n_ch, m, w, acc);
         for (int j = 0; j < w; j++) s[c0 + j] = acc[j];
     }
 }
@@ -215,9 +213,22 @@ static int bn_affine_samples(void *ctx, long begin, long end, int worker) {
     return 0;
 }
 
+/* One block of w channels (every pointer at its first): the sums over positions of dy and of
+ * dy * xhat, xhat computed again as forward computed it. Inlined like bn_block_sums. */
+static inline __attribute__((always_inline)) void
+bn_block_grad_sums(const float *dy, const float *x, const float *mean, const float *inv, int plane,
+                   int n_ch, int w, double *sum_dy, double *sum_dyx) {
+    for (int p = 0; p < plane; p++)
+        for (int j = 0; j < w; j++) {
+            const size_t i = (size_t)p * n_ch + j;
+            const float xhat = (x[i] - mean[j]) * inv[j];
+            sum_dy[j] += dy[i];
+            sum_dyx[j] += (double)dy[i] * xhat;
+        }
+}
+
 /* Backward, first pass: each sample's sum of dy and of dy * xhat per channel, in blocks of
- * channels as the forward sums (the same loop twice: a whole block's constant trip count is what
- * lets the compiler keep its sums in registers). */
+ * channels as the forward sums. */
 static int bn_grad_sums_samples(void *ctx, long begin, long end, int worker) {
     const bn_args *a = ctx;
     const int n_ch = a->l->in.c, plane = a->l->in.h * a->l->in.w;
@@ -230,23 +241,10 @@ static int bn_grad_sums_samples(void *ctx, long begin, long end, int worker) {
             const float *dy = a->x + base + c0, *x = a->in + base + c0;
             const float *mean = a->mean + c0, *inv = a->inv + c0;
             double sum_dy[BN_BLOCK] = {0.0}, sum_dyx[BN_BLOCK] = {0.0};
-            if (w == BN_BLOCK) {
-                for (int p = 0; p < plane; p++)
-                    for (int j = 0; j < BN_BLOCK; j++) {
-                        const size_t i = (size_t)p * n_ch + j;
-                        const float xhat = (x[i] - mean[j]) * inv[j];
-                        sum_dy[j] += dy[i];
-                        sum_dyx[j] += (double)dy[i] * xhat;
-                    }
-            } else {
-                for (int p = 0; p < plane; p++)
-                    for (int j = 0; j < w; j++) {
-                        const size_t i = (size_t)p * n_ch + j;
-                        const float xhat = (x[i] - mean[j]) * inv[j];
-                        sum_dy[j] += dy[i];
-                        sum_dyx[j] += (double)dy[i] * xhat;
-                    }
-            }
+            if (w == BN_BLOCK)
+                bn_block_grad_sums(dy, x, mean, inv, plane, n_ch, BN_BLOCK, sum_dy, sum_dyx);
+            else
+                bn_block_grad_sums(dy, x, mean, inv, plane, n_ch, w, sum_dy, sum_dyx);
             for (int j = 0; j < w; j++) s[c0 + j] = sum_dy[j], s[n_ch + c0 + j] = sum_dyx[j];
         }
     }

@@ -295,7 +295,7 @@ static int direct_plane_w(const conv_geom *g) {
 static int is_direct(const conv_geom *g) {
     if (g->in_c != 1 || is_pointwise(g)) return 0;
     const size_t plane = (size_t)(g->in_h + 2 * g->padding) * direct_plane_w(g);
-    const size_t w = (size_t)g->kernel * g->kernel * round_up(g->n_filters, DIRECT_F);
+    const size_t w = ((size_t)g->kernel * g->kernel + 1) * round_up(g->n_filters, DIRECT_F);
     return plane <= DIRECT_PLANE_FLOATS && w <= DIRECT_W_FLOATS;
 }
 
@@ -308,25 +308,19 @@ static void direct_plane(float *plane, const float *x, const conv_geom *g) {
                (size_t)g->in_w * sizeof *plane);
 }
 
-/* The weights as wt[ky*K + kx][f], each row padded with zeros to a whole number of blocks. */
-static void direct_weights(float *wt, const float *weight, const conv_geom *g) {
+/* The weights as wt[ky*K + kx][f], then the bias (zeros without one) as row K*K, each row padded
+ * with zeros to a whole number of blocks. */
+static void direct_weights(float *wt, const float *weight, const float *bias, const conv_geom *g) {
     const int kk = g->kernel * g->kernel, fp = round_up(g->n_filters, DIRECT_F);
     for (int k = 0; k < kk; k++)
         for (int f = 0; f < fp; f++)
             wt[(size_t)k * fp + f] = f < g->n_filters ? weight[(size_t)f * kk + k] : 0.0f;
+    for (int f = 0; f < fp; f++) wt[(size_t)kk * fp + f] = bias && f < g->n_filters ? bias[f] : 0.0f;
 }
 
 /* 16 floats, in whatever registers the build has (one AVX-512 register, two AVX ones, ...). */
 typedef float dvec __attribute__((vector_size(64)));
 typedef float dvec_u __attribute__((vector_size(64), aligned(4)));
-
-/* The first n (1..16) floats at p as a vector, zeros after them. */
-static inline dvec dvec_load_part(const float *p, int n) {
-    if (n == DIRECT_F) return *(const dvec_u *)p;
-    float tmp[DIRECT_F] = {0.0f};
-    for (int j = 0; j < n; j++) tmp[j] = p[j];
-    return *(const dvec_u *)tmp;
-}
 
 typedef float dvec8_u __attribute__((vector_size(32), aligned(4)));
 typedef float dvec4_u __attribute__((vector_size(16), aligned(4)));
@@ -348,7 +342,7 @@ static inline void dvec_store_part(float *p, dvec v, int n) {
     if (j + 2 < n) p[j + 2] = tmp[j + 2];
 }
 
-static void direct_forward(float *y, const float *x, const float *wt, const float *bias,
+static void direct_forward(float *y, const float *x, const float *wt, int bias,
                            const conv_geom *g) {
     float plane[DIRECT_PLANE_FLOATS];
     direct_plane(plane, x, g);
@@ -368,7 +362,7 @@ static void direct_forward(float *y, const float *x, const float *wt, const floa
                 }
                 const int np = g->out_w - ox0 < DIRECT_P ? g->out_w - ox0 : DIRECT_P;
                 const int nf = F - f0 < DIRECT_F ? F - f0 : DIRECT_F;
-                const dvec b = bias ? dvec_load_part(bias + f0, nf) : (dvec){0.0f};
+                const dvec b = *(const dvec_u *)(wt + (size_t)K * K * fp + f0);
                 for (int i = 0; i < np; i++)
                     dvec_store_part(y + ((size_t)oy * g->out_w + ox0 + i) * F + f0,
                                     bias ? acc[i] + b : acc[i], nf);
@@ -379,27 +373,26 @@ static void direct_forward(float *y, const float *x, const float *wt, const floa
  * (ky, kx) has its own vector of sums in a register, and the positions go by in order, each
  * adding its dy row times the K * K input values it read. */
 static inline __attribute__((always_inline)) void
-direct_weight_grad_k(float *dw, const float *dy, int fp, int f0, const float *plane, int pw,
+direct_weight_grad_k(float *dw, const float *dy, int f0, const float *plane, int pw,
                      const conv_geom *g, const int K) {
-    const int S = g->stride;
+    const int S = g->stride, F = g->n_filters;
     dvec acc[25];
 #pragma GCC unroll 25
     for (int k = 0; k < K * K; k++) acc[k] = (dvec){0.0f};
     for (int oy = 0; oy < g->out_h; oy++)
         for (int ox = 0; ox < g->out_w; ox++) {
-            const dvec d = *(const dvec_u *)(dy + ((size_t)oy * g->out_w + ox) * fp + f0);
+            const dvec d = *(const dvec_u *)(dy + ((size_t)oy * g->out_w + ox) * F + f0);
             const float *in = plane + (size_t)oy * S * pw + (size_t)ox * S;
 #pragma GCC unroll 5
             for (int ky = 0; ky < K; ky++)
 #pragma GCC unroll 5
                 for (int kx = 0; kx < K; kx++) acc[ky * K + kx] += in[ky * pw + kx] * d;
         }
-    const int nf = g->n_filters - f0 < DIRECT_F ? g->n_filters - f0 : DIRECT_F;
 #pragma GCC unroll 25
     for (int k = 0; k < K * K; k++) {
         float sum[DIRECT_F];
         *(dvec_u *)sum = acc[k];
-        for (int j = 0; j < nf; j++) dw[(size_t)(f0 + j) * K * K + k] = sum[j];
+        for (int j = 0; j < DIRECT_F; j++) dw[(size_t)(f0 + j) * K * K + k] = sum[j];
     }
 }
 
@@ -417,29 +410,27 @@ static void direct_weight_grad(float *dw, const float *dy, const float *x, const
     float plane[DIRECT_PLANE_FLOATS];
     direct_plane(plane, x, g);
     const int K = g->kernel, S = g->stride, F = g->n_filters, pw = direct_plane_w(g);
-    const int fp = F;
     for (int f0 = 0; f0 < F; f0 += DIRECT_F) {
         if (K == 3) {
-            direct_weight_grad_k(dw, dy, fp, f0, plane, pw, g, 3);
+            direct_weight_grad_k(dw, dy, f0, plane, pw, g, 3);
             continue;
         }
         if (K == 5) {
-            direct_weight_grad_k(dw, dy, fp, f0, plane, pw, g, 5);
+            direct_weight_grad_k(dw, dy, f0, plane, pw, g, 5);
             continue;
         }
-        const int nf = DIRECT_F;
         for (int ky = 0; ky < K; ky++)
             for (int kx = 0; kx < K; kx++) {
                 dvec acc = (dvec){0.0f};
                 for (int oy = 0; oy < g->out_h; oy++) {
                     const float *row = plane + (size_t)(oy * S + ky) * pw + kx;
-                    const float *d = dy + (size_t)oy * g->out_w * fp + f0;
+                    const float *d = dy + (size_t)oy * g->out_w * F + f0;
                     for (int ox = 0; ox < g->out_w; ox++)
-                        acc += row[(size_t)ox * S] * *(const dvec_u *)(d + (size_t)ox * fp);
+                        acc += row[(size_t)ox * S] * *(const dvec_u *)(d + (size_t)ox * F);
                 }
                 float sum[DIRECT_F];
                 *(dvec_u *)sum = acc;
-                for (int j = 0; j < nf; j++)
+                for (int j = 0; j < DIRECT_F; j++)
                     dw[(size_t)(f0 + j) * K * K + ky * K + kx] = sum[j];
             }
     }
@@ -480,7 +471,7 @@ static int forward_samples(void *ctx, long begin, long end, int worker) {
         const float *x = a->in + (size_t)s * g->in_h * g->in_w * g->in_c;
         float *y = a->out + (size_t)s * P * F;
         if (a->wt) {
-            direct_forward(y, x, a->wt, a->bias, g);
+            direct_forward(y, x, a->wt, a->bias != NULL, g);
             continue;
         }
         gemm(0, 1, P, F, Kc, patches_of(a, x, (int)s, worker), Kc, a->weight, Kc, 0, y, F, a->nt);
@@ -512,7 +503,7 @@ void conv2d_forward(float *out, const float *in, const float *weight, const floa
                    .col = col};
     float wt[DIRECT_W_FLOATS];
     if (is_direct(g)) {
-        direct_weights(wt, weight, g);
+        direct_weights(wt, weight, bias, g);
         a.wt = wt;
         a.keep = NULL;
     }

@@ -72,40 +72,49 @@ static void pack_rows(float *dst, const float *A, int lda, int trans, int M, int
     }
 }
 
-/* Packs op(B) for k in [k0, k0 + kb) into NR-column panels: panel p holds, for each k, the NR
- * values B[k][p*NR + j] (zero past N). */
-static void pack_cols(float *dst, const float *B, int ldb, int trans, int N, int k0, int kb) {
-    int panels = (N + GEMM_NR - 1) / GEMM_NR;
+/* Packs op(B) for k in [k0, k0 + kb) into nr-column panels: panel p holds, for each k, the nr
+ * values B[k][p*nr + j] (zero past N). */
+static void pack_cols(float *dst, const float *B, int ldb, int trans, int N, int k0, int kb, int nr) {
+    int panels = (N + nr - 1) / nr;
     for (int p = 0; p < panels; p++) {
-        float *d = dst + (size_t)p * kb * GEMM_NR;
-        int j0 = p * GEMM_NR, width = N - j0 < GEMM_NR ? N - j0 : GEMM_NR;
+        float *d = dst + (size_t)p * kb * nr;
+        int j0 = p * nr, width = N - j0 < nr ? N - j0 : nr;
+        if (trans) {
+            /* Each column of the panel is a row of B: read along k, written down the panel. */
+            for (int j = 0; j < nr; j++) {
+                const float *src = B + (size_t)(j0 + j) * ldb + k0;
+                for (int k = 0; k < kb; k++) d[(size_t)k * nr + j] = j < width ? src[k] : 0.0f;
+            }
+            continue;
+        }
         for (int k = 0; k < kb; k++) {
-            float *row = d + (size_t)k * GEMM_NR;
-            if (!trans && width == GEMM_NR) {
-                memcpy(row, B + (size_t)(k0 + k) * ldb + j0, GEMM_NR * sizeof(float));
+            float *row = d + (size_t)k * nr;
+            const float *src = B + (size_t)(k0 + k) * ldb + j0;
+            if (width == nr) {
+                memcpy(row, src, (size_t)nr * sizeof(float));
                 continue;
             }
-            for (int j = 0; j < GEMM_NR; j++)
-                row[j] = j < width ? (trans ? B[(size_t)(j0 + j) * ldb + k0 + k]
-                                            : B[(size_t)(k0 + k) * ldb + j0 + j])
-                                   : 0.0f;
+            for (int j = 0; j < nr; j++) row[j] = j < width ? src[j] : 0.0f;
         }
     }
 }
 
-/* One MR x NR tile: acc = sum_k a(i, k) * b(k, j) in ascending k, where a(i, k) is
- * a[k * a_k + i * a_i] and b(k, j) is b[k * b_k + j]; C = (add ? C : 0) + acc for the valid part. Always inlined so that each
- * caller's strides are constants where they can be. */
+/* One MR x (16 nv) tile: acc = sum_k a(i, k) * b(k, j) in ascending k, where a(i, k) is
+ * a[k * a_k + i * a_i] and b(k, j) is b[k * b_k + j]; C = (add ? C : 0) + acc for the valid part.
+ * Always inlined so that each caller's strides, and nv, are constants where they can be. */
 #if defined(__AVX512F__)
 static inline __attribute__((always_inline)) void
 micro_kernel(int kb, const float *restrict a, size_t a_k, size_t a_i, const float *restrict b,
-             size_t b_k, float *C, int ldc, int rows, int cols, int add) {
-    vec16 acc[GEMM_MR];
-    for (int i = 0; i < GEMM_MR; i++) acc[i] = (vec16){0};
+             size_t b_k, float *C, int ldc, int rows, int cols, int add, const int nv) {
+    vec16 acc[GEMM_MR][GEMM_NV];
+    for (int i = 0; i < GEMM_MR; i++)
+        for (int v = 0; v < nv; v++) acc[i][v] = (vec16){0};
     for (int k = 0; k < kb; k++) {
-        vec16 bk = *(const vec16u *)(b + (size_t)k * b_k);
+        vec16 bk[GEMM_NV];
+        for (int v = 0; v < nv; v++) bk[v] = *(const vec16u *)(b + (size_t)k * b_k + 16 * v);
         const float *ak = a + (size_t)k * a_k;
-        for (int i = 0; i < GEMM_MR; i++) acc[i] += ak[i * a_i] * bk;
+        for (int i = 0; i < GEMM_MR; i++)
+            for (int v = 0; v < nv; v++) acc[i][v] += ak[i * a_i] * bk[v];
     }
 #else
 /* Without AVX-512, the 16 columns as two 8-float halves, the width AVX2 has: GCC lowers the
@@ -116,7 +125,7 @@ typedef float vec8u __attribute__((vector_size(32), aligned(4)));
 
 static inline __attribute__((always_inline)) void
 micro_kernel(int kb, const float *restrict a, size_t a_k, size_t a_i, const float *restrict b,
-             size_t b_k, float *C, int ldc, int rows, int cols, int add) {
+             size_t b_k, float *C, int ldc, int rows, int cols, int add, const int nv) {
     vec8 lo[GEMM_MR], hi[GEMM_MR];
     for (int i = 0; i < GEMM_MR; i++) lo[i] = hi[i] = (vec8){0};
     for (int k = 0; k < kb; k++) {
@@ -128,22 +137,23 @@ micro_kernel(int kb, const float *restrict a, size_t a_k, size_t a_i, const floa
             hi[i] += ak[i * a_i] * b1;
         }
     }
-    vec16 acc[GEMM_MR];
+    vec16 acc[GEMM_MR][GEMM_NV];
     for (int i = 0; i < GEMM_MR; i++) {
-        memcpy((float *)&acc[i], &lo[i], sizeof lo[i]);
-        memcpy((float *)&acc[i] + 8, &hi[i], sizeof hi[i]);
+        memcpy((float *)&acc[i][0], &lo[i], sizeof lo[i]);
+        memcpy((float *)&acc[i][0] + 8, &hi[i], sizeof hi[i]);
     }
 #endif
-    if (cols == GEMM_NR) {
-        for (int i = 0; i < rows; i++) {
-            vec16u *c = (vec16u *)(C + (size_t)i * ldc);
-            *c = add ? *c + acc[i] : acc[i];
-        }
+    if (cols == 16 * nv) {
+        for (int i = 0; i < rows; i++)
+            for (int v = 0; v < nv; v++) {
+                vec16u *c = (vec16u *)(C + (size_t)i * ldc + 16 * v);
+                *c = add ? *c + acc[i][v] : acc[i][v];
+            }
         return;
     }
     for (int i = 0; i < rows; i++) {
         float tile[GEMM_NR];
-        memcpy(tile, &acc[i], sizeof tile);
+        memcpy(tile, &acc[i][0], (size_t)nv * sizeof acc[i][0]);
         float *c = C + (size_t)i * ldc;
         for (int j = 0; j < cols; j++) c[j] = add ? c[j] + tile[j] : tile[j];
     }
@@ -152,38 +162,51 @@ micro_kernel(int kb, const float *restrict a, size_t a_k, size_t a_i, const floa
 /* One k-block of a product: what each tile of it needs. */
 typedef struct gemm_block {
     int trans_a, M, N, k0, kb, full_rows, direct_cols, col_panels, add;
+    int nv, nr; /* the tile's width: nv vectors of 16, nr = 16 nv columns */
     int row_panels, by_cols; /* tile order: column panel by column panel when by_cols */
     const float *A, *B, *pa, *pb;
     int lda, ldb, ldc;
     float *C;
 } gemm_block;
 
-/* Tiles [begin, end), numbered row panel by row panel, or column panel by column panel when the
- * product has fewer rows than columns (a batch of samples times a layer's weights), so that
- * consecutive tiles share the larger operand's panel; each tile belongs to one thread. */
-static int gemm_tiles(void *ctx, long begin, long end, int worker) {
-    (void)worker;
-    const gemm_block *g = ctx;
-    const int kb = g->kb, k0 = g->k0, lda = g->lda, ldb = g->ldb, ldc = g->ldc;
+/* Tiles [begin, end) of tile width nv, numbered row panel by row panel, or column panel by
+ * column panel when the product has fewer rows than columns (a batch of samples times a layer's
+ * weights), so that consecutive tiles share the larger operand's panel; each tile belongs to one
+ * thread. */
+static inline __attribute__((always_inline)) void tiles_of_width(const gemm_block *g, long begin,
+                                                                 long end, const int nv) {
+    const int kb = g->kb, k0 = g->k0, lda = g->lda, ldb = g->ldb, ldc = g->ldc, nr = 16 * nv;
     for (long t = begin; t < end; t++) {
         int ip = (int)(t / g->col_panels), jp = (int)(t % g->col_panels);
         if (g->by_cols) ip = (int)(t % g->row_panels), jp = (int)(t / g->row_panels);
-        int i0 = ip * GEMM_MR, j0 = jp * GEMM_NR;
+        int i0 = ip * GEMM_MR, j0 = jp * nr;
         const float *b = jp < g->direct_cols ? g->B + (size_t)k0 * ldb + j0
-                                             : g->pb + (size_t)(jp - g->direct_cols) * kb * GEMM_NR;
-        size_t b_k = jp < g->direct_cols ? (size_t)ldb : GEMM_NR;
+                                             : g->pb + (size_t)(jp - g->direct_cols) * kb * nr;
+        size_t b_k = jp < g->direct_cols ? (size_t)ldb : (size_t)nr;
         float *c = g->C + (size_t)i0 * ldc + j0;
         int rows = g->M - i0 < GEMM_MR ? g->M - i0 : GEMM_MR;
-        int cols = g->N - j0 < GEMM_NR ? g->N - j0 : GEMM_NR;
+        int cols = g->N - j0 < nr ? g->N - j0 : nr;
         if (ip == g->full_rows)
-            micro_kernel(kb, g->pa, GEMM_MR, 1, b, b_k, c, ldc, rows, cols, g->add);
+            micro_kernel(kb, g->pa, GEMM_MR, 1, b, b_k, c, ldc, rows, cols, g->add, nv);
         else if (g->trans_a) /* A is K x M: row k holds a(i0 .. i0+MR-1, k) together */
             micro_kernel(kb, g->A + (size_t)k0 * lda + i0, (size_t)lda, 1, b, b_k, c, ldc, rows,
-                         cols, g->add);
+                         cols, g->add, nv);
         else /* A is M x K: each of the MR rows is read along k */
             micro_kernel(kb, g->A + (size_t)i0 * lda + k0, 1, (size_t)lda, b, b_k, c, ldc, rows,
-                         cols, g->add);
+                         cols, g->add, nv);
     }
+}
+
+static int gemm_tiles(void *ctx, long begin, long end, int worker) {
+    (void)worker;
+    const gemm_block *g = ctx;
+#if GEMM_NV > 1
+    if (g->nv == 2) {
+        tiles_of_width(g, begin, end, 2);
+        return 0;
+    }
+#endif
+    tiles_of_width(g, begin, end, 1);
     return 0;
 }
 
@@ -376,9 +399,9 @@ static void pack_block(const gemm_block *g, int trans_b, int packed_cols, int ro
         pack_rows(pa, src, g->lda, g->trans_a, g->M - g->full_rows * GEMM_MR, k0, kb);
     }
     if (packed_cols) {
-        const int j0 = g->direct_cols * GEMM_NR;
+        const int j0 = g->direct_cols * g->nr;
         const float *src = trans_b ? g->B + (size_t)j0 * g->ldb : g->B + j0;
-        pack_cols(pb, src, g->ldb, trans_b, g->N - j0, k0, kb);
+        pack_cols(pb, src, g->ldb, trans_b, g->N - j0, k0, kb, g->nr);
     }
 }
 
@@ -402,17 +425,21 @@ static int gemm_prepare(int trans_a, int trans_b, int M, int N, int K, const flo
         return 1;
     }
     if (gemm_thin(trans_a, trans_b, M, N, K, A, lda, B, ldb, accumulate, C, ldc, nt)) return 1;
-    const int row_panels = (M + GEMM_MR - 1) / GEMM_MR, col_panels = (N + GEMM_NR - 1) / GEMM_NR;
+    /* The tile's width: GEMM_NV vectors (two with AVX-512: twice the products per value of A
+     * loaded), one where N is no wider than a vector. Which width sums an element makes no
+     * difference to its bits. */
+    const int nv = N > 16 ? GEMM_NV : 1, nr = 16 * nv;
+    const int row_panels = (M + GEMM_MR - 1) / GEMM_MR, col_panels = (N + nr - 1) / nr;
     /* Panels read in place: all full row panels of A; the full column panels of B when B is not
      * transposed. The rest is packed, zero-padded. */
-    const int full_rows = M / GEMM_MR, direct_cols = trans_b ? 0 : N / GEMM_NR;
+    const int full_rows = M / GEMM_MR, direct_cols = trans_b ? 0 : N / nr;
     const int packed_cols = col_panels - direct_cols;
     const int kc = K < GEMM_KC ? K : GEMM_KC;
-    *job = (gemm_job){{trans_a, M, N, 0, 0, full_rows, direct_cols, col_panels, 0, row_panels,
-                       M < N, A, B, NULL, NULL, lda, ldb, ldc, C},
+    *job = (gemm_job){{trans_a, M, N, 0, 0, full_rows, direct_cols, col_panels, 0, nv, nr,
+                       row_panels, M < N, A, B, NULL, NULL, lda, ldb, ldc, C},
                       K, accumulate, packed_cols, row_panels, trans_b,
                       (long)row_panels * col_panels, (size_t)GEMM_MR * kc,
-                      (size_t)(packed_cols ? packed_cols : 1) * GEMM_NR * kc};
+                      (size_t)(packed_cols ? packed_cols : 1) * nr * kc};
     return 0;
 }
 

@@ -279,6 +279,8 @@ static void col2im(float *dx, const float *dcol, const conv_geom *g) {
 #define DIRECT_P 4
 #endif
 #define DIRECT_PLANE_FLOATS 16384
+/* Weights up to this many floats (128 KB) are transposed on the stack for forward's GEMM. */
+#define CONV_WT_FLOATS 32768
 #define DIRECT_W_FLOATS 4096
 
 static int round_up(int n, int to) {
@@ -442,6 +444,7 @@ typedef struct conv_args {
     const float *in, *weight, *bias, *dout;
     const float *cols; /* the kept patches, or NULL: rebuild them in col */
     const float *wt;   /* a direct layer's weights, filters innermost (direct_weights) */
+    const float *wt_gemm; /* or the weights transposed (Kc x F) for the GEMM, or NULL */
     float *out, *keep; /* forward: output, and where to keep the patches (or NULL) */
     float *col, *dcol, *partial, *din;
     int nt; /* threads for each sample's products (1 when the samples are shared out) */
@@ -474,7 +477,12 @@ static int forward_samples(void *ctx, long begin, long end, int worker) {
             direct_forward(y, x, a->wt, a->bias != NULL, g);
             continue;
         }
-        gemm(0, 1, P, F, Kc, patches_of(a, x, (int)s, worker), Kc, a->weight, Kc, 0, y, F, a->nt);
+        if (a->wt_gemm)
+            gemm(0, 0, P, F, Kc, patches_of(a, x, (int)s, worker), Kc, a->wt_gemm, F, 0, y, F,
+                 a->nt);
+        else
+            gemm(0, 1, P, F, Kc, patches_of(a, x, (int)s, worker), Kc, a->weight, Kc, 0, y, F,
+                 a->nt);
         if (a->bias)
             for (int p = 0; p < P; p++)
                 for (int f = 0; f < F; f++) y[(size_t)p * F + f] += a->bias[f];
@@ -506,6 +514,17 @@ void conv2d_forward(float *out, const float *in, const float *weight, const floa
         direct_weights(wt, weight, bias, g);
         a.wt = wt;
         a.keep = NULL;
+        over_samples(&a, n, macs * (size_t)n, forward_samples, nt);
+        return;
+    }
+    /* The GEMM reads B in place when it is not transposed: the weights transposed once per call
+     * here, instead of packed again for every sample (the same products, the same bits). */
+    const int F = g->n_filters, Kc = g->kernel * g->kernel * g->in_c;
+    float wt_gemm[CONV_WT_FLOATS];
+    if ((size_t)F * Kc <= CONV_WT_FLOATS) {
+        for (int f = 0; f < F; f++)
+            for (int k = 0; k < Kc; k++) wt_gemm[(size_t)k * F + f] = weight[(size_t)f * Kc + k];
+        a.wt_gemm = wt_gemm;
     }
     over_samples(&a, n, macs * (size_t)n, forward_samples, nt);
 }

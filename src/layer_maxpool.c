@@ -104,10 +104,11 @@ static inline void first_max(const float *x, float *dx, float best, float g, int
         }
 }
 
-/* Channels from which the windows' channels go through together (below it, the channel-by-
- * channel search is faster: measured with tools/bench --breakdown, 6 and 16 channels 2x slower
- * together, 64 channels 2.8x faster), and up to which they fit the stack's marks. */
-#define FIRST_MAX_VECTOR 32
+typedef float fvec16 __attribute__((vector_size(64)));
+typedef float fvec16u __attribute__((vector_size(64), aligned(4)));
+typedef int ivec16 __attribute__((vector_size(64)));
+
+/* Up to this many channels, the windows' channels go through together (on the stack). */
 #define FIRST_MAX_CHANNELS 512
 
 /* Windows that do not overlap (stride >= size) own their input positions, so output rows can
@@ -142,22 +143,38 @@ static int maxpool_backward_rows(void *ctx, long begin, long end, int worker) {
                 continue;
             }
             /* Ties "first": each channel's gradient goes to the first of its maxima in
-             * row-major order; din is zero elsewhere already. With many channels they go
-             * through the window together, positions in row-major order, each channel
-             * marked once it has its maximum: contiguous, vectorisable loops, and the same
-             * positions as first_max's channel-by-channel search. */
-            if (n_ch >= FIRST_MAX_VECTOR && n_ch <= FIRST_MAX_CHANNELS) {
-                unsigned char done[FIRST_MAX_CHANNELS];
-                memset(done, 0, (size_t)n_ch);
+             * row-major order. The channels go through the window together, positions in
+             * row-major order, each channel's gradient held until a position holds its
+             * maximum and given to that one only: contiguous float loops without branches,
+             * which vectorise for any number of channels, and the same positions as
+             * first_max's channel-by-channel search. */
+            if (n_ch % 16 == 0) {
+                /* Blocks of 16 channels, the held gradients in a register. */
+                for (int c0 = 0; c0 < n_ch; c0 += 16) {
+                    fvec16 held = *(const fvec16u *)(g + c0);
+                    const fvec16 top = *(const fvec16u *)(best + c0);
+                    for (int wy = 0; wy < s->size; wy++)
+                        for (int wx = 0; wx < s->size; wx++) {
+                            size_t at = base + ((size_t)wy * in_w + wx) * n_ch + c0;
+                            const ivec16 hit = *(const fvec16u *)(x + at) == top;
+                            *(fvec16u *)(dx + at) = (fvec16)((ivec16)held & hit);
+                            held = (fvec16)((ivec16)held & ~hit);
+                        }
+                }
+                continue;
+            }
+            if (n_ch <= FIRST_MAX_CHANNELS) {
+                float held[FIRST_MAX_CHANNELS];
+                memcpy(held, g, (size_t)n_ch * sizeof *held);
                 for (int wy = 0; wy < s->size; wy++)
                     for (int wx = 0; wx < s->size; wx++) {
                         size_t at = base + ((size_t)wy * in_w + wx) * n_ch;
-                        float *restrict d = dx + at;
-                        const float *restrict v = x + at, *restrict m = best, *restrict gr = g;
+                        float *restrict d = dx + at, *restrict h = held;
+                        const float *restrict v = x + at, *restrict m = best;
                         for (int c = 0; c < n_ch; c++) {
-                            const unsigned char hit = (v[c] == m[c]) & (done[c] == 0);
-                            d[c] = hit ? gr[c] : d[c];
-                            done[c] |= hit;
+                            const int hit = v[c] == m[c];
+                            d[c] = hit ? h[c] : 0.0f;
+                            h[c] = hit ? 0.0f : h[c];
                         }
                     }
                 continue;

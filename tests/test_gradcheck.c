@@ -346,43 +346,50 @@ START_TEST(test_maxpool_tie_rules) {
 }
 END_TEST
 
-/* Ties "first" with many channels (the path that takes the channels together): a 4x4 input of
- * 40 channels in 2x2 windows, channel c's values chosen so that its maxima tie at positions that
- * vary with c (none, two, three or all four of a window). Each window's gradient must go to the
- * first maximum in row-major order, channel by channel, as the one-channel rule says. */
+/* Ties "first" with the channels of a window together: a 4x4 input of C channels in 2x2
+ * windows (C = 40, 32 and 16: blocks of 16 channels in registers, or not; 6 and 1: the
+ * general loop), channel c's values chosen so that its maxima tie at positions that vary with c
+ * (none, two, three or all four of a window). Each window's gradient must go to the first
+ * maximum in row-major order, channel by channel, as the one-channel rule says. */
 START_TEST(test_maxpool_first_many_channels) {
-    enum { H = 4, W = 4, C = 40 };
-    float in[H * W * C], out[(H / 2) * (W / 2) * C], dout[(H / 2) * (W / 2) * C], din[H * W * C];
-    float want[H * W * C];
-    for (int y = 0; y < H; y++)
-        for (int x = 0; x < W; x++)
-            for (int c = 0; c < C; c++) {
-                /* position k of its window (0..3): tie on positions whose bit is set in c's
-                 * pattern, else a smaller value that differs by position */
-                const int k = (y % 2) * 2 + x % 2, pattern = (c * 7 + y / 2 * 3 + x / 2) % 16;
-                in[(y * W + x) * C + c] = (pattern >> k) & 1 ? 5.0f : 1.0f + 0.25f * (float)k;
-            }
-    for (int i = 0; i < (H / 2) * (W / 2) * C; i++) dout[i] = 1.0f + (float)i;
-    memset(want, 0, sizeof want);
-    for (int oy = 0; oy < H / 2; oy++)
-        for (int ox = 0; ox < W / 2; ox++)
-            for (int c = 0; c < C; c++) {
-                int best = -1;
-                float top = -1.0f;
-                for (int k = 0; k < 4; k++) { /* the first maximum in row-major order */
-                    const float v = in[((oy * 2 + k / 2) * W + ox * 2 + k % 2) * C + c];
-                    if (v > top) top = v, best = k;
+    enum { H = 4, W = 4, CMAX = 40 };
+    float in[H * W * CMAX], out[(H / 2) * (W / 2) * CMAX], dout[(H / 2) * (W / 2) * CMAX];
+    float din[H * W * CMAX], want[H * W * CMAX];
+    const int channels[] = {40, 32, 16, 6, 1};
+    for (size_t t = 0; t < sizeof channels / sizeof channels[0]; t++) {
+        const int C = channels[t];
+        for (int y = 0; y < H; y++)
+            for (int x = 0; x < W; x++)
+                for (int c = 0; c < C; c++) {
+                    /* position k of its window (0..3): tie on positions whose bit is set in c's
+                     * pattern, else a smaller value that differs by position */
+                    const int k = (y % 2) * 2 + x % 2, pattern = (c * 7 + y / 2 * 3 + x / 2) % 16;
+                    in[(y * W + x) * C + c] = (pattern >> k) & 1 ? 5.0f : 1.0f + 0.25f * (float)k;
                 }
-                want[((oy * 2 + best / 2) * W + ox * 2 + best % 2) * C + c] =
-                    dout[(oy * (W / 2) + ox) * C + c];
-            }
-    test_layer tl;
-    make_layer(&tl, "{\"type\":\"maxpool\",\"ties\":\"first\"}", (shape3){H, W, C});
-    tl.l.ops->forward(&tl.l, NULL, in, out, &one);
-    tl.l.ops->backward(&tl.l, NULL, in, out, dout, din, NULL, &one);
-    for (int i = 0; i < H * W * C; i++)
-        ck_assert_msg(din[i] == want[i], "din[%d] = %g, want %g", i, din[i], want[i]);
-    free_layer(&tl);
+        for (int i = 0; i < (H / 2) * (W / 2) * C; i++) dout[i] = 1.0f + (float)i;
+        memset(want, 0, sizeof want);
+        for (int oy = 0; oy < H / 2; oy++)
+            for (int ox = 0; ox < W / 2; ox++)
+                for (int c = 0; c < C; c++) {
+                    int best = -1;
+                    float top = -1.0f;
+                    for (int k = 0; k < 4; k++) { /* the first maximum in row-major order */
+                        const float v = in[((oy * 2 + k / 2) * W + ox * 2 + k % 2) * C + c];
+                        if (v > top) top = v, best = k;
+                    }
+                    want[((oy * 2 + best / 2) * W + ox * 2 + best % 2) * C + c] =
+                        dout[(oy * (W / 2) + ox) * C + c];
+                }
+        test_layer tl;
+        make_layer(&tl, "{\"type\":\"maxpool\",\"ties\":\"first\"}", (shape3){H, W, C});
+        tl.l.ops->forward(&tl.l, NULL, in, out, &one);
+        for (int i = 0; i < H * W * C; i++) din[i] = -7.0f; /* every position must be written */
+        tl.l.ops->backward(&tl.l, NULL, in, out, dout, din, NULL, &one);
+        for (int i = 0; i < H * W * C; i++)
+            ck_assert_msg(din[i] == want[i], "%d channels: din[%d] = %g, want %g", C, i, din[i],
+                          want[i]);
+        free_layer(&tl);
+    }
 }
 END_TEST
 

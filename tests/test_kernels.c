@@ -42,7 +42,8 @@ START_TEST(test_gemm_matches_reference) {
                             {33, 40, 7},   {64, 31, 513}, {3, 100, 257}, {100, 3, 64},
                             {1, 20, 1352}, {1, 37, 101}, {1, 16, 33},  {1, 5, 2},
                             {1352, 20, 1}, {45, 37, 1},  {1352, 1, 20}, {45, 1, 37},
-                            {17, 1, 300},  {1, 1, 50},   {16, 1, 16}};
+                            {17, 1, 300},  {1, 1, 50},   {16, 1, 16},  {10, 48, 20},
+                            {24, 32, 260}, {9, 64, 40}};
     for (size_t c = 0; c < sizeof sizes / sizeof sizes[0]; c++)
         for (int ta = 0; ta < 2; ta++)
             for (int tb = 0; tb < 2; tb++)
@@ -61,6 +62,31 @@ START_TEST(test_gemm_matches_reference) {
                     expect_near(C, R, (size_t)ldc * M, K, what);
                     aligned_free(A), aligned_free(B), aligned_free(C), aligned_free(R);
                 }
+}
+END_TEST
+
+/* The tile's width follows N (two vectors of 16 with AVX-512 where N > 16, else one), and an
+ * element's sum must not depend on it: the first 16 columns of a wide product are the bits of
+ * the same product 16 columns wide, and those of 8 columns. */
+START_TEST(test_gemm_tile_width_does_not_matter) {
+    const int sizes[][2] = {{37, 300}, {8, 9}, {20, 600}};
+    for (size_t c = 0; c < sizeof sizes / sizeof sizes[0]; c++)
+        for (int ta = 0; ta < 2; ta++)
+            for (int tb = 0; tb < 2; tb++) {
+                const int M = sizes[c][0], K = sizes[c][1], N = 72;
+                float *A = random_floats((size_t)M * K), *B = random_floats((size_t)K * N);
+                float *wide = floats_alloc((size_t)M * N), *narrow = floats_alloc((size_t)M * N);
+                gemm(ta, tb, M, N, K, A, ta ? M : K, B, tb ? K : N, 0, wide, N, 1);
+                for (int cols = 16; cols >= 8; cols -= 8) {
+                    gemm(ta, tb, M, cols, K, A, ta ? M : K, B, tb ? K : N, 0, narrow, N, 1);
+                    for (int i = 0; i < M; i++)
+                        ck_assert_msg(memcmp(wide + (size_t)i * N, narrow + (size_t)i * N,
+                                             (size_t)cols * sizeof *wide) == 0,
+                                      "gemm %dx%dx%d ta=%d tb=%d: row %d differs at %d columns",
+                                      M, N, K, ta, tb, i, cols);
+                }
+                aligned_free(A), aligned_free(B), aligned_free(wide), aligned_free(narrow);
+            }
 }
 END_TEST
 
@@ -320,6 +346,7 @@ static Suite *kernels_suite(void) {
     Suite *s = suite_create("kernels");
     TCase *tc = tcase_create("fast vs reference");
     tcase_add_test(tc, test_gemm_matches_reference);
+    tcase_add_test(tc, test_gemm_tile_width_does_not_matter);
     tcase_add_test(tc, test_gemm_thread_count_does_not_matter);
     tcase_add_test(tc, test_conv2d_matches_reference);
     tcase_add_test(tc, test_conv2d_threads_and_lanes);

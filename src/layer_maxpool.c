@@ -108,7 +108,10 @@ typedef float fvec16 __attribute__((vector_size(64)));
 typedef float fvec16u __attribute__((vector_size(64), aligned(4)));
 typedef int ivec16 __attribute__((vector_size(64)));
 
-/* Up to this many channels, the windows' channels go through together (on the stack). */
+/* Channels from which the windows' channels go through together when they are not whole
+ * blocks of 16 (below it, the channel-by-channel search is faster: 6 channels 2x slower
+ * together, measured with trainer --profile), and up to which they fit the stack. */
+#define FIRST_MAX_VECTOR 32
 #define FIRST_MAX_CHANNELS 512
 
 /* Windows that do not overlap (stride >= size) own their input positions, so output rows can
@@ -143,11 +146,11 @@ static int maxpool_backward_rows(void *ctx, long begin, long end, int worker) {
                 continue;
             }
             /* Ties "first": each channel's gradient goes to the first of its maxima in
-             * row-major order. The channels go through the window together, positions in
-             * row-major order, each channel's gradient held until a position holds its
-             * maximum and given to that one only: contiguous float loops without branches,
-             * which vectorise for any number of channels, and the same positions as
-             * first_max's channel-by-channel search. */
+             * row-major order. With whole blocks of 16 channels or many channels, they go
+             * through the window together, positions in row-major order, each channel's
+             * gradient held until a position holds its maximum and given to that one only:
+             * loops without branches, and the same positions as first_max's
+             * channel-by-channel search, which takes a few channels. */
             if (n_ch % 16 == 0) {
                 /* Blocks of 16 channels, the held gradients in a register. */
                 for (int c0 = 0; c0 < n_ch; c0 += 16) {
@@ -163,7 +166,7 @@ static int maxpool_backward_rows(void *ctx, long begin, long end, int worker) {
                 }
                 continue;
             }
-            if (n_ch <= FIRST_MAX_CHANNELS) {
+            if (n_ch >= FIRST_MAX_VECTOR && n_ch <= FIRST_MAX_CHANNELS) {
                 float held[FIRST_MAX_CHANNELS];
                 memcpy(held, g, (size_t)n_ch * sizeof *held);
                 for (int wy = 0; wy < s->size; wy++)

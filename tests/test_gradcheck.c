@@ -347,8 +347,8 @@ START_TEST(test_maxpool_tie_rules) {
 END_TEST
 
 /* Ties "first" with the channels of a window together: a 4x4 input of C channels in 2x2
- * windows (C = 40, 32 and 16: blocks of 16 channels in registers, or not; 6 and 1: the
- * general loop), channel c's values chosen so that its maxima tie at positions that vary with c
+ * windows (C = 32 and 16: blocks of 16 channels in registers; 40: the loop over any number of
+ * channels; 6 and 1: the channel-by-channel search), channel c's values chosen so that its maxima tie at positions that vary with c
  * (none, two, three or all four of a window). Each window's gradient must go to the first
  * maximum in row-major order, channel by channel, as the one-channel rule says. */
 START_TEST(test_maxpool_first_many_channels) {

@@ -110,8 +110,8 @@ static void forward_lanes(float *out, const float *in, const float *weight, cons
 }
 
 /* din of the lanes of more than one sample from their transposes dt (see backward_lanes), in
- * blocks of 16 samples x 256 inputs: each input's 16 values are read together and written to 16
- * rows that advance in step. first_block holds the prefix sums of the lanes' blocks. */
+ * blocks of 16 samples x 256 inputs: each of the 16 rows is written along, from the block's
+ * columns of dt, which stay in cache. first_block holds the prefix sums of the lanes' blocks. */
 typedef struct transpose_args {
     const lane_cut *cut;
     int n, n_in, first_lane;
@@ -134,8 +134,10 @@ static int transpose_blocks(void *ctx, long begin, long end, int worker) {
         const int s1 = s0 + 16 < m ? s0 + 16 : m, i1 = i0 + 256 < a->n_in ? i0 + 256 : a->n_in;
         float *din = a->din + (size_t)base * a->n_in;
         const float *dt = a->dt + (size_t)base * a->n_in;
-        for (int i = i0; i < i1; i++)
-            for (int s = s0; s < s1; s++) din[(size_t)s * a->n_in + i] = dt[(size_t)i * m + s];
+        /* Along din's rows: its rows lie n_in floats apart, often a multiple of 4 KB, and
+         * writing down a column of them fights over the same few cache sets. */
+        for (int s = s0; s < s1; s++)
+            for (int i = i0; i < i1; i++) din[(size_t)s * a->n_in + i] = dt[(size_t)i * m + s];
     }
     return 0;
 }

@@ -29,21 +29,34 @@ typedef struct step_args {
     float inv_count, wd, lr, mu, b1, b2, eps, adam_step, adam_scale;
 } step_args;
 
-/* Parameters [begin, end); nonzero when one of them is no longer finite. */
-static int step_block(void *ctx, long begin, long end, int worker) {
-    (void)worker;
-    const step_args *a = ctx;
-    float *params = a->params, *state1 = a->state1, *state2 = a->state2;
-    const float *grads = a->grads;
+/* The batch's gradient of parameter i: the lanes' gradients added in lane order. lanes is a
+ * constant (1 or 2, the usual counts) where the caller can make it one, so that the loops below
+ * vectorise; 0 means a.n_lanes. */
+static inline __attribute__((always_inline)) float
+lane_sum(const float *restrict grads, size_t n, size_t i, int lanes, int n_lanes) {
+    float g = grads[i];
+    if (lanes == 2) return g + grads[n + i];
+    if (lanes == 0)
+        for (int l = 1; l < n_lanes; l++) g += grads[(size_t)l * n + i];
+    return g;
+}
+
+/* Parameters [begin, end) of one rule (a constant, as lanes is); nonzero when one of them is no
+ * longer finite. */
+static inline __attribute__((always_inline)) int
+step_rule(const step_args *a, long begin, long end, const optimizer_kind kind, const int lanes) {
+    float *restrict params = a->params, *restrict state1 = a->state1, *restrict state2 = a->state2;
+    const float *restrict grads = a->grads;
     const size_t n = a->n;
+    const int n_lanes = a->n_lanes;
     const float inv_count = a->inv_count, wd = a->wd, lr_f = a->lr, mu = a->mu;
-    const float b1 = a->b1, b2 = a->b2, eps = a->eps;
+    const float b1 = a->b1, b2 = a->b2, eps = a->eps, adam_step = a->adam_step;
+    const float adam_scale = a->adam_scale;
     int bad = 0;
     for (size_t i = (size_t)begin; i < (size_t)end; i++) {
-        float g = grads[i];
-        for (int l = 1; l < a->n_lanes; l++) g += grads[(size_t)l * n + i];
+        float g = lane_sum(grads, n, i, lanes, n_lanes);
         g = g * inv_count + wd * params[i];
-        switch (a->kind) {
+        switch (kind) {
         case OPT_SGD: params[i] -= lr_f * g; break;
         case OPT_MOMENTUM:
             state1[i] = mu * state1[i] + g;
@@ -56,7 +69,7 @@ static int step_block(void *ctx, long begin, long end, int worker) {
         case OPT_ADAM:
             state1[i] = b1 * state1[i] + (1.0f - b1) * g;
             state2[i] = b2 * state2[i] + (1.0f - b2) * g * g;
-            params[i] -= a->adam_step * state1[i] / (sqrtf(state2[i]) * a->adam_scale + eps);
+            params[i] -= adam_step * state1[i] / (sqrtf(state2[i]) * adam_scale + eps);
             break;
         }
         bad |= !(fabsf(params[i]) <= FLT_MAX);
@@ -64,37 +77,41 @@ static int step_block(void *ctx, long begin, long end, int worker) {
     return bad;
 }
 
-/* Plain SGD, w -= (lr / count) * (the lanes' sum in lane order), for parameters [begin, end). */
-static int sgd_block(void *ctx, long begin, long end, int worker) {
-    (void)worker;
-    const step_args *a = ctx;
-    float *params = a->params;
-    const float *grads = a->grads;
-    const float step = a->lr;
-    int bad = 0;
-    for (size_t i = (size_t)begin; i < (size_t)end; i++) {
-        float g = grads[i];
-        for (int l = 1; l < a->n_lanes; l++) g += grads[(size_t)l * a->n + i];
-        params[i] -= step * g;
-        bad |= !(fabsf(params[i]) <= FLT_MAX); /* NaN or infinity */
+#define RULE_BLOCK(name, kind)                                                                   \
+    static int name(void *ctx, long begin, long end, int worker) {                               \
+        const step_args *a = ctx;                                                                \
+        (void)worker;                                                                            \
+        if (a->n_lanes == 2) return step_rule(a, begin, end, kind, 2);                           \
+        if (a->n_lanes == 1) return step_rule(a, begin, end, kind, 1);                           \
+        return step_rule(a, begin, end, kind, 0);                                                \
     }
-    return bad;
-}
+RULE_BLOCK(sgd_decay_block, OPT_SGD)
+RULE_BLOCK(momentum_block, OPT_MOMENTUM)
+RULE_BLOCK(nesterov_block, OPT_NESTEROV)
+RULE_BLOCK(adam_block, OPT_ADAM)
+#undef RULE_BLOCK
 
-/* The same for a single lane (batch size 1, or a summed gradient), in a loop the compiler
- * vectorises: the report's per-sample step. */
-static int sgd_block_one(void *ctx, long begin, long end, int worker) {
-    (void)worker;
-    const step_args *a = ctx;
+/* Plain SGD, w -= (lr / count) * (the lanes' sum in lane order), for parameters [begin, end). */
+static inline __attribute__((always_inline)) int sgd_lanes(const step_args *a, long begin,
+                                                           long end, const int lanes) {
     float *restrict params = a->params;
     const float *restrict grads = a->grads;
     const float step = a->lr;
     int bad = 0;
     for (size_t i = (size_t)begin; i < (size_t)end; i++) {
-        params[i] -= step * grads[i];
-        bad |= !(fabsf(params[i]) <= FLT_MAX);
+        params[i] -= step * lane_sum(grads, a->n, i, lanes, a->n_lanes);
+        bad |= !(fabsf(params[i]) <= FLT_MAX); /* NaN or infinity */
     }
     return bad;
+}
+
+/* The same for a single lane (batch size 1: the report's per-sample step), two lanes, or any. */
+static int sgd_block(void *ctx, long begin, long end, int worker) {
+    const step_args *a = ctx;
+    (void)worker;
+    if (a->n_lanes == 2) return sgd_lanes(a, begin, end, 2);
+    if (a->n_lanes == 1) return sgd_lanes(a, begin, end, 1);
+    return sgd_lanes(a, begin, end, 0);
 }
 
 int optimizer_step(const optimizer_config *o, float *params, float *state1, float *state2,
@@ -104,7 +121,6 @@ int optimizer_step(const optimizer_config *o, float *params, float *state1, floa
     if (o->kind == OPT_SGD && o->weight_decay == 0.0) {
         step_args a = {.params = params, .grads = grads, .n_lanes = n_lanes, .n = n,
                        .lr = (float)(lr / count)};
-        if (n_lanes == 1) return par_blocks(nt, work, (long)n, sgd_block_one, &a);
         return par_blocks(nt, work, (long)n, sgd_block, &a);
     }
     const double bc1 = 1.0 - pow(o->beta1, (double)step), bc2 = 1.0 - pow(o->beta2, (double)step);
@@ -112,7 +128,11 @@ int optimizer_step(const optimizer_config *o, float *params, float *state1, floa
                    1.0f / (float)count, (float)o->weight_decay, (float)lr, (float)o->momentum,
                    (float)o->beta1, (float)o->beta2, (float)o->eps, (float)(lr / bc1),
                    (float)(1.0 / sqrt(bc2))};
-    return par_blocks(nt, work, (long)n, step_block, &a);
+    par_body rule = o->kind == OPT_SGD        ? sgd_decay_block
+                    : o->kind == OPT_MOMENTUM ? momentum_block
+                    : o->kind == OPT_NESTEROV ? nesterov_block
+                                              : adam_block;
+    return par_blocks(nt, work, (long)n, rule, &a);
 }
 
 double schedule_lr(const schedule_config *s, double base_lr, long step, long steps_per_epoch,

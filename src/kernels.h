@@ -8,6 +8,16 @@
 
 #include "ompcnn/layer.h"
 
+/* relu of one value, as the relu layer computes it (NaN and -0 give +0), and in place over n
+ * values: the epilogue of the layers that apply a following relu themselves (run_ctx.relu). */
+static inline float relu_of(float x) {
+    return x > 0.0f ? x : 0.0f;
+}
+
+static inline void relu_in_place(float *restrict y, size_t n) {
+    for (size_t i = 0; i < n; i++) y[i] = relu_of(y[i]);
+}
+
 /* The geometry of a conv2d layer, for its kernels. */
 typedef struct conv_geom {
     int in_h, in_w, in_c, out_h, out_w, n_filters, kernel, stride, padding;

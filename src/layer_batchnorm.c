@@ -23,6 +23,7 @@
 #include <stdio.h>
 
 #include "json.h"
+#include "kernels.h"
 #include "ompcnn/layer.h"
 #include "parallel.h"
 
@@ -120,6 +121,7 @@ typedef struct bn_args {
     double *sums;       /* width doubles per sample */
     size_t width;
     const float *a, *b, *d; /* per channel: the final pass's coefficients */
+    int relu;               /* forward: relu on the output too (run_ctx.relu) */
 } bn_args;
 
 /* Each sample's per-channel sums run over its positions in order, in double. The channels go
@@ -197,6 +199,7 @@ static int bn_normalise_samples(void *ctx, long begin, long end, int worker) {
             const float xhat = (x[i + c] - mean[c]) * inv[c];
             y[i + c] = weight[c] * xhat + bias[c];
         }
+    if (a->relu) relu_in_place(y + (size_t)begin * size, (size_t)(end - begin) * size);
     return 0;
 }
 
@@ -210,6 +213,7 @@ static int bn_affine_samples(void *ctx, long begin, long end, int worker) {
     (void)worker;
     for (size_t i = (size_t)begin * size; i < (size_t)end * size; i += (size_t)n_ch)
         for (int c = 0; c < n_ch; c++) y[i + c] = x[i + c] * scale[c] + shift[c];
+    if (a->relu) relu_in_place(y + (size_t)begin * size, (size_t)(end - begin) * size);
     return 0;
 }
 
@@ -306,14 +310,14 @@ static void batchnorm_layer_forward(const layer *l, const float *params, const f
          * floats per channel at its start. */
         float *scale = run->scratch, *shift = run->scratch + n_ch;
         batchnorm_fold(l, params, run->buffers, scale, shift);
-        bn_args a = {.l = l, .x = in, .y = out, .a = scale, .b = shift};
+        bn_args a = {.l = l, .x = in, .y = out, .a = scale, .b = shift, .relu = run->relu};
         par_blocks(run->nt, work, run->n, bn_affine_samples, &a);
         return;
     }
     const bn_scratch b = scratch_of(l, run->scratch, run->n);
     double *invstd = (double *)run->pass_saved, *count = invstd + n_ch;
     float *kept = pass_floats(l, run->pass_saved);
-    bn_args a = {.l = l, .x = in, .y = out, .sums = b.sums, .width = width};
+    bn_args a = {.l = l, .x = in, .y = out, .sums = b.sums, .width = width, .relu = run->relu};
     par_blocks(run->nt, work, run->n, bn_sums_samples, &a);
     sum_batch(run, b.sums, width, (size_t)n_ch + 1, b.lanes, b.total);
     const double m = b.total[n_ch];
@@ -401,4 +405,5 @@ const layer_ops batchnorm_ops = {
     .describe = batchnorm_describe,
     .geometry = batchnorm_geometry,
     .batch_wide = 1,
+    .relu_epilogue = 1,
 };

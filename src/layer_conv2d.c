@@ -448,6 +448,7 @@ typedef struct conv_args {
     float *out, *keep; /* forward: output, and where to keep the patches (or NULL) */
     float *col, *dcol, *partial, *din;
     int nt; /* threads for each sample's products (1 when the samples are shared out) */
+    int relu; /* forward: apply relu to each sample's output (run_ctx.relu) */
     int one_slot; /* backward: every sample's gradient into partial's first slot */
 } conv_args;
 
@@ -475,6 +476,7 @@ static int forward_samples(void *ctx, long begin, long end, int worker) {
         float *y = a->out + (size_t)s * P * F;
         if (a->wt) {
             direct_forward(y, x, a->wt, a->bias != NULL, g);
+            if (a->relu) relu_in_place(y, (size_t)P * F);
             continue;
         }
         if (a->wt_gemm)
@@ -486,6 +488,7 @@ static int forward_samples(void *ctx, long begin, long end, int worker) {
         if (a->bias)
             for (int p = 0; p < P; p++)
                 for (int f = 0; f < F; f++) y[(size_t)p * F + f] += a->bias[f];
+        if (a->relu) relu_in_place(y, (size_t)P * F);
     }
     return 0;
 }
@@ -504,11 +507,12 @@ static void over_samples_at(conv_args *a, int n, size_t work, par_body body, int
     }
 }
 
-void conv2d_forward(float *out, const float *in, const float *weight, const float *bias, int n,
-                    const conv_geom *g, float *cols, float *col, int nt) {
+/* conv2d_forward, and with relu also the relu of each sample's output while it is in cache. */
+static void forward_relu(float *out, const float *in, const float *weight, const float *bias,
+                         int n, const conv_geom *g, float *cols, float *col, int nt, int relu) {
     const size_t macs = (size_t)g->out_h * g->out_w * g->n_filters * g->kernel * g->kernel * g->in_c;
     conv_args a = {.g = g, .in = in, .weight = weight, .bias = bias, .out = out, .keep = cols,
-                   .col = col};
+                   .col = col, .relu = relu};
     float wt[DIRECT_W_FLOATS];
     if (is_direct(g)) {
         direct_weights(wt, weight, bias, g);
@@ -527,6 +531,11 @@ void conv2d_forward(float *out, const float *in, const float *weight, const floa
         a.wt_gemm = wt_gemm;
     }
     over_samples(&a, n, macs * (size_t)n, forward_samples, nt);
+}
+
+void conv2d_forward(float *out, const float *in, const float *weight, const float *bias, int n,
+                    const conv_geom *g, float *cols, float *col, int nt) {
+    forward_relu(out, in, weight, bias, n, g, cols, col, nt, 0);
 }
 
 /* Floats of one sample's slot of `partial`: its weight gradient, then its bias gradient. */
@@ -692,8 +701,9 @@ static void conv2d_layer_forward(const layer *l, const float *params, const floa
     conv_geom g = geometry(l);
     conv_scratch sc;
     conv2d_scratch_layout(l, run->n, run->nt, run->scratch, &sc);
-    conv2d_forward(out, in, params, s->bias ? params + l->tensors[0].size : NULL, run->n, &g,
-                   keeps_patches(&g) && run->training ? run->saved : NULL, sc.col, run->nt);
+    forward_relu(out, in, params, s->bias ? params + l->tensors[0].size : NULL, run->n, &g,
+                 keeps_patches(&g) && run->training ? run->saved : NULL, sc.col, run->nt,
+                 run->relu);
 }
 
 static void conv2d_layer_backward(const layer *l, const float *params, const float *in,
@@ -739,4 +749,5 @@ const layer_ops conv2d_ops = {
     .backward = conv2d_layer_backward,
     .describe = conv2d_describe,
     .geometry = conv2d_geometry,
+    .relu_epilogue = 1,
 };

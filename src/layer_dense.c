@@ -92,7 +92,7 @@ void dense_backward_ref(float *din, float *dweight, float *dbias, const float *d
 enum { LANE_BATCH = 32 };
 
 static void forward_lanes(float *out, const float *in, const float *weight, const float *bias,
-                          int n, const lane_cut *cut, int n_in, int n_out, int nt) {
+                          int n, const lane_cut *cut, int n_in, int n_out, int nt, int relu) {
     const int lanes = cut_lanes(cut);
     gemm_args list[LANE_BATCH];
     for (int first = 0; first < lanes; first += LANE_BATCH) {
@@ -107,6 +107,7 @@ static void forward_lanes(float *out, const float *in, const float *weight, cons
     if (bias)
         for (int k = 0; k < n; k++)
             for (int o = 0; o < n_out; o++) out[(size_t)k * n_out + o] += bias[o];
+    if (relu) relu_in_place(out, (size_t)n * n_out);
 }
 
 /* din of the lanes of more than one sample from their transposes dt (see backward_lanes), in
@@ -193,7 +194,7 @@ static const lane_cut one_lane = {0, NULL, 0};
 
 void dense_forward(float *out, const float *in, const float *weight, const float *bias, int n,
                    int n_in, int n_out, int nt) {
-    forward_lanes(out, in, weight, bias, n, &one_lane, n_in, n_out, nt);
+    forward_lanes(out, in, weight, bias, n, &one_lane, n_in, n_out, nt, 0);
 }
 
 void dense_backward(float *din, float *dweight, float *dbias, const float *dout, const float *in,
@@ -211,7 +212,7 @@ static void dense_layer_forward(const layer *l, const float *params, const float
                                 const run_ctx *run) {
     const dense_settings *s = l->settings;
     forward_lanes(out, in, params, s->bias ? params + l->tensors[0].size : NULL, run->n,
-                  &run->cut, (int)shape_size(l->in), s->units, run->nt);
+                  &run->cut, (int)shape_size(l->in), s->units, run->nt, run->relu);
 }
 
 static void dense_layer_backward(const layer *l, const float *params, const float *in,
@@ -246,4 +247,5 @@ const layer_ops dense_ops = {
     .backward = dense_layer_backward,
     .describe = dense_describe,
     .geometry = dense_geometry,
+    .relu_epilogue = 1,
 };

@@ -1,8 +1,13 @@
 /*
  * relu: y = max(x, 0), elementwise.  Backward: dx = dy where x > 0, else 0.
+ *
+ * After conv2d, dense or batchnorm the network runs it in place, the layer before applying it
+ * (layer.relu_fused): forward then has nothing left to do, and backward's x is its own output,
+ * which is positive exactly where the layer's output was.
  */
 #include <stdio.h>
 
+#include "kernels.h"
 #include "ompcnn/layer.h"
 #include "parallel.h"
 
@@ -18,7 +23,7 @@ static int relu_forward_block(void *ctx, long begin, long end, int worker) {
     float *restrict y = a->y;
     const float *restrict x = a->x;
     (void)worker;
-    for (long i = begin; i < end; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+    for (long i = begin; i < end; i++) y[i] = relu_of(x[i]);
     return 0;
 }
 

@@ -57,6 +57,15 @@ int net_build(net *n, const config *cfg, shape3 input, errbuf *err) {
             return -1;
         }
     }
+    /* A relu after a layer that can apply it runs in place, fused into that layer's forward:
+     * one pass over the output fewer, while it is in cache, and one activation fewer. */
+    for (int i = 0; i + 1 < n->n_layers; i++) {
+        layer *l = &n->layers[i], *next = &n->layers[i + 1];
+        if (l->ops->relu_epilogue && next->ops == &relu_ops) {
+            l->relu_fused = next->in_place = 1;
+            n->total_act -= shape_size(next->out);
+        }
+    }
     n->n_classes = (int)shape_size(shape);
     return 0;
 }
@@ -156,6 +165,10 @@ int workspace_alloc(workspace *ws, const net *n, int max_n, int max_train_n, int
     size_t off = shape_size(n->input) * (size_t)max_n;
     ws->offset[0] = 0;
     for (int i = 0; i < n->n_layers; i++) {
+        if (n->layers[i].in_place) {
+            ws->offset[i + 1] = ws->offset[i];
+            continue;
+        }
         ws->offset[i + 1] = off;
         off += shape_size(n->layers[i].out) * (size_t)max_n;
     }
@@ -199,10 +212,11 @@ void net_forward_view(const net *n, const float *params, workspace *ws, const pa
     const size_t first = (size_t)v->first;
     for (int i = 0; i < n->n_layers; i++) {
         const layer *l = &n->layers[i];
+        if (l->in_place) continue; /* a relu that the layer before applied */
         const size_t kept = l->ops->saved_size ? l->ops->saved_size(l) : 0;
         run_ctx run = {v->count, nt, v->scratch, ws->saved[i] + first * kept, v->cut,
                        ws->training, ws->sample_keys + first, layer_buffers(n, l, params),
-                       ws->pass_saved[i], ws->batch};
+                       ws->pass_saved[i], ws->batch, l->relu_fused};
         const double start = profile_on && ws->training ? omp_get_wtime() : 0.0;
         l->ops->forward(l, params + l->param_off,
                         ws->acts + ws->offset[i] + first * shape_size(l->in),
@@ -262,7 +276,7 @@ void net_backward_view(const net *n, const float *params, workspace *ws, const p
         const size_t kept = l->ops->saved_size ? l->ops->saved_size(l) : 0;
         run_ctx run = {v->count, nt, v->scratch, ws->saved[i] + first * kept, v->cut,
                        ws->training, ws->sample_keys + first, layer_buffers(n, l, params),
-                       ws->pass_saved[i], ws->batch};
+                       ws->pass_saved[i], ws->batch, 0};
         /* The first layer's input gradient is never used. */
         float *din = i > 0 ? delta[1 - cur] : NULL;
         const double start = profile_on ? omp_get_wtime() : 0.0;

@@ -276,6 +276,80 @@ START_TEST(test_network_gradients) {
         "{\"type\":\"sigmoid\"},{\"type\":\"dense\",\"units\":4},{\"type\":\"softmax\"}],"
         "\"training\":{\"init\":\"xavier\"}}",
         (shape3){6, 5, 2}, 5);
+    /* relu after conv2d, batchnorm and dense: each applied by the layer before (fused). */
+    check_network_batch(
+        "{\"data\":{\"train\":{\"images\":\"x\",\"labels\":\"y\"}},"
+        "\"network\":[{\"type\":\"conv2d\",\"filters\":3,\"kernel\":3},{\"type\":\"relu\"},"
+        "{\"type\":\"conv2d\",\"filters\":4,\"kernel\":2},{\"type\":\"batchnorm\"},"
+        "{\"type\":\"relu\"},{\"type\":\"dense\",\"units\":6},{\"type\":\"relu\"},"
+        "{\"type\":\"dense\",\"units\":4},{\"type\":\"softmax\"}],"
+        "\"training\":{\"init\":\"he\"}}",
+        (shape3){7, 6, 2}, 5);
+}
+END_TEST
+
+/* One training pass of `count` samples in two lanes: the probabilities and the parameter
+ * gradient (both lanes, one after the other) into probs and grads. With unfuse, every relu runs
+ * as a pass of its own instead of in the layer before it. */
+static void run_pass(const char *text, shape3 input_shape, int count, int unfuse, float *probs,
+                     float *grads) {
+    config cfg;
+    errbuf err;
+    ck_assert_msg(config_parse_text(&cfg, text, "t.json", ".", NULL, 0, &err) == 0, "%s", err.msg);
+    net n;
+    ck_assert_msg(net_build(&n, &cfg, input_shape, &err) == 0, "%s", err.msg);
+    int fused = 0;
+    for (int i = 0; i < n.n_layers; i++) {
+        if (!n.layers[i].in_place) continue;
+        fused++;
+        if (!unfuse) continue;
+        n.layers[i].in_place = n.layers[i - 1].relu_fused = 0;
+        n.total_act += shape_size(n.layers[i].out);
+    }
+    ck_assert_int_eq(fused, 3);
+    workspace ws;
+    ck_assert_int_eq(workspace_alloc(&ws, &n, count, count, 1, &err), 0);
+    float *params = floats_alloc(net_state_size(&n));
+    net_init_params(&n, params, INIT_HE, 5);
+    rng_state = 88172645463325252ull;
+    float *input = workspace_input(&ws);
+    for (size_t i = 0; i < count * shape_size(n.input); i++) input[i] = (float)uniform() - 0.5f;
+    int labels[16];
+    for (int s = 0; s < count; s++) labels[s] = s % 4;
+    const int starts[3] = {0, count / 2, count};
+    ws.training = 1;
+    ws.cut = (lane_cut){2, starts, n.n_params};
+    net_forward(&n, params, &ws, count, 1);
+    net_backward(&n, params, &ws, labels, count, grads, 1);
+    for (int s = 0; s < count; s++)
+        memcpy(probs + (size_t)s * n.n_classes, net_probs(&n, &ws, s), n.n_classes * sizeof *probs);
+    aligned_free(params);
+    workspace_free(&ws);
+    net_free(&n);
+    config_free(&cfg);
+}
+
+/* A relu that the layer before applies gives the same bits as its own pass, forward and
+ * backward: after conv2d, batchnorm and dense. */
+START_TEST(test_relu_fused_same_bits) {
+    const char *text =
+        "{\"data\":{\"train\":{\"images\":\"x\",\"labels\":\"y\"}},"
+        "\"network\":[{\"type\":\"conv2d\",\"filters\":5,\"kernel\":3},{\"type\":\"relu\"},"
+        "{\"type\":\"conv2d\",\"filters\":32,\"kernel\":3,\"padding\":1},"
+        "{\"type\":\"batchnorm\"},{\"type\":\"relu\"},{\"type\":\"maxpool\"},"
+        "{\"type\":\"dense\",\"units\":20},{\"type\":\"relu\"},"
+        "{\"type\":\"dense\",\"units\":4},{\"type\":\"softmax\"}]}";
+    enum { COUNT = 6, GRADS = 2 * 20000 };
+    const shape3 in = {10, 9, 1}; /* one channel: the first layer takes the direct loops */
+    float probs[2][COUNT * 4];
+    float *grads[2] = {floats_alloc(GRADS), floats_alloc(GRADS)};
+    for (int unfuse = 0; unfuse < 2; unfuse++) {
+        memset(grads[unfuse], 0, GRADS * sizeof(float));
+        run_pass(text, in, COUNT, unfuse, probs[unfuse], grads[unfuse]);
+    }
+    ck_assert_msg(memcmp(probs[0], probs[1], sizeof probs[0]) == 0, "probabilities differ");
+    ck_assert_msg(memcmp(grads[0], grads[1], GRADS * sizeof(float)) == 0, "gradients differ");
+    aligned_free(grads[0]), aligned_free(grads[1]);
 }
 END_TEST
 
@@ -466,6 +540,7 @@ static Suite *gradcheck_suite(void) {
     tcase_add_test(tc, test_pool_and_dropout_gradients);
     tcase_add_test(tc, test_dropout_mask);
     tcase_add_test(tc, test_network_gradients);
+    tcase_add_test(tc, test_relu_fused_same_bits);
     tcase_add_test(tc, test_maxpool_tie_rules);
     tcase_add_test(tc, test_maxpool_overlapping_ties);
     tcase_add_test(tc, test_maxpool_first_many_channels);

@@ -78,6 +78,9 @@ typedef struct run_ctx {
     /* For batch-wide layers: how lane sums meet across the whole batch (NULL: the pass is the
      * whole batch, its lanes summed in order). */
     const struct batch_sum *batch;
+    /* Nonzero: forward also applies relu to its output, for a relu layer that follows it and
+     * then runs in place without a pass of its own (layer_ops.relu_epilogue). */
+    int relu;
 } run_ctx;
 
 /* Sums over the whole batch, for layers whose training arithmetic spans it (batchnorm): `lanes`
@@ -130,6 +133,9 @@ typedef struct layer_ops {
     /* The settings an exporter needs (NULL for layers without any): window, stride, padding,
      * bias. */
     void (*geometry)(const void *settings, struct layer_geometry *g);
+    /* Nonzero when forward can apply relu to its output itself, sample by sample while the
+     * output is in cache (run_ctx.relu), as conv2d, dense and batchnorm can. */
+    int relu_epilogue;
 } layer_ops;
 
 /* What a layer's settings say about its arithmetic, for exporters: conv2d (kernel, stride,
@@ -151,6 +157,10 @@ struct layer {
     size_t param_off;      /* where its parameters start in the net's parameter arena */
     size_t n_buffer_floats; /* total elements of its buffers */
     size_t buffer_off;     /* where its buffers start, counted from the end of the parameters */
+    /* A layer with a relu_epilogue followed by a relu layer applies the relu (relu_fused); the
+     * relu layer then has no forward of its own, and its output is its input (in_place). The
+     * results are the same bits as the two passes. */
+    int relu_fused, in_place;
 };
 
 /* The layer kinds, one per source file. */

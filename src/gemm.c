@@ -100,21 +100,25 @@ static void pack_cols(float *dst, const float *B, int ldb, int trans, int N, int
 }
 
 /* One MR x (16 nv) tile: acc = sum_k a(i, k) * b(k, j) in ascending k, where a(i, k) is
- * a[k * a_k + i * a_i] and b(k, j) is b[k * b_k + j]; C = (add ? C : 0) + acc for the valid part.
- * Always inlined so that each caller's strides, and nv, are constants where they can be. */
+ * a[k * a_k + i * a_i], or with the tables of a gathered A a[koff[k] + roff[i]], and b(k, j) is
+ * b[k * b_k + j]; C = (add ? C : 0) + acc for the valid part. Always inlined so that each
+ * caller's strides, nv and whether there are tables are constants where they can be. */
 #if defined(__AVX512F__)
 static inline __attribute__((always_inline)) void
-micro_kernel(int kb, const float *restrict a, size_t a_k, size_t a_i, const float *restrict b,
-             size_t b_k, float *C, int ldc, int rows, int cols, int add, const int nv) {
+micro_kernel(int kb, const float *restrict a, size_t a_k, size_t a_i, const int *koff,
+             const int *roff, const float *restrict b, size_t b_k, float *C, int ldc, int rows,
+             int cols, int add, const int nv) {
+    size_t ro[GEMM_MR];
+    for (int i = 0; i < GEMM_MR; i++) ro[i] = roff ? (size_t)roff[i] : i * a_i;
     vec16 acc[GEMM_MR][GEMM_NV];
     for (int i = 0; i < GEMM_MR; i++)
         for (int v = 0; v < nv; v++) acc[i][v] = (vec16){0};
     for (int k = 0; k < kb; k++) {
         vec16 bk[GEMM_NV];
         for (int v = 0; v < nv; v++) bk[v] = *(const vec16u *)(b + (size_t)k * b_k + 16 * v);
-        const float *ak = a + (size_t)k * a_k;
+        const float *ak = koff ? a + koff[k] : a + (size_t)k * a_k;
         for (int i = 0; i < GEMM_MR; i++)
-            for (int v = 0; v < nv; v++) acc[i][v] += ak[i * a_i] * bk[v];
+            for (int v = 0; v < nv; v++) acc[i][v] += ak[ro[i]] * bk[v];
     }
 #else
 /* Without AVX-512, the 16 columns as two 8-float halves, the width AVX2 has: GCC lowers the
@@ -124,17 +128,20 @@ typedef float vec8 __attribute__((vector_size(32)));
 typedef float vec8u __attribute__((vector_size(32), aligned(4)));
 
 static inline __attribute__((always_inline)) void
-micro_kernel(int kb, const float *restrict a, size_t a_k, size_t a_i, const float *restrict b,
-             size_t b_k, float *C, int ldc, int rows, int cols, int add, const int nv) {
+micro_kernel(int kb, const float *restrict a, size_t a_k, size_t a_i, const int *koff,
+             const int *roff, const float *restrict b, size_t b_k, float *C, int ldc, int rows,
+             int cols, int add, const int nv) {
+    size_t ro[GEMM_MR];
+    for (int i = 0; i < GEMM_MR; i++) ro[i] = roff ? (size_t)roff[i] : i * a_i;
     vec8 lo[GEMM_MR], hi[GEMM_MR];
     for (int i = 0; i < GEMM_MR; i++) lo[i] = hi[i] = (vec8){0};
     for (int k = 0; k < kb; k++) {
         const vec8 b0 = *(const vec8u *)(b + (size_t)k * b_k);
         const vec8 b1 = *(const vec8u *)(b + (size_t)k * b_k + 8);
-        const float *ak = a + (size_t)k * a_k;
+        const float *ak = koff ? a + koff[k] : a + (size_t)k * a_k;
         for (int i = 0; i < GEMM_MR; i++) {
-            lo[i] += ak[i * a_i] * b0;
-            hi[i] += ak[i * a_i] * b1;
+            lo[i] += ak[ro[i]] * b0;
+            hi[i] += ak[ro[i]] * b1;
         }
     }
     vec16 acc[GEMM_MR][GEMM_NV];
@@ -163,6 +170,7 @@ micro_kernel(int kb, const float *restrict a, size_t a_k, size_t a_i, const floa
 typedef struct gemm_block {
     int trans_a, M, N, k0, kb, full_rows, direct_cols, col_panels, add;
     int nv, nr; /* the tile's width: nv vectors of 16, nr = 16 nv columns */
+    const int *rows, *cols; /* a gathered A (gemm_gather), or NULL */
     int row_panels, by_cols; /* tile order: column panel by column panel when by_cols */
     const float *A, *B, *pa, *pb;
     int lda, ldb, ldc;
@@ -187,13 +195,17 @@ static inline __attribute__((always_inline)) void tiles_of_width(const gemm_bloc
         int rows = g->M - i0 < GEMM_MR ? g->M - i0 : GEMM_MR;
         int cols = g->N - j0 < nr ? g->N - j0 : nr;
         if (ip == g->full_rows)
-            micro_kernel(kb, g->pa, GEMM_MR, 1, b, b_k, c, ldc, rows, cols, g->add, nv);
+            micro_kernel(kb, g->pa, GEMM_MR, 1, NULL, NULL, b, b_k, c, ldc, rows, cols, g->add,
+                         nv);
+        else if (g->rows) /* A gathered: a(i, k) = src[rows[i] + cols[k]] */
+            micro_kernel(kb, g->A, 0, 0, g->cols + k0, g->rows + i0, b, b_k, c, ldc, rows, cols,
+                         g->add, nv);
         else if (g->trans_a) /* A is K x M: row k holds a(i0 .. i0+MR-1, k) together */
-            micro_kernel(kb, g->A + (size_t)k0 * lda + i0, (size_t)lda, 1, b, b_k, c, ldc, rows,
-                         cols, g->add, nv);
+            micro_kernel(kb, g->A + (size_t)k0 * lda + i0, (size_t)lda, 1, NULL, NULL, b, b_k, c,
+                         ldc, rows, cols, g->add, nv);
         else /* A is M x K: each of the MR rows is read along k */
-            micro_kernel(kb, g->A + (size_t)i0 * lda + k0, 1, (size_t)lda, b, b_k, c, ldc, rows,
-                         cols, g->add, nv);
+            micro_kernel(kb, g->A + (size_t)i0 * lda + k0, 1, (size_t)lda, NULL, NULL, b, b_k, c,
+                         ldc, rows, cols, g->add, nv);
     }
 }
 
@@ -392,7 +404,13 @@ static int gemm_thin(int trans_a, int trans_b, int M, int N, int K, const float 
  * B that are not read in place into pb. */
 static void pack_block(const gemm_block *g, int trans_b, int packed_cols, int row_panels, int k0,
                        int kb, float *pa, float *pb) {
-    if (g->full_rows < row_panels) {
+    if (g->full_rows < row_panels && g->rows) {
+        /* The last, partial row panel of a gathered A. */
+        const int first = g->full_rows * GEMM_MR, m = g->M - first;
+        for (int k = 0; k < kb; k++)
+            for (int i = 0; i < GEMM_MR; i++)
+                pa[k * GEMM_MR + i] = i < m ? g->A[g->rows[first + i] + g->cols[k0 + k]] : 0.0f;
+    } else if (g->full_rows < row_panels) {
         /* The last, partial row panel (the packed layout: a_k = MR, a_i = 1). */
         const float *src = g->trans_a ? g->A + g->full_rows * GEMM_MR
                                       : g->A + (size_t)g->full_rows * GEMM_MR * g->lda;
@@ -417,14 +435,15 @@ typedef struct gemm_job {
  * and returns 1). */
 static int gemm_prepare(int trans_a, int trans_b, int M, int N, int K, const float *A, int lda,
                         const float *B, int ldb, int accumulate, float *C, int ldc, int nt,
-                        gemm_job *job) {
+                        const int *rows, const int *cols, gemm_job *job) {
     if (M <= 0 || N <= 0) return 1;
     if (K <= 0) {
         if (!accumulate)
             for (int i = 0; i < M; i++) memset(C + (size_t)i * ldc, 0, (size_t)N * sizeof(float));
         return 1;
     }
-    if (gemm_thin(trans_a, trans_b, M, N, K, A, lda, B, ldb, accumulate, C, ldc, nt)) return 1;
+    if (!rows && gemm_thin(trans_a, trans_b, M, N, K, A, lda, B, ldb, accumulate, C, ldc, nt))
+        return 1;
     /* The tile's width: GEMM_NV vectors (two with AVX-512: twice the products per value of A
      * loaded), one where N is no wider than a vector. Which width sums an element makes no
      * difference to its bits. */
@@ -435,8 +454,8 @@ static int gemm_prepare(int trans_a, int trans_b, int M, int N, int K, const flo
     const int full_rows = M / GEMM_MR, direct_cols = trans_b ? 0 : N / nr;
     const int packed_cols = col_panels - direct_cols;
     const int kc = K < GEMM_KC ? K : GEMM_KC;
-    *job = (gemm_job){{trans_a, M, N, 0, 0, full_rows, direct_cols, col_panels, 0, nv, nr,
-                       row_panels, M < N, A, B, NULL, NULL, lda, ldb, ldc, C},
+    *job = (gemm_job){{trans_a, M, N, 0, 0, full_rows, direct_cols, col_panels, 0, nv, nr, rows,
+                       cols, row_panels, M < N, A, B, NULL, NULL, lda, ldb, ldc, C},
                       K, accumulate, packed_cols, row_panels, trans_b,
                       (long)row_panels * col_panels, (size_t)GEMM_MR * kc,
                       (size_t)(packed_cols ? packed_cols : 1) * nr * kc};
@@ -484,6 +503,19 @@ static int gemm_batch_tiles(void *ctx, long begin, long end, int worker) {
     return 0;
 }
 
+/* gemm_ref for a gathered A. */
+static void gather_ref(const gemm_block *g, int trans_b, int K, int accumulate) {
+    for (int i = 0; i < g->M; i++)
+        for (int j = 0; j < g->N; j++) {
+            double acc = 0.0;
+            for (int k = 0; k < K; k++)
+                acc += (double)g->A[g->rows[i] + g->cols[k]] *
+                       (trans_b ? g->B[(size_t)j * g->ldb + k] : g->B[(size_t)k * g->ldb + j]);
+            float *c = g->C + (size_t)i * g->ldc + j;
+            *c = accumulate ? *c + (float)acc : (float)acc;
+        }
+}
+
 /* Runs the prepared products with up to nt threads: one region over all their tiles when the
  * work pays for several threads, else one after another on this thread. */
 static void gemm_jobs(gemm_job *jobs, int count, int nt) {
@@ -509,6 +541,8 @@ static void gemm_jobs(gemm_job *jobs, int count, int nt) {
             const gemm_job *j = &jobs[i];
             if (pa && pb) {
                 gemm_run(j, 0, j->tiles, pa, pb);
+            } else if (j->blk.rows) {
+                gather_ref(&j->blk, j->trans_b, j->K, j->accumulate);
             } else {
                 const gemm_block *g = &j->blk;
                 gemm_ref(g->trans_a, j->trans_b, g->M, g->N, j->K, g->A, g->lda, g->B, g->ldb,
@@ -528,7 +562,16 @@ static void gemm_jobs(gemm_job *jobs, int count, int nt) {
 void gemm(int trans_a, int trans_b, int M, int N, int K, const float *A, int lda, const float *B,
           int ldb, int accumulate, float *C, int ldc, int nt) {
     gemm_job job;
-    if (gemm_prepare(trans_a, trans_b, M, N, K, A, lda, B, ldb, accumulate, C, ldc, nt, &job))
+    if (gemm_prepare(trans_a, trans_b, M, N, K, A, lda, B, ldb, accumulate, C, ldc, nt, NULL,
+                     NULL, &job))
+        return;
+    gemm_jobs(&job, 1, nt);
+}
+
+void gemm_gather(int M, int N, int K, const float *src, const int *rows, const int *cols,
+                 int trans_b, const float *B, int ldb, int accumulate, float *C, int ldc, int nt) {
+    gemm_job job;
+    if (gemm_prepare(0, trans_b, M, N, K, src, 0, B, ldb, accumulate, C, ldc, nt, rows, cols, &job))
         return;
     gemm_jobs(&job, 1, nt);
 }
@@ -541,7 +584,7 @@ void gemm_batch(int count, const gemm_args *list, int nt) {
         for (; done < count && n < CHUNK; done++) {
             const gemm_args *g = &list[done];
             if (!gemm_prepare(g->trans_a, g->trans_b, g->M, g->N, g->K, g->A, g->lda, g->B, g->ldb,
-                              g->accumulate, g->C, g->ldc, nt, &jobs[n]))
+                              g->accumulate, g->C, g->ldc, nt, NULL, NULL, &jobs[n]))
                 n++;
         }
         gemm_jobs(jobs, n, nt);

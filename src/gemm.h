@@ -32,6 +32,13 @@
 void gemm(int trans_a, int trans_b, int M, int N, int K, const float *A, int lda, const float *B,
           int ldb, int accumulate, float *C, int ldc, int nt);
 
+/* The same with A gathered, never stored: a(i, k) = src[rows[i] + cols[k]] (a convolution's
+ * patches where they lie in its padded input: row i a position, column k a (ky, kx, c)). Shapes
+ * with M, N or K of 1 take the tiles too; every other shape gives the bits gemm() gives on the
+ * gathered matrix, each element summed the same way. */
+void gemm_gather(int M, int N, int K, const float *src, const int *rows, const int *cols,
+                 int trans_b, const float *B, int ldb, int accumulate, float *C, int ldc, int nt);
+
 /* The arguments of one gemm() call. */
 typedef struct gemm_args {
     int trans_a, trans_b, M, N, K;

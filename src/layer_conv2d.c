@@ -449,11 +449,69 @@ typedef struct conv_args {
     float *col, *dcol, *partial, *din;
     int nt; /* threads for each sample's products (1 when the samples are shared out) */
     int relu; /* forward: apply relu to each sample's output (run_ctx.relu) */
+    const int *row_at, *col_at; /* forward without patches: gemm_gather's tables */
     int one_slot; /* backward: every sample's gradient into partial's first slot */
 } conv_args;
 
 static size_t patch_floats(const conv_geom *g) {
     return (size_t)g->out_h * g->out_w * g->kernel * g->kernel * g->in_c;
+}
+
+/* ---- forward without patches ----
+ * A forward pass that keeps no patches (they are large, or this is evaluation) lets the GEMM read
+ * each patch value where it lies in the input, laid out once with its padding: patch row p,
+ * column k = (ky, kx, c) is padded[row_at[p] + col_at[k]]. The GEMM sums every element as it sums
+ * the patches' (gemm_gather), so the bits are those of im2col and gemm(). */
+#define GATHER_TABLE 8192
+
+static int padded_w(const conv_geom *g) {
+    return g->in_w + 2 * g->padding;
+}
+
+static size_t padded_floats(const conv_geom *g) {
+    return (size_t)(g->in_h + 2 * g->padding) * padded_w(g) * g->in_c;
+}
+
+/* Whether forward gathers (may: no patches are to be kept). Thin products, which gemm() runs
+ * with loops of their own, keep the patches, as do tables too long for the stack, and padded
+ * inputs larger than the patches whose slot of `col` they use. */
+static int gathers(const conv_geom *g, int may) {
+    const int P = g->out_h * g->out_w, Kc = g->kernel * g->kernel * g->in_c;
+    return may && !is_pointwise(g) && P > 1 && g->n_filters > 1 && Kc > 1 && P <= GATHER_TABLE &&
+           Kc <= GATHER_TABLE && (g->padding == 0 || padded_floats(g) <= patch_floats(g));
+}
+
+static void gather_tables(int *row_at, int *col_at, const conv_geom *g) {
+    const int C = g->in_c, K = g->kernel, S = g->stride, pw = padded_w(g);
+    for (int oy = 0; oy < g->out_h; oy++)
+        for (int ox = 0; ox < g->out_w; ox++)
+            row_at[oy * g->out_w + ox] = (oy * S * pw + ox * S) * C;
+    for (int ky = 0; ky < K; ky++)
+        for (int kx = 0; kx < K; kx++)
+            for (int c = 0; c < C; c++) col_at[(ky * K + kx) * C + c] = (ky * pw + kx) * C + c;
+}
+
+/* x (in_h x in_w x in_c) into pad, zeros around it. */
+static void pad_input(float *pad, const float *x, const conv_geom *g) {
+    const size_t row = (size_t)g->in_w * g->in_c, edge = (size_t)g->padding * g->in_c;
+    const size_t prow = (size_t)padded_w(g) * g->in_c;
+    memset(pad, 0, (size_t)g->padding * prow * sizeof *pad);
+    for (int iy = 0; iy < g->in_h; iy++) {
+        float *d = pad + (size_t)(iy + g->padding) * prow;
+        memset(d, 0, edge * sizeof *d);
+        memcpy(d + edge, x + (size_t)iy * row, row * sizeof *d);
+        memset(d + edge + row, 0, edge * sizeof *d);
+    }
+    memset(pad + (size_t)(g->in_h + g->padding) * prow, 0, (size_t)g->padding * prow * sizeof *pad);
+}
+
+/* What a sample's gathers read: its input, or with padding the input laid out with it in this
+ * worker's slot of col. */
+static const float *gather_source(const conv_args *a, const float *x, int worker) {
+    if (!a->g->padding) return x;
+    float *pad = a->col + (size_t)worker * patch_floats(a->g);
+    pad_input(pad, x, a->g);
+    return pad;
 }
 
 /* Sample s's patches: kept, or built now into this worker's slot of col. */
@@ -479,7 +537,12 @@ static int forward_samples(void *ctx, long begin, long end, int worker) {
             if (a->relu) relu_in_place(y, (size_t)P * F);
             continue;
         }
-        if (a->wt_gemm)
+        if (a->row_at) {
+            /* No patches: the GEMM gathers them from the padded input. */
+            gemm_gather(P, F, Kc, gather_source(a, x, worker), a->row_at, a->col_at,
+                        a->wt_gemm == NULL,
+                        a->wt_gemm ? a->wt_gemm : a->weight, a->wt_gemm ? F : Kc, 0, y, F, a->nt);
+        } else if (a->wt_gemm)
             gemm(0, 0, P, F, Kc, patches_of(a, x, (int)s, worker), Kc, a->wt_gemm, F, 0, y, F,
                  a->nt);
         else
@@ -530,6 +593,11 @@ static void forward_relu(float *out, const float *in, const float *weight, const
             for (int k = 0; k < Kc; k++) wt_gemm[(size_t)k * F + f] = weight[(size_t)f * Kc + k];
         a.wt_gemm = wt_gemm;
     }
+    int row_at[GATHER_TABLE], col_at[GATHER_TABLE];
+    if (gathers(g, !a.keep && (g->padding == 0 || col != NULL))) {
+        gather_tables(row_at, col_at, g);
+        a.row_at = row_at, a.col_at = col_at;
+    }
     over_samples(&a, n, macs * (size_t)n, forward_samples, nt);
 }
 
@@ -555,6 +623,15 @@ static int backward_samples(void *ctx, long begin, long end, int worker) {
         float *db = dw + (size_t)F * Kc;
         if (is_direct_weight_grad(g)) {
             direct_weight_grad(dw, dy, x, g);
+        } else if (a->row_at) {
+            /* dW^T (Kc x F) = patches^T . dy, the patches gathered from the padded input (rows
+             * and columns of the tables swapped), into the worker's slot of dcol, then turned:
+             * each element summed over the positions as gemm() sums dy^T . patches. */
+            float *dwt = a->dcol + (size_t)worker * patch_floats(g);
+            gemm_gather(Kc, F, P, gather_source(a, x, worker), a->col_at, a->row_at, 0, dy, F, 0,
+                        dwt, F, a->nt);
+            for (int f = 0; f < F; f++)
+                for (int k = 0; k < Kc; k++) dw[(size_t)f * Kc + k] = dwt[(size_t)k * F + f];
         } else {
             const float *patches = patches_of(a, x, (int)s, worker);
             gemm(1, 0, F, Kc, P, dy, F, patches, Kc, 0, dw, Kc, a->nt);
@@ -616,6 +693,14 @@ void conv2d_backward(float *din, float *dweight, float *dbias, const float *dout
     conv_args a = {.g = g, .in = in, .weight = weight, .dout = dout,
                    .cols = is_direct(g) ? NULL : cols, .col = col, .dcol = dcol,
                    .partial = partial, .din = din};
+    /* Without kept patches, the weight gradient gathers them too, when its transpose fits the
+     * slot of dcol (F <= P). */
+    int row_at[GATHER_TABLE], col_at[GATHER_TABLE];
+    if (!is_direct_weight_grad(g) && !a.cols && dcol && g->n_filters <= (int)P &&
+        gathers(g, g->padding == 0 || col != NULL)) {
+        gather_tables(row_at, col_at, g);
+        a.row_at = row_at, a.col_at = col_at;
+    }
     const lane_cut one = {0, NULL, 0};
     const size_t len = partial_floats(g);
     lane_sum_args s = {cut ? cut : &one, n, W, len, (long)((len + 63) / 64), partial, dweight,

@@ -90,6 +90,40 @@ START_TEST(test_gemm_tile_width_does_not_matter) {
 }
 END_TEST
 
+/* A gathered A, a(i, k) = src[rows[i] + cols[k]] with rows and columns that overlap and repeat
+ * as a convolution's do, gives the bits of gemm() on the same matrix written out: ragged row
+ * panels, B transposed or not, several blocks of k, accumulating or not, 1 and 3 threads. */
+START_TEST(test_gemm_gather_same_bits) {
+    const int sizes[][3] = {{37, 40, 300}, {8, 16, 9}, {203, 64, 600}, {5, 3, 7}};
+    for (size_t c = 0; c < sizeof sizes / sizeof sizes[0]; c++)
+        for (int tb = 0; tb < 2; tb++)
+            for (int acc = 0; acc < 2; acc++) {
+                const int M = sizes[c][0], N = sizes[c][1], K = sizes[c][2];
+                int *rows = malloc((size_t)M * sizeof *rows), *cols = malloc((size_t)K * sizeof *cols);
+                for (int i = 0; i < M; i++) rows[i] = (i % 13) * 7 + i / 13 * 50;
+                for (int k = 0; k < K; k++) cols[k] = (k % 11) + k / 11 * 40;
+                const size_t span = (size_t)rows[M - 1] + cols[K - 1] + 100;
+                float *src = random_floats(span), *A = floats_alloc((size_t)M * K);
+                for (int i = 0; i < M; i++)
+                    for (int k = 0; k < K; k++) A[(size_t)i * K + k] = src[rows[i] + cols[k]];
+                float *B = random_floats((size_t)K * N), *C0 = random_floats((size_t)M * N);
+                float *want = floats_alloc((size_t)M * N), *got = floats_alloc((size_t)M * N);
+                memcpy(want, C0, (size_t)M * N * sizeof *want);
+                gemm(0, tb, M, N, K, A, K, B, tb ? K : N, acc, want, N, 1);
+                for (int nt = 1; nt <= 3; nt += 2) {
+                    memcpy(got, C0, (size_t)M * N * sizeof *got);
+                    gemm_gather(M, N, K, src, rows, cols, tb, B, tb ? K : N, acc, got, N, nt);
+                    ck_assert_msg(memcmp(want, got, (size_t)M * N * sizeof *got) == 0,
+                                  "gather %dx%dx%d tb=%d acc=%d, %d threads: not gemm's bits", M,
+                                  N, K, tb, acc, nt);
+                }
+                free(rows), free(cols);
+                aligned_free(src), aligned_free(A), aligned_free(B), aligned_free(C0);
+                aligned_free(want), aligned_free(got);
+            }
+}
+END_TEST
+
 START_TEST(test_gemm_thread_count_does_not_matter) {
     /* Large enough to be split over threads: tiled shapes with ragged edges and several blocks
      * of k, taller than wide (tiles row panel by row panel) and wider than tall (column panel by
@@ -347,6 +381,7 @@ static Suite *kernels_suite(void) {
     TCase *tc = tcase_create("fast vs reference");
     tcase_add_test(tc, test_gemm_matches_reference);
     tcase_add_test(tc, test_gemm_tile_width_does_not_matter);
+    tcase_add_test(tc, test_gemm_gather_same_bits);
     tcase_add_test(tc, test_gemm_thread_count_does_not_matter);
     tcase_add_test(tc, test_conv2d_matches_reference);
     tcase_add_test(tc, test_conv2d_threads_and_lanes);

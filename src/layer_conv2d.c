@@ -505,6 +505,48 @@ static void pad_input(float *pad, const float *x, const conv_geom *g) {
     memset(pad + (size_t)(g->in_h + g->padding) * prow, 0, (size_t)g->padding * prow * sizeof *pad);
 }
 
+/* 8 floats, and lane shuffles of two of them in GCC's and clang's spellings. */
+typedef float tvec __attribute__((vector_size(32)));
+typedef float tvec_u __attribute__((vector_size(32), aligned(4)));
+#ifdef __clang__
+#define TSHUFFLE(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#else
+typedef int tmask __attribute__((vector_size(32)));
+#define TSHUFFLE(a, b, ...) __builtin_shuffle(a, b, (tmask){__VA_ARGS__})
+#endif
+
+/* dst[j * ld_dst + i] = src[i * ld_src + j] for i, j < 8: pairs of rows interleaved, then pairs
+ * of pairs, then the halves swapped. */
+static inline void transpose8(float *dst, size_t ld_dst, const float *src, size_t ld_src) {
+    tvec r[8], t[8], u[8];
+    for (int i = 0; i < 8; i++) r[i] = *(const tvec_u *)(src + i * ld_src);
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = TSHUFFLE(r[i], r[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+        t[i + 1] = TSHUFFLE(r[i], r[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+    }
+    for (int i = 0; i < 8; i += 4)
+        for (int h = 0; h < 2; h++) {
+            u[i + 2 * h] = TSHUFFLE(t[i + h], t[i + h + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+            u[i + 2 * h + 1] = TSHUFFLE(t[i + h], t[i + h + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+        }
+    for (int i = 0; i < 4; i++) {
+        *(tvec_u *)(dst + i * ld_dst) = TSHUFFLE(u[i], u[i + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+        *(tvec_u *)(dst + (i + 4) * ld_dst) = TSHUFFLE(u[i], u[i + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+    }
+}
+
+/* dst (cols x rows) = the transpose of src (rows x cols): 8 x 8 blocks, then the edges. */
+static void transpose(float *dst, const float *src, int rows, int cols) {
+    const int r8 = rows / 8 * 8, c8 = cols / 8 * 8;
+    for (int i = 0; i < r8; i += 8)
+        for (int j = 0; j < c8; j += 8)
+            transpose8(dst + (size_t)j * rows + i, (size_t)rows, src + (size_t)i * cols + j,
+                       (size_t)cols);
+    for (int i = 0; i < rows; i++)
+        for (int j = i < r8 ? c8 : 0; j < cols; j++)
+            dst[(size_t)j * rows + i] = src[(size_t)i * cols + j];
+}
+
 /* What a sample's gathers read: its input, or with padding the input laid out with it in this
  * worker's slot of col. */
 static const float *gather_source(const conv_args *a, const float *x, int worker) {
@@ -630,8 +672,7 @@ static int backward_samples(void *ctx, long begin, long end, int worker) {
             float *dwt = a->dcol + (size_t)worker * patch_floats(g);
             gemm_gather(Kc, F, P, gather_source(a, x, worker), a->col_at, a->row_at, 0, dy, F, 0,
                         dwt, F, a->nt);
-            for (int f = 0; f < F; f++)
-                for (int k = 0; k < Kc; k++) dw[(size_t)f * Kc + k] = dwt[(size_t)k * F + f];
+            transpose(dw, dwt, Kc, F);
         } else {
             const float *patches = patches_of(a, x, (int)s, worker);
             gemm(1, 0, F, Kc, P, dy, F, patches, Kc, 0, dw, Kc, a->nt);

@@ -715,11 +715,19 @@ static int lane_sums(void *ctx, long begin, long end, int worker) {
         const size_t i1 = i0 + 64 < a->len ? i0 + 64 : a->len;
         const int s0 = cut_start(a->cut, l, a->n), s1 = cut_start(a->cut, l + 1, a->n);
         const size_t off = (size_t)l * a->cut->grad_stride;
-        for (size_t i = i0; i < i1; i++) {
-            float sum = a->partial[(size_t)s0 * a->len + i];
-            for (int s = s0 + 1; s < s1; s++) sum += a->partial[(size_t)s * a->len + i];
-            if (i < a->weights) a->dweight[off + i] = sum;
-            else if (a->dbias) a->dbias[off + i - a->weights] = sum;
+        /* The block's 64 sums side by side, a sample at a time (vectorised, and along memory),
+         * each still its lane's samples added in order. */
+        float sum[64];
+        const int w = (int)(i1 - i0);
+        memcpy(sum, a->partial + (size_t)s0 * a->len + i0, (size_t)w * sizeof *sum);
+        for (int s = s0 + 1; s < s1; s++) {
+            const float *restrict p = a->partial + (size_t)s * a->len + i0;
+            for (int j = 0; j < w; j++) sum[j] += p[j];
+        }
+        for (int j = 0; j < w; j++) {
+            const size_t i = i0 + (size_t)j;
+            if (i < a->weights) a->dweight[off + i] = sum[j];
+            else if (a->dbias) a->dbias[off + i - a->weights] = sum[j];
         }
     }
     return 0;

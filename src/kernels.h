@@ -18,6 +18,12 @@ static inline void relu_in_place(float *restrict y, size_t n) {
     for (size_t i = 0; i < n; i++) y[i] = relu_of(y[i]);
 }
 
+/* The gradient dy[i] passed back through a relu whose output is mask (as the relu layer's
+ * backward computes it), or dy[i] itself without a mask. */
+static inline float relu_grad(const float *dy, const float *mask, size_t i) {
+    return mask ? (mask[i] > 0.0f ? dy[i] : 0.0f) : dy[i];
+}
+
 /* The geometry of a conv2d layer, for its kernels. */
 typedef struct conv_geom {
     int in_h, in_w, in_c, out_h, out_w, n_filters, kernel, stride, padding;

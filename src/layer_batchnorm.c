@@ -122,6 +122,7 @@ typedef struct bn_args {
     size_t width;
     const float *a, *b, *d; /* per channel: the final pass's coefficients */
     int relu;               /* forward: relu on the output too (run_ctx.relu) */
+    const float *mask;      /* backward, with a fused relu: its output; dy counts where > 0 */
 } bn_args;
 
 /* Each sample's per-channel sums run over its positions in order, in double. The channels go
@@ -220,14 +221,15 @@ static int bn_affine_samples(void *ctx, long begin, long end, int worker) {
 /* One block of w channels (every pointer at its first): the sums over positions of dy and of
  * dy * xhat, xhat computed again as forward computed it. Inlined like bn_block_sums. */
 static inline __attribute__((always_inline)) void
-bn_block_grad_sums(const float *dy, const float *x, const float *mean, const float *inv, int plane,
-                   int n_ch, int w, double *sum_dy, double *sum_dyx) {
+bn_block_grad_sums(const float *dy, const float *mask, const float *x, const float *mean,
+                   const float *inv, int plane, int n_ch, int w, double *sum_dy, double *sum_dyx) {
     for (int p = 0; p < plane; p++)
         for (int j = 0; j < w; j++) {
             const size_t i = (size_t)p * n_ch + j;
             const float xhat = (x[i] - mean[j]) * inv[j];
-            sum_dy[j] += dy[i];
-            sum_dyx[j] += (double)dy[i] * xhat;
+            const float d = relu_grad(dy, mask, i);
+            sum_dy[j] += d;
+            sum_dyx[j] += (double)d * xhat;
         }
 }
 
@@ -243,33 +245,45 @@ static int bn_grad_sums_samples(void *ctx, long begin, long end, int worker) {
         for (int c0 = 0; c0 < n_ch; c0 += BN_BLOCK) {
             const int w = n_ch - c0 < BN_BLOCK ? n_ch - c0 : BN_BLOCK;
             const float *dy = a->x + base + c0, *x = a->in + base + c0;
+            const float *mask = a->mask ? a->mask + base + c0 : NULL;
             const float *mean = a->mean + c0, *inv = a->inv + c0;
             double sum_dy[BN_BLOCK] = {0.0}, sum_dyx[BN_BLOCK] = {0.0};
-            if (w == BN_BLOCK)
-                bn_block_grad_sums(dy, x, mean, inv, plane, n_ch, BN_BLOCK, sum_dy, sum_dyx);
+            if (w == BN_BLOCK && mask)
+                bn_block_grad_sums(dy, mask, x, mean, inv, plane, n_ch, BN_BLOCK, sum_dy, sum_dyx);
+            else if (w == BN_BLOCK)
+                bn_block_grad_sums(dy, NULL, x, mean, inv, plane, n_ch, BN_BLOCK, sum_dy, sum_dyx);
             else
-                bn_block_grad_sums(dy, x, mean, inv, plane, n_ch, w, sum_dy, sum_dyx);
+                bn_block_grad_sums(dy, mask, x, mean, inv, plane, n_ch, w, sum_dy, sum_dyx);
             for (int j = 0; j < w; j++) s[c0 + j] = sum_dy[j], s[n_ch + c0 + j] = sum_dyx[j];
         }
     }
     return 0;
 }
 
-/* Backward: dx = a * (dy - b - xhat * d). */
-static int bn_input_grad_samples(void *ctx, long begin, long end, int worker) {
-    const bn_args *a = ctx;
+/* Backward: dx = a * (dy - b - xhat * d), dy through the fused relu when there is a mask (a
+ * constant where inlined below). */
+static inline __attribute__((always_inline)) void
+bn_input_grad(const bn_args *a, long begin, long end, const float *restrict mask) {
     const int n_ch = a->l->in.c;
     const size_t size = shape_size(a->l->in);
     const float *restrict dy = a->x, *restrict x = a->in;
     const float *restrict mean = a->mean, *restrict inv = a->inv;
     const float *restrict ka = a->a, *restrict kb = a->b, *restrict kd = a->d;
     float *restrict dx = a->y;
-    (void)worker;
     for (size_t i = (size_t)begin * size; i < (size_t)end * size; i += (size_t)n_ch)
         for (int c = 0; c < n_ch; c++) {
             const float xhat = (x[i + c] - mean[c]) * inv[c];
-            dx[i + c] = ka[c] * (dy[i + c] - kb[c] - xhat * kd[c]);
+            dx[i + c] = ka[c] * (relu_grad(dy, mask, i + c) - kb[c] - xhat * kd[c]);
         }
+}
+
+static int bn_input_grad_samples(void *ctx, long begin, long end, int worker) {
+    const bn_args *a = ctx;
+    (void)worker;
+    if (a->mask)
+        bn_input_grad(a, begin, end, a->mask);
+    else
+        bn_input_grad(a, begin, end, NULL);
     return 0;
 }
 
@@ -345,14 +359,14 @@ static void batchnorm_layer_forward(const layer *l, const float *params, const f
 static void batchnorm_layer_backward(const layer *l, const float *params, const float *in,
                                const float *out, const float *dout, float *din, float *dparams,
                                const run_ctx *run) {
-    (void)out;
     const int n_ch = l->in.c;
     const size_t width = sums_width(l), work = (size_t)run->n * shape_size(l->in) * PAR_ELEMENT_COST;
     const bn_scratch b = scratch_of(l, run->scratch, run->n);
     const double *invstd = (const double *)run->pass_saved, m = invstd[n_ch];
     const float *kept = pass_floats(l, run->pass_saved);
+    /* With a fused relu, out is the relu's output and dout the gradient of it. */
     bn_args a = {.l = l, .x = dout, .in = in, .mean = kept, .inv = kept + n_ch, .sums = b.sums,
-                 .width = width};
+                 .width = width, .mask = run->relu ? out : NULL};
     par_blocks(run->nt, work, run->n, bn_grad_sums_samples, &a);
     sum_batch(run, b.sums, width, 2 * (size_t)n_ch, b.lanes, b.total);
     /* Each lane's dweight and dbias: its own samples' sums. */
@@ -406,4 +420,5 @@ const layer_ops batchnorm_ops = {
     .geometry = batchnorm_geometry,
     .batch_wide = 1,
     .relu_epilogue = 1,
+    .relu_backward = 1,
 };

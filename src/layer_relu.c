@@ -32,7 +32,7 @@ static int relu_backward_block(void *ctx, long begin, long end, int worker) {
     float *restrict dx = a->y;
     const float *restrict x = a->x, *restrict dy = a->dy;
     (void)worker;
-    for (long i = begin; i < end; i++) dx[i] = x[i] > 0.0f ? dy[i] : 0.0f;
+    for (long i = begin; i < end; i++) dx[i] = relu_grad(dy, x, (size_t)i);
     return 0;
 }
 

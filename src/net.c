@@ -273,10 +273,13 @@ void net_backward_view(const net *n, const float *params, workspace *ws, const p
     int cur = 0;
     for (int i = n->n_layers - 2; i >= 0; i--) {
         const layer *l = &n->layers[i];
+        /* A fused relu whose layer takes its gradient too has no backward of its own. */
+        if (l->in_place && n->layers[i - 1].ops->relu_backward) continue;
+        const int relu = l->relu_fused && l->ops->relu_backward;
         const size_t kept = l->ops->saved_size ? l->ops->saved_size(l) : 0;
         run_ctx run = {v->count, nt, v->scratch, ws->saved[i] + first * kept, v->cut,
                        ws->training, ws->sample_keys + first, layer_buffers(n, l, params),
-                       ws->pass_saved[i], ws->batch, 0};
+                       ws->pass_saved[i], ws->batch, relu};
         /* The first layer's input gradient is never used. */
         float *din = i > 0 ? delta[1 - cur] : NULL;
         const double start = profile_on ? omp_get_wtime() : 0.0;

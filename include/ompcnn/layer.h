@@ -79,7 +79,9 @@ typedef struct run_ctx {
      * whole batch, its lanes summed in order). */
     const struct batch_sum *batch;
     /* Nonzero: forward also applies relu to its output, for a relu layer that follows it and
-     * then runs in place without a pass of its own (layer_ops.relu_epilogue). */
+     * then runs in place without a pass of its own (layer_ops.relu_epilogue); backward, for a
+     * layer with relu_backward, gets the gradient of that relu's output and passes it back
+     * through the relu itself (where its own output, the relu's, is positive). */
     int relu;
 } run_ctx;
 
@@ -134,8 +136,10 @@ typedef struct layer_ops {
      * bias. */
     void (*geometry)(const void *settings, struct layer_geometry *g);
     /* Nonzero when forward can apply relu to its output itself, sample by sample while the
-     * output is in cache (run_ctx.relu), as conv2d, dense and batchnorm can. */
-    int relu_epilogue;
+     * output is in cache (run_ctx.relu), as conv2d, dense and batchnorm can; relu_backward: when
+     * backward can also take the relu's gradient for it (batchnorm, whose passes read the
+     * gradient elementwise; conv2d and dense hand it to a GEMM). */
+    int relu_epilogue, relu_backward;
 } layer_ops;
 
 /* What a layer's settings say about its arithmetic, for exporters: conv2d (kernel, stride,

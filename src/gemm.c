@@ -94,7 +94,10 @@ static void pack_cols(float *dst, const float *B, int ldb, int trans, int N, int
                 memcpy(row, src, (size_t)nr * sizeof(float));
                 continue;
             }
-            for (int j = 0; j < nr; j++) row[j] = j < width ? src[j] : 0.0f;
+            /* Two loops, which vectorise (one would load only under a condition). */
+            int j = 0;
+            for (; j < width; j++) row[j] = src[j];
+            for (; j < nr; j++) row[j] = 0.0f;
         }
     }
 }
@@ -407,9 +410,12 @@ static void pack_block(const gemm_block *g, int trans_b, int packed_cols, int ro
     if (g->full_rows < row_panels && g->rows) {
         /* The last, partial row panel of a gathered A. */
         const int first = g->full_rows * GEMM_MR, m = g->M - first;
-        for (int k = 0; k < kb; k++)
-            for (int i = 0; i < GEMM_MR; i++)
-                pa[k * GEMM_MR + i] = i < m ? g->A[g->rows[first + i] + g->cols[k0 + k]] : 0.0f;
+        for (int k = 0; k < kb; k++) {
+            const float *a = g->A + g->cols[k0 + k];
+            int i = 0;
+            for (; i < m; i++) pa[k * GEMM_MR + i] = a[g->rows[first + i]];
+            for (; i < GEMM_MR; i++) pa[k * GEMM_MR + i] = 0.0f;
+        }
     } else if (g->full_rows < row_panels) {
         /* The last, partial row panel (the packed layout: a_k = MR, a_i = 1). */
         const float *src = g->trans_a ? g->A + g->full_rows * GEMM_MR

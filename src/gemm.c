@@ -74,17 +74,20 @@ static void pack_rows(float *dst, const float *A, int lda, int trans, int M, int
 
 /* Packs op(B) for k in [k0, k0 + kb) into nr-column panels: panel p holds, for each k, the nr
  * values B[k][p*nr + j] (zero past N). */
-static void pack_cols(float *dst, const float *B, int ldb, int trans, int N, int k0, int kb, int nr) {
+static void pack_cols(float *dst, const float *B, int ldb, int trans, int N, int k0, int kb,
+                      int nr) {
     int panels = (N + nr - 1) / nr;
     for (int p = 0; p < panels; p++) {
         float *d = dst + (size_t)p * kb * nr;
         int j0 = p * nr, width = N - j0 < nr ? N - j0 : nr;
         if (trans) {
             /* Each column of the panel is a row of B: read along k, written down the panel. */
-            for (int j = 0; j < nr; j++) {
+            for (int j = 0; j < width; j++) {
                 const float *src = B + (size_t)(j0 + j) * ldb + k0;
-                for (int k = 0; k < kb; k++) d[(size_t)k * nr + j] = j < width ? src[k] : 0.0f;
+                for (int k = 0; k < kb; k++) d[(size_t)k * nr + j] = src[k];
             }
+            for (int j = width; j < nr; j++)
+                for (int k = 0; k < kb; k++) d[(size_t)k * nr + j] = 0.0f;
             continue;
         }
         for (int k = 0; k < kb; k++) {

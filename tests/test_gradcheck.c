@@ -422,9 +422,10 @@ END_TEST
 
 /* Ties "first" with the channels of a window together: a 4x4 input of C channels in 2x2
  * windows (C = 32 and 16: blocks of 16 channels in registers; 40: the loop over any number of
- * channels; 6 and 1: the channel-by-channel search), channel c's values chosen so that its maxima tie at positions that vary with c
- * (none, two, three or all four of a window). Each window's gradient must go to the first
- * maximum in row-major order, channel by channel, as the one-channel rule says. */
+ * channels; 6 and 1: the channel-by-channel search), channel c's values chosen so that its
+ * maxima tie at positions that vary with c (none, two, three or all four of a window). Each
+ * window's gradient must go to the first maximum in row-major order, channel by channel, as the
+ * one-channel rule says. */
 START_TEST(test_maxpool_first_many_channels) {
     enum { H = 4, W = 4, CMAX = 40 };
     float in[H * W * CMAX], out[(H / 2) * (W / 2) * CMAX], dout[(H / 2) * (W / 2) * CMAX];

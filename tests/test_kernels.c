@@ -99,7 +99,8 @@ START_TEST(test_gemm_gather_same_bits) {
         for (int tb = 0; tb < 2; tb++)
             for (int acc = 0; acc < 2; acc++) {
                 const int M = sizes[c][0], N = sizes[c][1], K = sizes[c][2];
-                int *rows = malloc((size_t)M * sizeof *rows), *cols = malloc((size_t)K * sizeof *cols);
+                int *rows = malloc((size_t)M * sizeof *rows);
+                int *cols = malloc((size_t)K * sizeof *cols);
                 for (int i = 0; i < M; i++) rows[i] = (i % 13) * 7 + i / 13 * 50;
                 for (int k = 0; k < K; k++) cols[k] = (k % 11) + k / 11 * 40;
                 const size_t span = (size_t)rows[M - 1] + cols[K - 1] + 100;

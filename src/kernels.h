@@ -33,8 +33,10 @@ typedef struct conv_geom {
  * reference). Activations are n samples of HWC; weights as saved (see docs/cli.md). A sample's
  * input patches are out_h*out_w*kernel*kernel*in_c floats (none for 1x1 convolutions at stride 1
  * without padding). `cols`, when not NULL, keeps the n samples' patches: forward fills it and
- * backward reads it; when NULL, both build each sample's patches in `col`, which has room for
- * nt samples' patches (one per thread). Single-channel layers run direct loops in forward (and in
+ * backward reads it; when NULL, both read each patch value where it lies in the sample's input,
+ * laid out with its padding in `col` (gemm_gather), or build the patches there for the few
+ * shapes that cannot (conv2d.c, "forward without patches"); `col` has room for nt samples'
+ * patches (one per thread). Single-channel layers run direct loops in forward (and in
  * backward's weight gradient with a multiple of 16 filters) and neither fill nor read `cols`. `dcol` likewise holds nt samples' patch gradients, and
  * `partial` n samples' weight gradients (n_filters * kernel * kernel * in_c floats each). With
  * n samples and nt threads, the samples are shared out when n >= nt, and each sample's products

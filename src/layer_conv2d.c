@@ -472,13 +472,14 @@ static size_t padded_floats(const conv_geom *g) {
     return (size_t)(g->in_h + 2 * g->padding) * padded_w(g) * g->in_c;
 }
 
-/* Whether forward gathers (may: no patches are to be kept). Thin products, which gemm() runs
- * with loops of their own, keep the patches, as do tables too long for the stack, and padded
- * inputs larger than the patches whose slot of `col` they use. */
-static int gathers(const conv_geom *g, int may) {
+/* Whether a pass gathers (may: no patches are to be kept), laying a padded input out in `col`.
+ * Thin products, which gemm() runs with loops of their own, keep the patches, as do tables too
+ * long for the stack, and padded inputs without a `col` or larger than its slots. */
+static int gathers(const conv_geom *g, int may, const float *col) {
     const int P = g->out_h * g->out_w, Kc = g->kernel * g->kernel * g->in_c;
     return may && !is_pointwise(g) && P > 1 && g->n_filters > 1 && Kc > 1 && P <= GATHER_TABLE &&
-           Kc <= GATHER_TABLE && (g->padding == 0 || padded_floats(g) <= patch_floats(g));
+           Kc <= GATHER_TABLE &&
+           (g->padding == 0 || (col != NULL && padded_floats(g) <= patch_floats(g)));
 }
 
 static void gather_tables(int *row_at, int *col_at, const conv_geom *g) {
@@ -631,12 +632,11 @@ static void forward_relu(float *out, const float *in, const float *weight, const
     const int F = g->n_filters, Kc = g->kernel * g->kernel * g->in_c;
     float wt_gemm[CONV_WT_FLOATS];
     if ((size_t)F * Kc <= CONV_WT_FLOATS) {
-        for (int f = 0; f < F; f++)
-            for (int k = 0; k < Kc; k++) wt_gemm[(size_t)k * F + f] = weight[(size_t)f * Kc + k];
+        transpose(wt_gemm, weight, F, Kc);
         a.wt_gemm = wt_gemm;
     }
     int row_at[GATHER_TABLE], col_at[GATHER_TABLE];
-    if (gathers(g, !a.keep && (g->padding == 0 || col != NULL))) {
+    if (gathers(g, !a.keep, col)) {
         gather_tables(row_at, col_at, g);
         a.row_at = row_at, a.col_at = col_at;
     }
@@ -745,8 +745,7 @@ void conv2d_backward(float *din, float *dweight, float *dbias, const float *dout
     /* Without kept patches, the weight gradient gathers them too, when its transpose fits the
      * slot of dcol (F <= P). */
     int row_at[GATHER_TABLE], col_at[GATHER_TABLE];
-    if (!is_direct_weight_grad(g) && !a.cols && dcol && g->n_filters <= (int)P &&
-        gathers(g, g->padding == 0 || col != NULL)) {
+    if (gathers(g, !is_direct_weight_grad(g) && !a.cols && dcol && g->n_filters <= (int)P, col)) {
         gather_tables(row_at, col_at, g);
         a.row_at = row_at, a.col_at = col_at;
     }

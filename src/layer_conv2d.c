@@ -451,6 +451,7 @@ typedef struct conv_args {
     int relu; /* forward: apply relu to each sample's output (run_ctx.relu) */
     const int *row_at, *col_at; /* forward without patches: gemm_gather's tables */
     int one_slot; /* backward: every sample's gradient into partial's first slot */
+    int relu_din; /* backward: the input gradient through the relu before (run_ctx.relu_din) */
 } conv_args;
 
 static size_t patch_floats(const conv_geom *g) {
@@ -690,6 +691,11 @@ static int backward_samples(void *ctx, long begin, long end, int worker) {
             gemm(0, 0, P, Kc, F, dy, F, a->weight, Kc, 0, dcol, Kc, a->nt);
             col2im(dx, dcol, g);
         }
+        if (a->relu_din) {
+            /* Through the relu before, while the sample's gradient is in cache. */
+            const size_t size = (size_t)g->in_h * g->in_w * g->in_c;
+            for (size_t i = 0; i < size; i++) dx[i] = relu_grad(dx, x, i);
+        }
         if (profile_on) profile_input_grad(omp_get_wtime() - start);
     }
     return 0;
@@ -733,15 +739,18 @@ static int lane_sums(void *ctx, long begin, long end, int worker) {
     return 0;
 }
 
-void conv2d_backward(float *din, float *dweight, float *dbias, const float *dout, const float *in,
-                     const float *weight, int n, const conv_geom *g, const float *cols,
-                     float *col, float *dcol, float *partial, const lane_cut *cut, int nt) {
+/* conv2d_backward, and with relu_din the input gradient also through the relu before, a sample
+ * at a time while it is in cache. */
+static void backward_relu(float *din, float *dweight, float *dbias, const float *dout,
+                          const float *in, const float *weight, int n, const conv_geom *g,
+                          const float *cols, float *col, float *dcol, float *partial,
+                          const lane_cut *cut, int nt, int relu_din) {
     const size_t F = (size_t)g->n_filters, W = F * g->kernel * g->kernel * g->in_c;
     const size_t P = (size_t)g->out_h * g->out_w;
     /* A direct layer's forward keeps no patches: they are built here when needed. */
     conv_args a = {.g = g, .in = in, .weight = weight, .dout = dout,
                    .cols = is_direct(g) ? NULL : cols, .col = col, .dcol = dcol,
-                   .partial = partial, .din = din};
+                   .partial = partial, .din = din, .relu_din = relu_din};
     /* Without kept patches, the weight gradient gathers them too, when its transpose fits the
      * slot of dcol (F <= P). */
     int row_at[GATHER_TABLE], col_at[GATHER_TABLE];
@@ -779,6 +788,13 @@ void conv2d_backward(float *din, float *dweight, float *dbias, const float *dout
     over_samples(&a, n, P * W * (size_t)n * (din ? 2 : 1), backward_samples, nt);
     par_blocks(nt, (size_t)n * len * PAR_ELEMENT_COST, (long)cut_lanes(s.cut) * s.blocks,
                lane_sums, &s);
+}
+
+void conv2d_backward(float *din, float *dweight, float *dbias, const float *dout, const float *in,
+                     const float *weight, int n, const conv_geom *g, const float *cols,
+                     float *col, float *dcol, float *partial, const lane_cut *cut, int nt) {
+    backward_relu(din, dweight, dbias, dout, in, weight, n, g, cols, col, dcol, partial, cut, nt,
+                  0);
 }
 
 static conv_geom geometry(const layer *l) {
@@ -847,9 +863,9 @@ static void conv2d_layer_backward(const layer *l, const float *params, const flo
     (void)out;
     conv_scratch sc;
     conv2d_scratch_layout(l, run->n, run->nt, run->scratch, &sc);
-    conv2d_backward(din, dparams, s->bias ? dparams + l->tensors[0].size : NULL, dout, in, params,
-                    run->n, &g, keeps_patches(&g) && run->training ? run->saved : NULL, sc.col, sc.dcol,
-                    sc.partial, &run->cut, run->nt);
+    backward_relu(din, dparams, s->bias ? dparams + l->tensors[0].size : NULL, dout, in, params,
+                  run->n, &g, keeps_patches(&g) && run->training ? run->saved : NULL, sc.col,
+                  sc.dcol, sc.partial, &run->cut, run->nt, run->relu_din);
 }
 
 static void conv2d_describe(const void *settings, char *buf, size_t size) {
@@ -883,4 +899,5 @@ const layer_ops conv2d_ops = {
     .describe = conv2d_describe,
     .geometry = conv2d_geometry,
     .relu_epilogue = 1,
+    .relu_din = 1,
 };

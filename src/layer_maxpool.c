@@ -10,11 +10,17 @@
  * report_index_bug reproduces one more line of the report's printed MaxPool.backprop, which writes
  * the gradient of window (i, j) to d_input[i + i2, j + j2] (the window's output index plus the
  * offset) instead of d_input[i * stride + i2, j * stride + j2], assigning rather than adding.
+ *
+ * After a relu (run_ctx.relu_din) backward also passes the gradient back through it: a window's
+ * gradient goes on only when its maximum is positive, for the position that receives it holds
+ * that maximum (the relu's output, this layer's input), and every other position gets 0, as the
+ * relu's own backward would give.
  */
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "kernels.h"
 #include "ompcnn/layer.h"
 #include "parallel.h"
 #include "json.h"
@@ -50,7 +56,13 @@ typedef struct pool_args {
     const layer *l;
     const float *in, *out, *dout;
     float *dst; /* what the pass writes: forward the output, backward the input gradient */
+    int relu;   /* backward: through the relu before (run_ctx.relu_din) */
 } pool_args;
+
+/* A window's gradient g, with its maximum top: through the relu before, 0 unless top > 0. */
+static inline float window_grad(float g, float top, int relu) {
+    return relu && !(top > 0.0f) ? 0.0f : g;
+}
 
 /* Output rows [begin, end) of all samples. Channels innermost, so the max over a window runs
  * along contiguous memory; positions are visited in row-major order, keeping the first of equal
@@ -85,7 +97,7 @@ static int maxpool_forward_rows(void *ctx, long begin, long end, int worker) {
 static void maxpool_layer_forward(const layer *l, const float *params, const float *in, float *out,
                                   const run_ctx *run) {
     (void)params;
-    pool_args a = {l, in, NULL, NULL, out};
+    pool_args a = {l, in, NULL, NULL, out, 0};
     par_blocks(run->nt, (size_t)run->n * shape_size(l->in) * PAR_ELEMENT_COST, (long)run->n * l->out.h,
                maxpool_forward_rows, &a);
 }
@@ -141,7 +153,8 @@ static int maxpool_backward_rows(void *ctx, long begin, long end, int worker) {
                         size_t at = base + ((size_t)wy * in_w + wx) * n_ch;
                         float *restrict d = dx + at;
                         const float *restrict v = x + at, *restrict m = best, *restrict gr = g;
-                        for (int c = 0; c < n_ch; c++) d[c] = v[c] == m[c] ? gr[c] : 0.0f;
+                        for (int c = 0; c < n_ch; c++)
+                            d[c] = v[c] == m[c] ? window_grad(gr[c], m[c], a->relu) : 0.0f;
                     }
                 continue;
             }
@@ -156,6 +169,7 @@ static int maxpool_backward_rows(void *ctx, long begin, long end, int worker) {
                 for (int c0 = 0; c0 < n_ch; c0 += 16) {
                     fvec16 held = *(const fvec16u *)(g + c0);
                     const fvec16 top = *(const fvec16u *)(best + c0);
+                    if (a->relu) held = (fvec16)((ivec16)held & (top > (fvec16){0.0f}));
                     for (int wy = 0; wy < s->size; wy++)
                         for (int wx = 0; wx < s->size; wx++) {
                             size_t at = base + ((size_t)wy * in_w + wx) * n_ch + c0;
@@ -168,7 +182,7 @@ static int maxpool_backward_rows(void *ctx, long begin, long end, int worker) {
             }
             if (n_ch >= FIRST_MAX_VECTOR && n_ch <= FIRST_MAX_CHANNELS) {
                 float held[FIRST_MAX_CHANNELS];
-                memcpy(held, g, (size_t)n_ch * sizeof *held);
+                for (int c = 0; c < n_ch; c++) held[c] = window_grad(g[c], best[c], a->relu);
                 for (int wy = 0; wy < s->size; wy++)
                     for (int wx = 0; wx < s->size; wx++) {
                         size_t at = base + ((size_t)wy * in_w + wx) * n_ch;
@@ -183,8 +197,8 @@ static int maxpool_backward_rows(void *ctx, long begin, long end, int worker) {
                 continue;
             }
             for (int c = 0; c < n_ch; c++)
-                first_max(x + base + c, dx + base + c, best[c], g[c], s->size, (size_t)in_w * n_ch,
-                          (size_t)n_ch);
+                first_max(x + base + c, dx + base + c, best[c], window_grad(g[c], best[c], a->relu),
+                          s->size, (size_t)in_w * n_ch, (size_t)n_ch);
         }
     }
     return 0;
@@ -226,19 +240,33 @@ static int maxpool_backward_planes(void *ctx, long begin, long end, int worker) 
     return 0;
 }
 
+/* Samples [begin, end) of the input gradient through the relu before, afterwards: where a
+ * position's gradient sums several windows' or was misplaced (the planes above). */
+static int relu_after_samples(void *ctx, long begin, long end, int worker) {
+    (void)worker;
+    const pool_args *a = ctx;
+    const size_t size = shape_size(a->l->in);
+    float *restrict dx = a->dst;
+    const float *restrict x = a->in;
+    for (size_t i = (size_t)begin * size; i < (size_t)end * size; i++)
+        dx[i] = relu_grad(dx, x, i);
+    return 0;
+}
+
 static void maxpool_layer_backward(const layer *l, const float *params, const float *in,
                                    const float *out, const float *dout, float *din, float *dparams,
                                    const run_ctx *run) {
     const maxpool_settings *s = l->settings;
     (void)params, (void)dparams;
     if (!din) return;
-    pool_args a = {l, in, out, dout, din};
+    pool_args a = {l, in, out, dout, din, run->relu_din};
     const size_t work = (size_t)run->n * shape_size(l->in) * PAR_ELEMENT_COST;
     if (s->stride >= s->size && !s->report_index_bug) {
         par_blocks(run->nt, work, (long)run->n * l->out.h, maxpool_backward_rows, &a);
     } else {
         par_zero(run->nt, din, (size_t)run->n * shape_size(l->in));
         par_blocks(run->nt, work, (long)run->n * l->in.c, maxpool_backward_planes, &a);
+        if (run->relu_din) par_blocks(run->nt, work, run->n, relu_after_samples, &a);
     }
 }
 
@@ -267,4 +295,5 @@ const layer_ops maxpool_ops = {
     .backward = maxpool_layer_backward,
     .describe = maxpool_describe,
     .geometry = maxpool_geometry,
+    .relu_din = 1,
 };

@@ -66,6 +66,12 @@ int net_build(net *n, const config *cfg, shape3 input, errbuf *err) {
             n->total_act -= shape_size(next->out);
         }
     }
+    /* A layer that can pass its input gradient back through the relu before it does so while
+     * the gradient is in cache (or as it writes it), and the relu's backward pass goes. Not
+     * after a first-layer relu, whose backward has nothing to compute. */
+    for (int i = 2; i < n->n_layers; i++)
+        if (n->layers[i].ops->relu_din && n->layers[i - 1].ops == &relu_ops)
+            n->layers[i].relu_din = 1;
     n->n_classes = (int)shape_size(shape);
     return 0;
 }
@@ -216,7 +222,7 @@ void net_forward_view(const net *n, const float *params, workspace *ws, const pa
         const size_t kept = l->ops->saved_size ? l->ops->saved_size(l) : 0;
         run_ctx run = {v->count, nt, v->scratch, ws->saved[i] + first * kept, v->cut,
                        ws->training, ws->sample_keys + first, layer_buffers(n, l, params),
-                       ws->pass_saved[i], ws->batch, l->relu_fused};
+                       ws->pass_saved[i], ws->batch, l->relu_fused, 0};
         const double start = profile_on && ws->training ? omp_get_wtime() : 0.0;
         l->ops->forward(l, params + l->param_off,
                         ws->acts + ws->offset[i] + first * shape_size(l->in),
@@ -273,13 +279,17 @@ void net_backward_view(const net *n, const float *params, workspace *ws, const p
     int cur = 0;
     for (int i = n->n_layers - 2; i >= 0; i--) {
         const layer *l = &n->layers[i];
-        /* A fused relu whose layer takes its gradient too has no backward of its own. */
-        if (l->in_place && n->layers[i - 1].ops->relu_backward) continue;
-        const int relu = l->relu_fused && l->ops->relu_backward;
+        /* A relu whose gradient the layer after it or the layer before it takes has no
+         * backward of its own: the layer after it takes it where it can (its input is the
+         * relu's output, in cache or read anyway), else a layer before it that fused it. */
+        const int after = n->layers[i + 1].relu_din;
+        if (after || (l->in_place && n->layers[i - 1].ops->relu_backward)) continue;
+        const int relu = l->relu_fused && l->ops->relu_backward &&
+                         !(i + 2 < n->n_layers && n->layers[i + 2].relu_din);
         const size_t kept = l->ops->saved_size ? l->ops->saved_size(l) : 0;
         run_ctx run = {v->count, nt, v->scratch, ws->saved[i] + first * kept, v->cut,
                        ws->training, ws->sample_keys + first, layer_buffers(n, l, params),
-                       ws->pass_saved[i], ws->batch, relu};
+                       ws->pass_saved[i], ws->batch, relu, l->relu_din};
         /* The first layer's input gradient is never used. */
         float *din = i > 0 ? delta[1 - cur] : NULL;
         const double start = profile_on ? omp_get_wtime() : 0.0;

@@ -276,13 +276,14 @@ START_TEST(test_network_gradients) {
         "{\"type\":\"sigmoid\"},{\"type\":\"dense\",\"units\":4},{\"type\":\"softmax\"}],"
         "\"training\":{\"init\":\"xavier\"}}",
         (shape3){6, 5, 2}, 5);
-    /* relu after conv2d, batchnorm and dense: each applied by the layer before (fused). */
+    /* relu after conv2d, batchnorm and dense: each applied by the layer before (fused), and
+     * the gradient of the first two taken by the conv2d and max-pool after them. */
     check_network_batch(
         "{\"data\":{\"train\":{\"images\":\"x\",\"labels\":\"y\"}},"
         "\"network\":[{\"type\":\"conv2d\",\"filters\":3,\"kernel\":3},{\"type\":\"relu\"},"
         "{\"type\":\"conv2d\",\"filters\":4,\"kernel\":2},{\"type\":\"batchnorm\"},"
-        "{\"type\":\"relu\"},{\"type\":\"dense\",\"units\":6},{\"type\":\"relu\"},"
-        "{\"type\":\"dense\",\"units\":4},{\"type\":\"softmax\"}],"
+        "{\"type\":\"relu\"},{\"type\":\"maxpool\"},{\"type\":\"dense\",\"units\":6},"
+        "{\"type\":\"relu\"},{\"type\":\"dense\",\"units\":4},{\"type\":\"softmax\"}],"
         "\"training\":{\"init\":\"he\"}}",
         (shape3){7, 6, 2}, 5);
 }
@@ -290,23 +291,28 @@ END_TEST
 
 /* One training pass of `count` samples in two lanes: the probabilities and the parameter
  * gradient (both lanes, one after the other) into probs and grads. With unfuse, every relu runs
- * as a pass of its own instead of in the layer before it. */
-static void run_pass(const char *text, shape3 input_shape, int count, int unfuse, float *probs,
-                     float *grads) {
+ * as a pass of its own, forward and backward, instead of in the layers beside it. The network
+ * must have `fused` relus that the layer before applies and `masked` whose gradient the layer
+ * after takes. */
+static void run_pass(const char *text, shape3 input_shape, int count, int unfuse, int fused_want,
+                     int masked_want, float *probs, float *grads) {
     config cfg;
     errbuf err;
     ck_assert_msg(config_parse_text(&cfg, text, "t.json", ".", NULL, 0, &err) == 0, "%s", err.msg);
     net n;
     ck_assert_msg(net_build(&n, &cfg, input_shape, &err) == 0, "%s", err.msg);
-    int fused = 0;
+    int fused = 0, masked = 0;
     for (int i = 0; i < n.n_layers; i++) {
+        masked += n.layers[i].relu_din;
+        if (unfuse) n.layers[i].relu_din = 0;
         if (!n.layers[i].in_place) continue;
         fused++;
         if (!unfuse) continue;
         n.layers[i].in_place = n.layers[i - 1].relu_fused = 0;
         n.total_act += shape_size(n.layers[i].out);
     }
-    ck_assert_int_eq(fused, 3);
+    ck_assert_int_eq(fused, fused_want);
+    ck_assert_int_eq(masked, masked_want);
     workspace ws;
     ck_assert_int_eq(workspace_alloc(&ws, &n, count, count, 1, &err), 0);
     float *params = floats_alloc(net_state_size(&n));
@@ -329,27 +335,55 @@ static void run_pass(const char *text, shape3 input_shape, int count, int unfuse
     config_free(&cfg);
 }
 
-/* A relu that the layer before applies gives the same bits as its own pass, forward and
- * backward: after conv2d, batchnorm and dense. */
-START_TEST(test_relu_fused_same_bits) {
-    const char *text =
-        "{\"data\":{\"train\":{\"images\":\"x\",\"labels\":\"y\"}},"
-        "\"network\":[{\"type\":\"conv2d\",\"filters\":5,\"kernel\":3},{\"type\":\"relu\"},"
-        "{\"type\":\"conv2d\",\"filters\":32,\"kernel\":3,\"padding\":1},"
-        "{\"type\":\"batchnorm\"},{\"type\":\"relu\"},{\"type\":\"maxpool\"},"
-        "{\"type\":\"dense\",\"units\":20},{\"type\":\"relu\"},"
-        "{\"type\":\"dense\",\"units\":4},{\"type\":\"softmax\"}]}";
+/* The network of `text` (4 classes) trained one pass with its relus fused into the layers
+ * beside them and as passes of their own: the same bits. */
+static void check_fused_same_bits(const char *text, shape3 in, int fused, int masked) {
     enum { COUNT = 6, GRADS = 2 * 20000 };
-    const shape3 in = {10, 9, 1}; /* one channel: the first layer takes the direct loops */
     float probs[2][COUNT * 4];
     float *grads[2] = {floats_alloc(GRADS), floats_alloc(GRADS)};
     for (int unfuse = 0; unfuse < 2; unfuse++) {
         memset(grads[unfuse], 0, GRADS * sizeof(float));
-        run_pass(text, in, COUNT, unfuse, probs[unfuse], grads[unfuse]);
+        run_pass(text, in, COUNT, unfuse, fused, masked, probs[unfuse], grads[unfuse]);
     }
-    ck_assert_msg(memcmp(probs[0], probs[1], sizeof probs[0]) == 0, "probabilities differ");
-    ck_assert_msg(memcmp(grads[0], grads[1], GRADS * sizeof(float)) == 0, "gradients differ");
+    ck_assert_msg(memcmp(probs[0], probs[1], sizeof probs[0]) == 0, "probabilities differ: %s",
+                  text);
+    ck_assert_msg(memcmp(grads[0], grads[1], GRADS * sizeof(float)) == 0, "gradients differ: %s",
+                  text);
     aligned_free(grads[0]), aligned_free(grads[1]);
+}
+
+/* A relu that the layer before applies, or whose gradient the layer after takes, gives the same
+ * bits as its own passes, forward and backward: after conv2d, batchnorm and dense; before
+ * conv2d and max-pooling, in each of max-pooling's ways through a window (blocks of 16
+ * channels, 32 or more held together, a few one by one, ties "all", overlapping windows). */
+START_TEST(test_relu_fused_same_bits) {
+#define NET_START "{\"data\":{\"train\":{\"images\":\"x\",\"labels\":\"y\"}},\"network\":["
+#define NET_END "{\"type\":\"dense\",\"units\":20},{\"type\":\"relu\"},"                \
+                "{\"type\":\"dense\",\"units\":4},{\"type\":\"softmax\"}]}"
+    const shape3 in = {10, 9, 1}; /* one channel: the first layer takes the direct loops */
+    check_fused_same_bits(NET_START
+                          "{\"type\":\"conv2d\",\"filters\":5,\"kernel\":3},{\"type\":\"relu\"},"
+                          "{\"type\":\"conv2d\",\"filters\":32,\"kernel\":3,\"padding\":1},"
+                          "{\"type\":\"batchnorm\"},{\"type\":\"relu\"},{\"type\":\"maxpool\"},"
+                          NET_END,
+                          in, 3, 2);
+    const char *pools[] = {
+        "{\"type\":\"maxpool\"}", "{\"type\":\"maxpool\",\"ties\":\"all\"}",
+        "{\"type\":\"maxpool\",\"size\":3,\"stride\":2}",
+        "{\"type\":\"maxpool\",\"size\":3,\"stride\":2,\"ties\":\"all\"}"};
+    const int filters[] = {6, 16, 40};
+    for (int p = 0; p < 4; p++)
+        for (int f = 0; f < 3; f++) {
+            char text[1024];
+            snprintf(text, sizeof text,
+                     NET_START "{\"type\":\"conv2d\",\"filters\":4,\"kernel\":3},"
+                               "{\"type\":\"sigmoid\"},{\"type\":\"conv2d\",\"filters\":%d,"
+                               "\"kernel\":3,\"padding\":1},{\"type\":\"relu\"},%s," NET_END,
+                     filters[f], pools[p]);
+            check_fused_same_bits(text, in, 2, 1);
+        }
+#undef NET_START
+#undef NET_END
 }
 END_TEST
 

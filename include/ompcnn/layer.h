@@ -83,6 +83,10 @@ typedef struct run_ctx {
      * layer with relu_backward, gets the gradient of that relu's output and passes it back
      * through the relu itself (where its own output, the relu's, is positive). */
     int relu;
+    /* Nonzero: backward also passes its input gradient back through the relu layer before it,
+     * whose output is this layer's input (layer.relu_din): dx stays where the input is
+     * positive and is 0 elsewhere, as that relu's backward would make it. */
+    int relu_din;
 } run_ctx;
 
 /* Sums over the whole batch, for layers whose training arithmetic spans it (batchnorm): `lanes`
@@ -138,8 +142,10 @@ typedef struct layer_ops {
     /* Nonzero when forward can apply relu to its output itself, sample by sample while the
      * output is in cache (run_ctx.relu), as conv2d, dense and batchnorm can; relu_backward: when
      * backward can also take the relu's gradient for it (batchnorm, whose passes read the
-     * gradient elementwise; conv2d and dense hand it to a GEMM). */
-    int relu_epilogue, relu_backward;
+     * gradient elementwise; conv2d and dense hand it to a GEMM). relu_din: when backward can
+     * pass its input gradient back through a relu before it (run_ctx.relu_din) while that
+     * gradient is in cache, or as it writes it (conv2d and maxpool). */
+    int relu_epilogue, relu_backward, relu_din;
 } layer_ops;
 
 /* What a layer's settings say about its arithmetic, for exporters: conv2d (kernel, stride,
@@ -163,8 +169,10 @@ struct layer {
     size_t buffer_off;     /* where its buffers start, counted from the end of the parameters */
     /* A layer with a relu_epilogue followed by a relu layer applies the relu (relu_fused); the
      * relu layer then has no forward of its own, and its output is its input (in_place). The
-     * results are the same bits as the two passes. */
-    int relu_fused, in_place;
+     * results are the same bits as the two passes. A layer with relu_din after a relu layer
+     * (not the network's first) passes its input gradient back through that relu
+     * (layer.relu_din); the relu then has no backward of its own. */
+    int relu_fused, in_place, relu_din;
 };
 
 /* The layer kinds, one per source file. */

@@ -36,10 +36,10 @@ typedef struct conv_geom {
  * backward reads it; when NULL, both read each patch value where it lies in the sample's input,
  * laid out with its padding in `col` (gemm_gather), or build the patches there for the few
  * shapes that cannot (conv2d.c, "forward without patches"); `col` has room for nt samples'
- * patches (one per thread). Single-channel layers run direct loops in forward (and in
- * backward's weight gradient with a multiple of 16 filters) and neither fill nor read `cols`. `dcol` likewise holds nt samples' patch gradients, and
- * `partial` n samples' weight gradients (n_filters * kernel * kernel * in_c floats each). With
- * n samples and nt threads, the samples are shared out when n >= nt, and each sample's products
+ * patches (one per thread). Single-channel layers run direct loops in forward and in
+ * backward's weight gradient, and neither fill nor read `cols`. `dcol` likewise holds nt
+ * samples' patch gradients, and `partial` n samples' weight gradients (n_filters * kernel *
+ * kernel * in_c floats each). With n samples and nt threads, the samples are shared out when n >= nt, and each sample's products
  * are split over the threads otherwise; the result is the same either way.
  * conv2d_backward writes each lane's weight and bias gradient (cut: NULL for one lane) into
  * dweight and dbias + l * cut->grad_stride: every sample's gradient is computed on its own (into

@@ -268,8 +268,9 @@ static void col2im(float *dx, const float *dcol, const conv_geom *g) {
  * instead reads its input once laid out with its padding (a plane, on the stack) and runs
  * vectorised over blocks of DIRECT_F filters:
  *   forward: DIRECT_P output positions of a row at a time, each a sum over (ky, kx) in order;
- *   weight gradient (with whole blocks of filters only): per (ky, kx), the sum over the
- *   positions in order.
+ *   weight gradient: per (ky, kx), the sum over the positions in order; with a block of fewer
+ *   than 16 filters, in blocks of GEMM_KC positions added up as the GEMM adds its blocks of k,
+ *   so that it gives the bits the gathered product gave these layers before.
  * Both orders are fixed by the geometry alone, so the threads never change a bit. Larger planes
  * or weights than the stack buffers hold take the im2col path. */
 #define DIRECT_F 16
@@ -371,69 +372,99 @@ static void direct_forward(float *y, const float *x, const float *wt, int bias,
             }
 }
 
+/* Positions whose 16 floats of dy from filter f0 on lie inside the sample's P x F gradient;
+ * those of the positions after them come from a zero-padded copy (direct_dy_tail). */
+static int direct_dy_safe(int P, int F, int f0) {
+    const long last = ((long)P * F - f0 - DIRECT_F) / F; /* the last such position */
+    return (long)P * F < f0 + DIRECT_F ? 0 : (int)(last + 1 < P ? last + 1 : P);
+}
+
+#define DIRECT_TAIL (DIRECT_F + 1)
+
+/* The rows of the positions from `safe` on, 16 floats each from filter f0, zeros past the end. */
+static void direct_dy_tail(float *tail, const float *dy, int P, int F, int f0, int safe) {
+    const size_t end = (size_t)P * F;
+    for (int p = safe; p < P; p++)
+        for (int j = 0; j < DIRECT_F; j++) {
+            const size_t at = (size_t)p * F + f0 + j;
+            tail[(size_t)(p - safe) * DIRECT_F + j] = at < end ? dy[at] : 0.0f;
+        }
+}
+
 /* One block of filters' weight gradient for a kernel of K = 3 or 5 known at compile time: every
  * (ky, kx) has its own vector of sums in a register, and the positions go by in order, each
- * adding its dy row times the K * K input values it read. */
+ * adding its dy row times the K * K input values it read; in blocks of `block` positions, each
+ * block's sums added to the total after it. */
 static inline __attribute__((always_inline)) void
-direct_weight_grad_k(float *dw, const float *dy, int f0, const float *plane, int pw,
-                     const conv_geom *g, const int K) {
-    const int S = g->stride, F = g->n_filters;
-    dvec acc[25];
+direct_weight_grad_k(float *dw, const float *dy, const float *tail, int safe, int f0, int block,
+                     const float *plane, int pw, const conv_geom *g, const int K) {
+    const int S = g->stride, F = g->n_filters, P = g->out_h * g->out_w;
+    const int nf = F - f0 < DIRECT_F ? F - f0 : DIRECT_F;
+    dvec acc[25], total[25];
+    int oy = 0, ox = 0;
+    for (int b0 = 0; b0 < P; b0 += block) {
+        const int b1 = P - b0 < block ? P : b0 + block;
 #pragma GCC unroll 25
-    for (int k = 0; k < K * K; k++) acc[k] = (dvec){0.0f};
-    for (int oy = 0; oy < g->out_h; oy++)
-        for (int ox = 0; ox < g->out_w; ox++) {
-            const dvec d = *(const dvec_u *)(dy + ((size_t)oy * g->out_w + ox) * F + f0);
+        for (int k = 0; k < K * K; k++) acc[k] = (dvec){0.0f};
+        for (int p = b0; p < b1; p++) {
+            const float *dp = p < safe ? dy + (size_t)p * F + f0
+                                       : tail + (size_t)(p - safe) * DIRECT_F;
+            const dvec d = *(const dvec_u *)dp;
             const float *in = plane + (size_t)oy * S * pw + (size_t)ox * S;
 #pragma GCC unroll 5
             for (int ky = 0; ky < K; ky++)
 #pragma GCC unroll 5
                 for (int kx = 0; kx < K; kx++) acc[ky * K + kx] += in[ky * pw + kx] * d;
+            if (++ox == g->out_w) ox = 0, oy++;
         }
 #pragma GCC unroll 25
+        for (int k = 0; k < K * K; k++) total[k] = b0 ? total[k] + acc[k] : acc[k];
+    }
     for (int k = 0; k < K * K; k++) {
         float sum[DIRECT_F];
-        *(dvec_u *)sum = acc[k];
-        for (int j = 0; j < DIRECT_F; j++) dw[(size_t)(f0 + j) * K * K + k] = sum[j];
+        *(dvec_u *)sum = total[k];
+        for (int j = 0; j < nf; j++) dw[(size_t)(f0 + j) * K * K + k] = sum[j];
     }
 }
 
-/* Whether the weight gradient takes the direct loops too: with whole blocks of filters. With
- * fewer filters (6 or 8, say) most of each vector would be padding, and the patches and the GEMM
- * were measured faster. */
-static int is_direct_weight_grad(const conv_geom *g) {
-    return is_direct(g) && g->n_filters % DIRECT_F == 0;
-}
-
 /* dw[f][ky][kx] = the sum over positions of dy[p][f] * the input value position p reads, the
- * positions added in order (is_direct_weight_grad). Kernels of 3 and 5 keep all their sums in
- * registers; other sizes take one (ky, kx) at a time. */
+ * positions added in order: all in one chain with whole blocks of 16 filters, else in blocks of
+ * GEMM_KC (direct_weight_grad_k). Kernels of 3 and 5 keep all their sums in registers; other
+ * sizes take one (ky, kx) at a time. */
 static void direct_weight_grad(float *dw, const float *dy, const float *x, const conv_geom *g) {
     float plane[DIRECT_PLANE_FLOATS];
     direct_plane(plane, x, g);
     const int K = g->kernel, S = g->stride, F = g->n_filters, pw = direct_plane_w(g);
+    const int P = g->out_h * g->out_w, block = F % DIRECT_F ? GEMM_KC : P;
     for (int f0 = 0; f0 < F; f0 += DIRECT_F) {
+        const int safe = direct_dy_safe(P, F, f0), nf = F - f0 < DIRECT_F ? F - f0 : DIRECT_F;
+        float tail[DIRECT_TAIL * DIRECT_F];
+        direct_dy_tail(tail, dy, P, F, f0, safe);
         if (K == 3) {
-            direct_weight_grad_k(dw, dy, f0, plane, pw, g, 3);
+            direct_weight_grad_k(dw, dy, tail, safe, f0, block, plane, pw, g, 3);
             continue;
         }
         if (K == 5) {
-            direct_weight_grad_k(dw, dy, f0, plane, pw, g, 5);
+            direct_weight_grad_k(dw, dy, tail, safe, f0, block, plane, pw, g, 5);
             continue;
         }
         for (int ky = 0; ky < K; ky++)
             for (int kx = 0; kx < K; kx++) {
-                dvec acc = (dvec){0.0f};
-                for (int oy = 0; oy < g->out_h; oy++) {
-                    const float *row = plane + (size_t)(oy * S + ky) * pw + kx;
-                    const float *d = dy + (size_t)oy * g->out_w * F + f0;
-                    for (int ox = 0; ox < g->out_w; ox++)
-                        acc += row[(size_t)ox * S] * *(const dvec_u *)(d + (size_t)ox * F);
+                dvec acc = (dvec){0.0f}, total = (dvec){0.0f};
+                for (int p = 0; p < P; p++) {
+                    const int oy = p / g->out_w, ox = p % g->out_w;
+                    const float *dp = p < safe ? dy + (size_t)p * F + f0
+                                               : tail + (size_t)(p - safe) * DIRECT_F;
+                    acc += plane[(size_t)(oy * S + ky) * pw + (size_t)ox * S + kx] *
+                           *(const dvec_u *)dp;
+                    if ((p + 1) % block == 0 || p + 1 == P) {
+                        total = p < block ? acc : total + acc;
+                        acc = (dvec){0.0f};
+                    }
                 }
                 float sum[DIRECT_F];
-                *(dvec_u *)sum = acc;
-                for (int j = 0; j < DIRECT_F; j++)
-                    dw[(size_t)(f0 + j) * K * K + ky * K + kx] = sum[j];
+                *(dvec_u *)sum = total;
+                for (int j = 0; j < nf; j++) dw[(size_t)(f0 + j) * K * K + ky * K + kx] = sum[j];
             }
     }
 }
@@ -664,7 +695,7 @@ static int backward_samples(void *ctx, long begin, long end, int worker) {
         const float *dy = a->dout + (size_t)s * P * F;
         float *dw = a->partial + (a->one_slot ? 0 : (size_t)s * partial_floats(g));
         float *db = dw + (size_t)F * Kc;
-        if (is_direct_weight_grad(g)) {
+        if (is_direct(g)) {
             direct_weight_grad(dw, dy, x, g);
         } else if (a->row_at) {
             /* dW^T (Kc x F) = patches^T . dy, the patches gathered from the padded input (rows
@@ -754,7 +785,7 @@ static void backward_relu(float *din, float *dweight, float *dbias, const float 
     /* Without kept patches, the weight gradient gathers them too, when its transpose fits the
      * slot of dcol (F <= P). */
     int row_at[GATHER_TABLE], col_at[GATHER_TABLE];
-    if (gathers(g, !is_direct_weight_grad(g) && !a.cols && dcol && g->n_filters <= (int)P, col)) {
+    if (gathers(g, !is_direct(g) && !a.cols && dcol && g->n_filters <= (int)P, col)) {
         gather_tables(row_at, col_at, g);
         a.row_at = row_at, a.col_at = col_at;
     }

@@ -212,6 +212,65 @@ START_TEST(test_conv2d_matches_reference) {
 }
 END_TEST
 
+/* The weight gradient of one sample as the GEMM adds it: for each (filter, ky, kx), fused
+ * multiply-adds over the positions in order, in blocks of GEMM_KC positions whose sums are added
+ * one after another; padding reads 0. */
+static void weight_grad_in_blocks(float *dw, const float *x, const float *dy, const conv_geom *g) {
+    const int K = g->kernel, F = g->n_filters, P = g->out_h * g->out_w;
+    for (int f = 0; f < F; f++)
+        for (int ky = 0; ky < K; ky++)
+            for (int kx = 0; kx < K; kx++) {
+                float acc = 0.0f, total = 0.0f;
+                for (int p = 0; p < P; p++) {
+                    const int iy = p / g->out_w * g->stride + ky - g->padding;
+                    const int ix = p % g->out_w * g->stride + kx - g->padding;
+                    const int inside = iy >= 0 && iy < g->in_h && ix >= 0 && ix < g->in_w;
+                    const float v = inside ? x[(size_t)iy * g->in_w + ix] : 0.0f;
+                    acc = fmaf(v, dy[(size_t)p * F + f], acc);
+                    if ((p + 1) % GEMM_KC == 0 || p + 1 == P) {
+                        total = p < GEMM_KC ? acc : total + acc;
+                        acc = 0.0f;
+                    }
+                }
+                dw[((size_t)f * K + ky) * K + kx] = total;
+            }
+}
+
+/* Single-channel layers whose filters do not fill blocks of 16 (the report's 8, LeNet's 6) get
+ * their weight gradient from direct loops that add exactly as the GEMM's tiles did for them: the
+ * bits of weight_grad_in_blocks, as before the loops (a single filter, whose product the GEMM's
+ * one-row loop summed in an order of its own, now adds in blocks like the rest). */
+START_TEST(test_conv2d_direct_weight_grad_bits) {
+    const conv_geom cases[] = {
+        {28, 28, 1, 26, 26, 8, 3, 1, 0},  /* the report's: 676 positions, three blocks */
+        {28, 28, 1, 28, 28, 6, 5, 1, 2},  /* six 5x5 filters with padding */
+        {20, 19, 1, 18, 17, 17, 3, 1, 0}, /* 17 filters: a block of 16 and one of 1 */
+        {40, 40, 1, 20, 20, 5, 4, 2, 1},  /* a kernel of 4: the loop for other sizes */
+        {9, 8, 1, 5, 4, 3, 3, 2, 1},      /* fewer positions than a block */
+        {30, 30, 1, 28, 28, 1, 3, 1, 0},  /* one filter */
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const conv_geom *g = &cases[c];
+        const size_t in_size = (size_t)g->in_h * g->in_w;
+        const size_t out_size = (size_t)g->out_h * g->out_w * g->n_filters;
+        const size_t w_size = (size_t)g->n_filters * g->kernel * g->kernel;
+        const size_t patches = (size_t)g->out_h * g->out_w * g->kernel * g->kernel;
+        float *x = random_floats(in_size), *w = random_floats(w_size), *dy = random_floats(out_size);
+        float *dw = floats_alloc(w_size), *want = floats_alloc(w_size);
+        float *db = floats_alloc(g->n_filters), *partial = floats_alloc(w_size + g->n_filters);
+        float *col = floats_alloc(patches), *dcol = floats_alloc(patches);
+        conv2d_backward(NULL, dw, db, dy, x, w, 1, g, NULL, col, dcol, partial, NULL, 1);
+        weight_grad_in_blocks(want, x, dy, g);
+        for (size_t i = 0; i < w_size; i++)
+            ck_assert_msg(memcmp(&dw[i], &want[i], sizeof *dw) == 0,
+                          "case %zu: dweight[%zu] %.9g, the GEMM's sums give %.9g", c, i, dw[i],
+                          want[i]);
+        aligned_free(x), aligned_free(w), aligned_free(dy), aligned_free(dw), aligned_free(want);
+        aligned_free(db), aligned_free(partial), aligned_free(col), aligned_free(dcol);
+    }
+}
+END_TEST
+
 /* conv2d's threads never change a bit, over samples (n >= threads) or inside each sample's
  * products (n < threads), kept or rebuilt patches; and a lane of a cut pass gets exactly what a
  * pass of that lane's samples alone gets. */
@@ -386,6 +445,7 @@ static Suite *kernels_suite(void) {
     tcase_add_test(tc, test_gemm_thread_count_does_not_matter);
     tcase_add_test(tc, test_conv2d_matches_reference);
     tcase_add_test(tc, test_conv2d_threads_and_lanes);
+    tcase_add_test(tc, test_conv2d_direct_weight_grad_bits);
     tcase_add_test(tc, test_dense_matches_reference);
     tcase_add_test(tc, test_par_blocks_cuts_and_keeps_threads);
     suite_add_tcase(s, tc);

@@ -137,6 +137,7 @@ static int maxpool_backward_rows(void *ctx, long begin, long end, int worker) {
     const int in_w = l->in.w, n_ch = l->in.c, out_h = l->out.h, out_w = l->out.w;
     const float *in = a->in, *out = a->out, *dout = a->dout;
     float *din = a->dst;
+    const int relu = a->relu; /* a local: the stores below cannot change it */
     for (int row = (int)begin; row < (int)end; row++) {
         const int sample = row / out_h, oy = row % out_h;
         const float *x = in + (size_t)sample * shape_size(l->in);
@@ -154,7 +155,7 @@ static int maxpool_backward_rows(void *ctx, long begin, long end, int worker) {
                         float *restrict d = dx + at;
                         const float *restrict v = x + at, *restrict m = best, *restrict gr = g;
                         for (int c = 0; c < n_ch; c++)
-                            d[c] = v[c] == m[c] ? window_grad(gr[c], m[c], a->relu) : 0.0f;
+                            d[c] = v[c] == m[c] ? window_grad(gr[c], m[c], relu) : 0.0f;
                     }
                 continue;
             }
@@ -169,7 +170,7 @@ static int maxpool_backward_rows(void *ctx, long begin, long end, int worker) {
                 for (int c0 = 0; c0 < n_ch; c0 += 16) {
                     fvec16 held = *(const fvec16u *)(g + c0);
                     const fvec16 top = *(const fvec16u *)(best + c0);
-                    if (a->relu) held = (fvec16)((ivec16)held & (top > (fvec16){0.0f}));
+                    if (relu) held = (fvec16)((ivec16)held & (top > (fvec16){0.0f}));
                     for (int wy = 0; wy < s->size; wy++)
                         for (int wx = 0; wx < s->size; wx++) {
                             size_t at = base + ((size_t)wy * in_w + wx) * n_ch + c0;
@@ -182,7 +183,7 @@ static int maxpool_backward_rows(void *ctx, long begin, long end, int worker) {
             }
             if (n_ch >= FIRST_MAX_VECTOR && n_ch <= FIRST_MAX_CHANNELS) {
                 float held[FIRST_MAX_CHANNELS];
-                for (int c = 0; c < n_ch; c++) held[c] = window_grad(g[c], best[c], a->relu);
+                for (int c = 0; c < n_ch; c++) held[c] = window_grad(g[c], best[c], relu);
                 for (int wy = 0; wy < s->size; wy++)
                     for (int wx = 0; wx < s->size; wx++) {
                         size_t at = base + ((size_t)wy * in_w + wx) * n_ch;
@@ -197,7 +198,7 @@ static int maxpool_backward_rows(void *ctx, long begin, long end, int worker) {
                 continue;
             }
             for (int c = 0; c < n_ch; c++)
-                first_max(x + base + c, dx + base + c, best[c], window_grad(g[c], best[c], a->relu),
+                first_max(x + base + c, dx + base + c, best[c], window_grad(g[c], best[c], relu),
                           s->size, (size_t)in_w * n_ch, (size_t)n_ch);
         }
     }

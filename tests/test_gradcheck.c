@@ -276,14 +276,16 @@ START_TEST(test_network_gradients) {
         "{\"type\":\"sigmoid\"},{\"type\":\"dense\",\"units\":4},{\"type\":\"softmax\"}],"
         "\"training\":{\"init\":\"xavier\"}}",
         (shape3){6, 5, 2}, 5);
-    /* relu after conv2d, batchnorm and dense: each applied by the layer before (fused), and
-     * the gradient of the first two taken by the conv2d and max-pool after them. */
+    /* relu after conv2d and batchnorm: each applied by the layer before (fused), the gradient
+     * of the first two taken by the conv2d and max-pool after them, of the last by batchnorm
+     * (before a dense layer, which takes none). */
     check_network_batch(
         "{\"data\":{\"train\":{\"images\":\"x\",\"labels\":\"y\"}},"
         "\"network\":[{\"type\":\"conv2d\",\"filters\":3,\"kernel\":3},{\"type\":\"relu\"},"
         "{\"type\":\"conv2d\",\"filters\":4,\"kernel\":2},{\"type\":\"batchnorm\"},"
         "{\"type\":\"relu\"},{\"type\":\"maxpool\"},{\"type\":\"dense\",\"units\":6},"
-        "{\"type\":\"relu\"},{\"type\":\"dense\",\"units\":4},{\"type\":\"softmax\"}],"
+        "{\"type\":\"batchnorm\"},{\"type\":\"relu\"},{\"type\":\"dense\",\"units\":4},"
+        "{\"type\":\"softmax\"}],"
         "\"training\":{\"init\":\"he\"}}",
         (shape3){7, 6, 2}, 5);
 }
@@ -367,6 +369,13 @@ START_TEST(test_relu_fused_same_bits) {
                           "{\"type\":\"batchnorm\"},{\"type\":\"relu\"},{\"type\":\"maxpool\"},"
                           NET_END,
                           in, 3, 2);
+    /* batchnorm after dense, before a dense layer: batchnorm takes the relu's gradient. */
+    check_fused_same_bits(NET_START
+                          "{\"type\":\"conv2d\",\"filters\":4,\"kernel\":3},{\"type\":\"sigmoid\"},"
+                          "{\"type\":\"maxpool\"},{\"type\":\"dense\",\"units\":20},"
+                          "{\"type\":\"batchnorm\"},{\"type\":\"relu\"},"
+                          "{\"type\":\"dense\",\"units\":4},{\"type\":\"softmax\"}]}",
+                          in, 1, 0);
     const char *pools[] = {
         "{\"type\":\"maxpool\"}", "{\"type\":\"maxpool\",\"ties\":\"all\"}",
         "{\"type\":\"maxpool\",\"size\":3,\"stride\":2}",

@@ -325,20 +325,20 @@ static void batchnorm_layer_forward(const layer *l, const float *params, const f
         float *scale = run->scratch, *shift = run->scratch + n_ch;
         batchnorm_fold(l, params, run->buffers, scale, shift);
         bn_args a = {.l = l, .x = in, .y = out, .a = scale, .b = shift, .relu = run->relu};
-        par_blocks(run->nt, work, run->n, bn_affine_samples, &a);
+        par_items(run->nt, work, run->n, bn_affine_samples, &a);
         return;
     }
     const bn_scratch b = scratch_of(l, run->scratch, run->n);
     double *invstd = (double *)run->pass_saved, *count = invstd + n_ch;
     float *kept = pass_floats(l, run->pass_saved);
     bn_args a = {.l = l, .x = in, .y = out, .sums = b.sums, .width = width, .relu = run->relu};
-    par_blocks(run->nt, work, run->n, bn_sums_samples, &a);
+    par_items(run->nt, work, run->n, bn_sums_samples, &a);
     sum_batch(run, b.sums, width, (size_t)n_ch + 1, b.lanes, b.total);
     const double m = b.total[n_ch];
     *count = m;
     for (int c = 0; c < n_ch; c++) b.mean[c] = b.total[c] / m;
     a.dmean = b.mean;
-    par_blocks(run->nt, work, run->n, bn_squares_samples, &a);
+    par_items(run->nt, work, run->n, bn_squares_samples, &a);
     sum_batch(run, b.sums, width, (size_t)n_ch, b.lanes, b.total);
     for (int c = 0; c < n_ch; c++) {
         const double var = b.total[c] / m;
@@ -353,7 +353,7 @@ static void batchnorm_layer_forward(const layer *l, const float *params, const f
         }
     }
     a.a = kept, a.b = kept + n_ch, a.d = params;
-    par_blocks(run->nt, work, run->n, bn_normalise_samples, &a);
+    par_items(run->nt, work, run->n, bn_normalise_samples, &a);
 }
 
 static void batchnorm_layer_backward(const layer *l, const float *params, const float *in,
@@ -367,7 +367,7 @@ static void batchnorm_layer_backward(const layer *l, const float *params, const 
     /* With a fused relu, out is the relu's output and dout the gradient of it. */
     bn_args a = {.l = l, .x = dout, .in = in, .mean = kept, .inv = kept + n_ch, .sums = b.sums,
                  .width = width, .mask = run->relu ? out : NULL};
-    par_blocks(run->nt, work, run->n, bn_grad_sums_samples, &a);
+    par_items(run->nt, work, run->n, bn_grad_sums_samples, &a);
     sum_batch(run, b.sums, width, 2 * (size_t)n_ch, b.lanes, b.total);
     /* Each lane's dweight and dbias: its own samples' sums. */
     for (int ln = 0; ln < cut_lanes(&run->cut); ln++) {
@@ -385,7 +385,7 @@ static void batchnorm_layer_backward(const layer *l, const float *params, const 
         b.f2[c] = (float)(b.total[n_ch + c] / m);
     }
     a.y = din, a.a = b.f0, a.b = b.f1, a.d = b.f2;
-    par_blocks(run->nt, work, run->n, bn_input_grad_samples, &a);
+    par_items(run->nt, work, run->n, bn_input_grad_samples, &a);
 }
 
 static void batchnorm_describe(const void *settings, char *buf, size_t size) {

@@ -638,7 +638,7 @@ static void over_samples_at(conv_args *a, int n, size_t work, par_body body, int
                             const char *site) {
     if (n >= nt) {
         a->nt = 1;
-        par_blocks_at(nt, work, n, body, a, site);
+        par_items_at(nt, work, n, body, a, site);
     } else {
         a->nt = nt;
         body(a, 0, n, 0);

@@ -1,7 +1,9 @@
 /*
  * The one way kernels run on several threads: par_blocks splits a loop over items into contiguous
- * blocks, one per thread. Every parallel region of the trainer goes through it, so the thread
- * count is decided in one place and the profile (profile.h) sees every region.
+ * blocks, one per thread, and par_items does the same but lets a thread that is done take the
+ * remaining items of the others' blocks (for the per-sample loops of conv2d and batchnorm). Every
+ * parallel region of the trainer goes through one of them, so the thread count is decided in one
+ * place and the profile (profile.h) sees every region.
  *
  * How many threads a loop gets: its work divided by PAR_GRAIN, at most nt, at most one per item.
  * `work` is counted in multiply-adds; elementwise loops count PAR_ELEMENT_COST per element. A
@@ -83,6 +85,59 @@ static inline int par_blocks_at(int nt, size_t work, long n, par_body body, void
         const int parts = team < threads ? team : threads;
         if (me < parts) any |= body(ctx, n * me / parts, n * (me + 1) / parts, me);
     }
+    return any;
+}
+
+/* par_blocks for loops of items that cost alike only on paper: each thread starts on the block
+ * par_blocks would give it, one item at a time, and a thread done with its own takes the next
+ * items of the others' blocks, so that a thread on a slower or shared core (a hybrid CPU's
+ * efficiency core, a virtual CPU whose sibling is busy) does fewer of them instead of holding the
+ * others up at the region's end. A thread mostly works on its own block, the same samples
+ * from layer to layer, whose activations its cache holds. Only for bodies whose items do not
+ * depend on which others a call gets or on which worker runs them (each item's results computed
+ * from its inputs alone, in the worker's scratch slot): then the results are the same bits as
+ * par_blocks'. */
+#define PAR_MAX_TEAM 256
+#define par_items(nt, work, n, body, ctx) par_items_at(nt, work, n, body, ctx, #body)
+static inline int par_items_at(int nt, size_t work, long n, par_body body, void *ctx,
+                               const char *site) {
+    const int threads = par_threads(nt, work, n);
+    if (threads < 2 || threads > PAR_MAX_TEAM) return par_blocks_at(nt, work, n, body, ctx, site);
+    /* next[w]: the next unclaimed item of worker w's block, each on a cache line of its own. */
+    struct {
+        long v;
+        char pad[64 - sizeof(long)];
+    } next[PAR_MAX_TEAM];
+    int any = 0, parts = threads;
+    double busy[PROFILE_MAX_THREADS];
+    if (profile_on) profile_region_begin();
+#pragma omp parallel num_threads(nt) reduction(| : any)
+    {
+        const int me = omp_get_thread_num(), team = omp_get_num_threads();
+        const int used = team < threads ? team : threads;
+        const double t0 = profile_on ? profile_thread_cpu() : 0.0;
+        if (me == 0 && profile_on) {
+            profile_region_started(t0);
+            parts = used;
+        }
+        if (me < used) next[me].v = n * me / used;
+#pragma omp barrier
+        if (me < used)
+            for (int k = 0; k < used; k++) {
+                const int w = (me + k) % used; /* its own block first, then the others' */
+                const long end = n * (w + 1) / used;
+                for (;;) {
+                    long item;
+#pragma omp atomic capture
+                    item = next[w].v++;
+                    if (item >= end) break;
+                    any |= body(ctx, item, item + 1, me);
+                }
+            }
+        if (profile_on && me < used && me < PROFILE_MAX_THREADS)
+            busy[me] = profile_thread_cpu() - t0;
+    }
+    if (profile_on) profile_region_end(busy, parts, site);
     return any;
 }
 

@@ -436,6 +436,38 @@ START_TEST(test_par_blocks_cuts_and_keeps_threads) {
 }
 END_TEST
 
+/* par_items: every item runs exactly once, for any share of threads and fewer items than
+ * threads; and when one worker is slow (worker 0 sleeps on each item), the others take items of
+ * its block. */
+static int slow_zero_body(void *ctx, long begin, long end, int worker) {
+    if (worker == 0) usleep(1000);
+    return pb_body(ctx, begin, end, worker);
+}
+
+START_TEST(test_par_items_runs_each_once_and_shares) {
+    static pb_ctx c;
+    const long counts[] = {PB_ITEMS, 3, 1, 0};
+    memset(&c, 0, sizeof c);
+    for (int threads = 2; threads <= PB_NT; threads++)
+        for (size_t k = 0; k < sizeof counts / sizeof counts[0]; k++) {
+            const long n = counts[k];
+            memset(c.hits, 0, sizeof c.hits);
+            par_items(PB_NT, (size_t)threads * PAR_GRAIN, n, pb_body, &c);
+            for (long i = 0; i < PB_ITEMS; i++)
+                ck_assert_msg(c.hits[i] == (i < n), "%d threads, %ld items: item %ld ran %d times",
+                              threads, n, i, c.hits[i]);
+        }
+    memset(c.hits, 0, sizeof c.hits);
+    par_items(PB_NT, (size_t)PB_NT * PAR_GRAIN, PB_ITEMS, slow_zero_body, &c);
+    int taken = 0;
+    for (long i = 0; i < PB_ITEMS; i++) {
+        ck_assert_int_eq(c.hits[i], 1);
+        taken += i < PB_ITEMS / PB_NT && c.worker_of[i] != 0;
+    }
+    ck_assert_msg(taken > 0, "no other worker took an item of the slow worker's block");
+}
+END_TEST
+
 static Suite *kernels_suite(void) {
     Suite *s = suite_create("kernels");
     TCase *tc = tcase_create("fast vs reference");
@@ -448,6 +480,7 @@ static Suite *kernels_suite(void) {
     tcase_add_test(tc, test_conv2d_direct_weight_grad_bits);
     tcase_add_test(tc, test_dense_matches_reference);
     tcase_add_test(tc, test_par_blocks_cuts_and_keeps_threads);
+    tcase_add_test(tc, test_par_items_runs_each_once_and_shares);
     suite_add_tcase(s, tc);
     return s;
 }

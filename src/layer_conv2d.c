@@ -623,10 +623,20 @@ static int forward_samples(void *ctx, long begin, long end, int worker) {
         else
             gemm(0, 1, P, F, Kc, patches_of(a, x, (int)s, worker), Kc, a->weight, Kc, 0, y, F,
                  a->nt);
-        if (a->bias)
-            for (int p = 0; p < P; p++)
-                for (int f = 0; f < F; f++) y[(size_t)p * F + f] += a->bias[f];
-        if (a->relu) relu_in_place(y, (size_t)P * F);
+        /* The bias and the relu in one pass over the output (the same operations). */
+        const float *restrict bias = a->bias;
+        if (bias && a->relu)
+            for (int p = 0; p < P; p++) {
+                float *restrict row = y + (size_t)p * F;
+                for (int f = 0; f < F; f++) row[f] = relu_of(row[f] + bias[f]);
+            }
+        else if (bias)
+            for (int p = 0; p < P; p++) {
+                float *restrict row = y + (size_t)p * F;
+                for (int f = 0; f < F; f++) row[f] += bias[f];
+            }
+        else if (a->relu)
+            relu_in_place(y, (size_t)P * F);
     }
     return 0;
 }

@@ -369,6 +369,14 @@ START_TEST(test_relu_fused_same_bits) {
                           "{\"type\":\"batchnorm\"},{\"type\":\"relu\"},{\"type\":\"maxpool\"},"
                           NET_END,
                           in, 3, 2);
+    /* A relu of its own (after max-pool, which applies none) before conv2d: conv2d masks its
+     * input gradient with the relu's output buffer. */
+    check_fused_same_bits(NET_START
+                          "{\"type\":\"conv2d\",\"filters\":4,\"kernel\":3},{\"type\":\"tanh\"},"
+                          "{\"type\":\"maxpool\"},{\"type\":\"relu\"},"
+                          "{\"type\":\"conv2d\",\"filters\":8,\"kernel\":3,\"padding\":1},"
+                          "{\"type\":\"relu\"},{\"type\":\"maxpool\"}," NET_END,
+                          in, 2, 2);
     /* batchnorm after dense, before a dense layer: batchnorm takes the relu's gradient. */
     check_fused_same_bits(NET_START
                           "{\"type\":\"conv2d\",\"filters\":4,\"kernel\":3},{\"type\":\"sigmoid\"},"

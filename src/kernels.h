@@ -24,6 +24,12 @@ static inline float relu_grad(const float *dy, const float *mask, size_t i) {
     return mask ? (mask[i] > 0.0f ? dy[i] : 0.0f) : dy[i];
 }
 
+/* n values of a gradient passed back in place through a relu whose output is mask: the layers
+ * that take the gradient of the relu before them (run_ctx.relu_din). */
+static inline void relu_grad_in_place(float *restrict dx, const float *restrict mask, size_t n) {
+    for (size_t i = 0; i < n; i++) dx[i] = relu_grad(dx, mask, i);
+}
+
 /* The geometry of a conv2d layer, for its kernels. */
 typedef struct conv_geom {
     int in_h, in_w, in_c, out_h, out_w, n_filters, kernel, stride, padding;
@@ -39,8 +45,9 @@ typedef struct conv_geom {
  * patches (one per thread). Single-channel layers run direct loops in forward and in
  * backward's weight gradient, and neither fill nor read `cols`. `dcol` likewise holds nt
  * samples' patch gradients, and `partial` n samples' weight gradients (n_filters * kernel *
- * kernel * in_c floats each). With n samples and nt threads, the samples are shared out when n >= nt, and each sample's products
- * are split over the threads otherwise; the result is the same either way.
+ * kernel * in_c floats each). With n samples and nt threads, the samples are shared out when
+ * n >= nt, and each sample's products are split over the threads otherwise; the result is the
+ * same either way.
  * conv2d_backward writes each lane's weight and bias gradient (cut: NULL for one lane) into
  * dweight and dbias + l * cut->grad_stride: every sample's gradient is computed on its own (into
  * `partial`, n * n_filters * (kernel * kernel * in_c + 1) floats) and the lane adds them in

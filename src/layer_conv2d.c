@@ -450,17 +450,18 @@ static void direct_weight_grad(float *dw, const float *dy, const float *x, const
         }
         for (int ky = 0; ky < K; ky++)
             for (int kx = 0; kx < K; kx++) {
-                dvec acc = (dvec){0.0f}, total = (dvec){0.0f};
-                for (int p = 0; p < P; p++) {
-                    const int oy = p / g->out_w, ox = p % g->out_w;
-                    const float *dp = p < safe ? dy + (size_t)p * F + f0
-                                               : tail + (size_t)(p - safe) * DIRECT_F;
-                    acc += plane[(size_t)(oy * S + ky) * pw + (size_t)ox * S + kx] *
-                           *(const dvec_u *)dp;
-                    if ((p + 1) % block == 0 || p + 1 == P) {
-                        total = p < block ? acc : total + acc;
-                        acc = (dvec){0.0f};
+                dvec total = (dvec){0.0f};
+                for (int b0 = 0; b0 < P; b0 += block) {
+                    const int b1 = P - b0 < block ? P : b0 + block;
+                    dvec acc = (dvec){0.0f};
+                    for (int p = b0; p < b1; p++) {
+                        const int oy = p / g->out_w, ox = p % g->out_w;
+                        const float *dp = p < safe ? dy + (size_t)p * F + f0
+                                                   : tail + (size_t)(p - safe) * DIRECT_F;
+                        acc += plane[(size_t)(oy * S + ky) * pw + (size_t)ox * S + kx] *
+                               *(const dvec_u *)dp;
                     }
+                    total = b0 ? total + acc : acc;
                 }
                 float sum[DIRECT_F];
                 *(dvec_u *)sum = total;
@@ -732,11 +733,8 @@ static int backward_samples(void *ctx, long begin, long end, int worker) {
             gemm(0, 0, P, Kc, F, dy, F, a->weight, Kc, 0, dcol, Kc, a->nt);
             col2im(dx, dcol, g);
         }
-        if (a->relu_din) {
-            /* Through the relu before, while the sample's gradient is in cache. */
-            const size_t size = (size_t)g->in_h * g->in_w * g->in_c;
-            for (size_t i = 0; i < size; i++) dx[i] = relu_grad(dx, x, i);
-        }
+        /* Through the relu before, while the sample's gradient is in cache. */
+        if (a->relu_din) relu_grad_in_place(dx, x, (size_t)g->in_h * g->in_w * g->in_c);
         if (profile_on) profile_input_grad(omp_get_wtime() - start);
     }
     return 0;

@@ -247,10 +247,8 @@ static int relu_after_samples(void *ctx, long begin, long end, int worker) {
     (void)worker;
     const pool_args *a = ctx;
     const size_t size = shape_size(a->l->in);
-    float *restrict dx = a->dst;
-    const float *restrict x = a->in;
-    for (size_t i = (size_t)begin * size; i < (size_t)end * size; i++)
-        dx[i] = relu_grad(dx, x, i);
+    relu_grad_in_place(a->dst + (size_t)begin * size, a->in + (size_t)begin * size,
+                       (size_t)(end - begin) * size);
     return 0;
 }
 

@@ -10,6 +10,7 @@
  */
 #include "gemm.h"
 
+#include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -235,6 +236,16 @@ static int gemm_tiles(void *ctx, long begin, long end, int worker) {
 
 typedef float vec4u __attribute__((vector_size(16), aligned(4)));
 
+/* a * b + c as one fused multiply-add where the CPU has one, as -ffp-contract=fast makes of the
+ * vector loops. Spelled out for the scalar sums: written as s += a * b, GCC may vectorise such a
+ * loop as products first, then added in order (two roundings), and whether it does depends on
+ * the loop, not on the shape. */
+#ifdef __FMA__
+#define MUL_ADD(a, b, c) fmaf(a, b, c)
+#else
+#define MUL_ADD(a, b, c) ((a) * (b) + (c))
+#endif
+
 typedef struct thin_args {
     int K, ldc, add;
     long n_out;      /* outputs in all */
@@ -245,45 +256,88 @@ typedef struct thin_args {
     float *C;        /* output j at C[j * ldc] */
 } thin_args;
 
-static inline void store_out(const thin_args *t, long j, float v) {
-    float *c = t->C + (size_t)j * t->ldc;
-    *c = t->add ? *c + v : v;
+/* Outputs j0 + from .. j0 + to - 1 from v[from .. to - 1]. */
+static inline void store_outs(const thin_args *t, long j0, const float *v, int from, int to) {
+    float *c = t->C + (size_t)j0 * t->ldc;
+    const size_t ldc = t->ldc;
+    if (t->add)
+        for (int j = from; j < to; j++) c[j * ldc] += v[j];
+    else if (ldc == 1)
+        for (int j = from; j < to; j++) c[j] = v[j];
+    else
+        for (int j = from; j < to; j++) c[j * ldc] = v[j];
+}
+
+/* Columns [c0, c0 + 16 nb) of y[j] = sum_k x_k Y[k][j] for nb (at most 4) vectors of 16 columns
+ * at once, in register: per column two partial sums, k even and k odd, added at the end; the
+ * nb vectors' chains are independent, so their fused multiply-adds overlap. firsts[b] is the
+ * first column of vector b; its lanes below skip[b] were stored already and are not stored. */
+static inline __attribute__((always_inline)) void
+axpy_vectors(const thin_args *t, const long *firsts, const int *skip, const int nb) {
+    vec16 even[4], odd[4];
+    const float *y[4];
+    for (int b = 0; b < nb; b++) even[b] = odd[b] = (vec16){0}, y[b] = t->Y + firsts[b];
+    const size_t xs = t->x_k, ys = t->y_k;
+    int k = 0;
+    for (; k + 1 < t->K; k += 2) {
+        const float xe = t->x[(size_t)k * xs], xo = t->x[(size_t)(k + 1) * xs];
+        for (int b = 0; b < nb; b++) {
+            even[b] += xe * *(const vec16u *)(y[b] + (size_t)k * ys);
+            odd[b] += xo * *(const vec16u *)(y[b] + (size_t)(k + 1) * ys);
+        }
+    }
+    if (k < t->K)
+        for (int b = 0; b < nb; b++) even[b] += t->x[(size_t)k * xs] * *(const vec16u *)(y[b] + (size_t)k * ys);
+    for (int b = 0; b < nb; b++) {
+        float sum[16];
+        *(vec16u *)sum = even[b] + odd[b];
+        store_outs(t, firsts[b], sum, skip[b], 16);
+    }
 }
 
 /* Outputs [16 begin, 16 end) of y[j] = sum_k x_k Y[k][j], as scaled rows of Y added in ascending
- * k, two interleaved partial sums (even and odd k) per output, then added. */
+ * k, two interleaved partial sums (even and odd k) per output, then added. A product at least 16
+ * wide computes its ragged last block as the last 16 columns (the lanes it shares with the block
+ * before are the same sums, and are not stored again), up to four blocks at a time. */
 static int thin_axpy(void *ctx, long begin, long end, int worker) {
     (void)worker;
     const thin_args *t = ctx;
     const long total = t->n_out;
-    for (long blk = begin; blk < end; blk++) {
-        const long j0 = blk * 16, width = total - j0 < 16 ? total - j0 : 16;
-        const float *y = t->Y + j0;
-        if (width == 16) {
-            vec16 even = {0}, odd = {0};
-            int k = 0;
-            for (; k + 1 < t->K; k += 2) {
-                even += t->x[(size_t)k * t->x_k] * *(const vec16u *)(y + (size_t)k * t->y_k);
-                odd += t->x[(size_t)(k + 1) * t->x_k] * *(const vec16u *)(y + (size_t)(k + 1) * t->y_k);
+    if (total >= 16) {
+        for (long blk = begin; blk < end; blk += 4) {
+            const int nb = end - blk < 4 ? (int)(end - blk) : 4;
+            long firsts[4];
+            int skip[4];
+            for (int b = 0; b < nb; b++) {
+                const long j0 = (blk + b) * 16;
+                firsts[b] = j0 + 16 <= total ? j0 : total - 16;
+                skip[b] = (int)(j0 - firsts[b]);
             }
-            if (k < t->K) even += t->x[(size_t)k * t->x_k] * *(const vec16u *)(y + (size_t)k * t->y_k);
-            vec16 sum = even + odd;
-            for (int j = 0; j < 16; j++) store_out(t, j0 + j, sum[j]);
-            continue;
-        }
-        float even[16] = {0}, odd[16] = {0};
-        int k = 0;
-        for (; k + 1 < t->K; k += 2) {
-            const float xe = t->x[(size_t)k * t->x_k], xo = t->x[(size_t)(k + 1) * t->x_k];
-            for (int j = 0; j < width; j++) {
-                even[j] += xe * y[(size_t)k * t->y_k + j];
-                odd[j] += xo * y[(size_t)(k + 1) * t->y_k + j];
+            switch (nb) {
+            case 4: axpy_vectors(t, firsts, skip, 4); break;
+            case 3: axpy_vectors(t, firsts, skip, 3); break;
+            case 2: axpy_vectors(t, firsts, skip, 2); break;
+            default: axpy_vectors(t, firsts, skip, 1); break;
             }
         }
-        if (k < t->K)
-            for (int j = 0; j < width; j++) even[j] += t->x[(size_t)k * t->x_k] * y[(size_t)k * t->y_k + j];
-        for (int j = 0; j < width; j++) store_out(t, j0 + j, even[j] + odd[j]);
+        return 0;
     }
+    /* Fewer than 16 outputs: one block, one by one. */
+    if (begin >= end) return 0;
+    float even[16] = {0}, odd[16] = {0};
+    const float *y = t->Y;
+    int k = 0;
+    for (; k + 1 < t->K; k += 2) {
+        const float xe = t->x[(size_t)k * t->x_k], xo = t->x[(size_t)(k + 1) * t->x_k];
+        for (int j = 0; j < total; j++) {
+            even[j] += xe * y[(size_t)k * t->y_k + j];
+            odd[j] += xo * y[(size_t)(k + 1) * t->y_k + j];
+        }
+    }
+    if (k < t->K)
+        for (int j = 0; j < total; j++) even[j] += t->x[(size_t)k * t->x_k] * y[(size_t)k * t->y_k + j];
+    for (int j = 0; j < total; j++) even[j] += odd[j];
+    store_outs(t, 0, even, 0, (int)total);
     return 0;
 }
 
@@ -325,19 +379,23 @@ static int thin_dots(void *ctx, long begin, long end, int worker) {
     const long total = t->n_out;
     for (long blk = begin; blk < end; blk++) {
         const long j0 = blk * 16, rows = total - j0 < 16 ? total - j0 : 16;
+        const float *y0 = t->Y + (size_t)j0 * t->y_j;
+        size_t at[16];
+        for (int r = 0; r < 16; r++) at[r] = (size_t)(r < rows ? r : 0) * t->y_j;
         vec16 v[16];
-        float tail[16];
         for (int r = 0; r < 16; r++) {
-            v[r] = (vec16){0};
-            tail[r] = 0.0f;
-            if (r >= rows) continue;
-            const float *y = t->Y + (size_t)(j0 + r) * t->y_j, *x = t->x;
+            vec16 acc = {0};
             for (int k = 0; k < K16; k += 16)
-                v[r] += *(const vec16u *)(y + k) * *(const vec16u *)(x + k);
-            for (int k = K16; k < K; k++) tail[r] += y[k] * x[k];
+                acc += *(const vec16u *)(y0 + at[r] + k) * *(const vec16u *)(t->x + k);
+            v[r] = acc;
         }
-        vec16 sums = sum_lanes16(v);
-        for (int r = 0; r < rows; r++) store_out(t, j0 + r, sums[r] + tail[r]);
+        float tail[16] = {0};
+        for (int k = K16; k < K; k++)
+            for (int r = 0; r < 16; r++) tail[r] = MUL_ADD(y0[at[r] + k], t->x[k], tail[r]);
+        float sums[16];
+        *(vec16u *)sums = sum_lanes16(v);
+        for (int r = 0; r < 16; r++) sums[r] += tail[r];
+        store_outs(t, j0, sums, 0, (int)rows);
     }
     return 0;
 }

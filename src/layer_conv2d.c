@@ -697,6 +697,27 @@ static size_t partial_floats(const conv_geom *g) {
 }
 
 /* Sample s's weight and bias gradient into its own slot of partial, and its input gradient. */
+/* db[f] = the sum of dy[p][f] over positions p, added in ascending p from 0. Up to 16 filters
+ * keep their sums in the lanes of one vector (each lane adds its filter's values in the same
+ * order, so the bits are the same), whole vectors read while they lie inside dy. */
+static void bias_grad(float *db, const float *dy, int P, int F) {
+    if (F <= 16) {
+        dvec acc = {0};
+        const size_t end = (size_t)P * F;
+        int p = 0;
+        for (; (size_t)p * F + 16 <= end; p++) acc += *(const dvec_u *)(dy + (size_t)p * F);
+        float sums[16];
+        *(dvec_u *)sums = acc;
+        for (; p < P; p++)
+            for (int f = 0; f < F; f++) sums[f] += dy[(size_t)p * F + f];
+        for (int f = 0; f < F; f++) db[f] = sums[f];
+        return;
+    }
+    for (int f = 0; f < F; f++) db[f] = 0.0f;
+    for (int p = 0; p < P; p++)
+        for (int f = 0; f < F; f++) db[f] += dy[(size_t)p * F + f];
+}
+
 static int backward_samples(void *ctx, long begin, long end, int worker) {
     const conv_args *a = ctx;
     const conv_geom *g = a->g;
@@ -720,9 +741,7 @@ static int backward_samples(void *ctx, long begin, long end, int worker) {
             const float *patches = patches_of(a, x, (int)s, worker);
             gemm(1, 0, F, Kc, P, dy, F, patches, Kc, 0, dw, Kc, a->nt);
         }
-        for (int f = 0; f < F; f++) db[f] = 0.0f;
-        for (int p = 0; p < P; p++)
-            for (int f = 0; f < F; f++) db[f] += dy[(size_t)p * F + f];
+        bias_grad(db, dy, P, F);
         if (!a->din) continue;
         const double start = profile_on ? omp_get_wtime() : 0.0;
         float *dx = a->din + (size_t)s * g->in_h * g->in_w * g->in_c;

@@ -64,15 +64,29 @@ static inline float window_grad(float g, float top, int relu) {
     return relu && !(top > 0.0f) ? 0.0f : g;
 }
 
+typedef float fvec16 __attribute__((vector_size(64)));
+typedef float fvec16u __attribute__((vector_size(64), aligned(4)));
+typedef int ivec16 __attribute__((vector_size(64)));
+/* Eight channels at a time, for channel counts that are multiples of 8 but not of 16 (the
+ * report's 8 filters): a loop over a run-time count of 8 would leave 16-wide vectors empty. */
+typedef float fvec8 __attribute__((vector_size(32)));
+typedef float fvec8u __attribute__((vector_size(32), aligned(4)));
+typedef int ivec8 __attribute__((vector_size(32)));
+
+/* Whether channels go through eight at a time. */
+static inline int by_eights(int n_ch) {
+    return n_ch % 8 == 0 && n_ch % 16 != 0;
+}
+
 /* Output rows [begin, end) of all samples. Channels innermost, so the max over a window runs
  * along contiguous memory; positions are visited in row-major order, keeping the first of equal
  * values. */
-static int maxpool_forward_rows(void *ctx, long begin, long end, int worker) {
-    (void)worker;
-    const pool_args *a = ctx;
+static inline __attribute__((always_inline)) int
+forward_rows_of(const pool_args *a, long begin, long end, const int channels) {
     const layer *l = a->l;
     const maxpool_settings *s = l->settings;
-    const int in_w = l->in.w, n_ch = l->in.c, out_h = l->out.h, out_w = l->out.w;
+    const int in_w = l->in.w, n_ch = channels ? channels : l->in.c, out_h = l->out.h;
+    const int out_w = l->out.w;
     const float *in = a->in;
     float *out = a->dst;
     for (int row = (int)begin; row < (int)end; row++) {
@@ -82,6 +96,21 @@ static int maxpool_forward_rows(void *ctx, long begin, long end, int worker) {
         for (int ox = 0; ox < out_w; ox++) {
             const float *base = x + ((size_t)oy * s->stride * in_w + (size_t)ox * s->stride) * n_ch;
             float *best = y + (size_t)ox * n_ch;
+            if (by_eights(n_ch)) {
+                /* The same comparisons, eight channels in a vector: a later value replaces
+                 * the best only when greater. */
+                for (int c0 = 0; c0 < n_ch; c0 += 8) {
+                    fvec8 b = *(const fvec8u *)(base + c0);
+                    for (int dy = 0; dy < s->size; dy++)
+                        for (int dx = 0; dx < s->size; dx++) {
+                            const fvec8 v = *(const fvec8u *)(base + ((size_t)dy * in_w + dx) * n_ch + c0);
+                            const ivec8 greater = v > b;
+                            b = (fvec8)(((ivec8)v & greater) | ((ivec8)b & ~greater));
+                        }
+                    *(fvec8u *)(best + c0) = b;
+                }
+                continue;
+            }
             for (int c = 0; c < n_ch; c++) best[c] = base[c];
             for (int dy = 0; dy < s->size; dy++)
                 for (int dx = 0; dx < s->size; dx++) {
@@ -91,6 +120,29 @@ static int maxpool_forward_rows(void *ctx, long begin, long end, int worker) {
         }
     }
     return 0;
+}
+
+/* A few channels (fewer than 8) known at compile time: their loops unrolled and without a
+ * run-time count (LeNet's 6 filters), the same comparisons in the same order. */
+#define SMALL_CHANNELS(call)                                                                   \
+    switch (l_channels) {                                                                      \
+    case 1: return call(1);                                                                    \
+    case 2: return call(2);                                                                    \
+    case 3: return call(3);                                                                    \
+    case 4: return call(4);                                                                    \
+    case 5: return call(5);                                                                    \
+    case 6: return call(6);                                                                    \
+    case 7: return call(7);                                                                    \
+    default: return call(0);                                                                   \
+    }
+
+static int maxpool_forward_rows(void *ctx, long begin, long end, int worker) {
+    (void)worker;
+    const pool_args *a = ctx;
+    const int l_channels = a->l->in.c;
+#define FORWARD(c) forward_rows_of(a, begin, end, c)
+    SMALL_CHANNELS(FORWARD)
+#undef FORWARD
 }
 
 /* A row is one thread's. */
@@ -116,9 +168,6 @@ static inline void first_max(const float *x, float *dx, float best, float g, int
         }
 }
 
-typedef float fvec16 __attribute__((vector_size(64)));
-typedef float fvec16u __attribute__((vector_size(64), aligned(4)));
-typedef int ivec16 __attribute__((vector_size(64)));
 
 /* Channels from which the windows' channels go through together when they are not whole
  * blocks of 16 (below it, the channel-by-channel search is faster: 6 channels 2x slower
@@ -129,12 +178,12 @@ typedef int ivec16 __attribute__((vector_size(64)));
 /* Windows that do not overlap (stride >= size) own their input positions, so output rows can
  * be split over threads; ties "all" then runs along contiguous channels. Output row oy also
  * zeroes the input rows from its window's first to the next window's (or the end). */
-static int maxpool_backward_rows(void *ctx, long begin, long end, int worker) {
-    (void)worker;
-    const pool_args *a = ctx;
+static inline __attribute__((always_inline)) int
+backward_rows_of(const pool_args *a, long begin, long end, const int channels) {
     const layer *l = a->l;
     const maxpool_settings *s = l->settings;
-    const int in_w = l->in.w, n_ch = l->in.c, out_h = l->out.h, out_w = l->out.w;
+    const int in_w = l->in.w, n_ch = channels ? channels : l->in.c, out_h = l->out.h;
+    const int out_w = l->out.w;
     const float *in = a->in, *out = a->out, *dout = a->dout;
     float *din = a->dst;
     const int relu = a->relu; /* a local: the stores below cannot change it */
@@ -148,6 +197,20 @@ static int maxpool_backward_rows(void *ctx, long begin, long end, int worker) {
             size_t o = (size_t)sample * shape_size(l->out) + ((size_t)oy * out_w + ox) * n_ch;
             const float *best = out + o, *g = dout + o;
             size_t base = ((size_t)oy * s->stride * in_w + (size_t)ox * s->stride) * n_ch;
+            if (!s->ties_first && by_eights(n_ch)) {
+                for (int c0 = 0; c0 < n_ch; c0 += 8) {
+                    const fvec8 top = *(const fvec8u *)(best + c0);
+                    fvec8 gr = *(const fvec8u *)(g + c0);
+                    if (relu) gr = (fvec8)((ivec8)gr & (top > (fvec8){0.0f}));
+                    for (int wy = 0; wy < s->size; wy++)
+                        for (int wx = 0; wx < s->size; wx++) {
+                            size_t at = base + ((size_t)wy * in_w + wx) * n_ch + c0;
+                            const ivec8 hit = *(const fvec8u *)(x + at) == top;
+                            *(fvec8u *)(dx + at) = (fvec8)((ivec8)gr & hit);
+                        }
+                }
+                continue;
+            }
             if (!s->ties_first) {
                 for (int wy = 0; wy < s->size; wy++)
                     for (int wx = 0; wx < s->size; wx++) {
@@ -181,6 +244,22 @@ static int maxpool_backward_rows(void *ctx, long begin, long end, int worker) {
                 }
                 continue;
             }
+            if (by_eights(n_ch)) {
+                /* The same, eight channels at a time. */
+                for (int c0 = 0; c0 < n_ch; c0 += 8) {
+                    fvec8 held = *(const fvec8u *)(g + c0);
+                    const fvec8 top = *(const fvec8u *)(best + c0);
+                    if (relu) held = (fvec8)((ivec8)held & (top > (fvec8){0.0f}));
+                    for (int wy = 0; wy < s->size; wy++)
+                        for (int wx = 0; wx < s->size; wx++) {
+                            size_t at = base + ((size_t)wy * in_w + wx) * n_ch + c0;
+                            const ivec8 hit = *(const fvec8u *)(x + at) == top;
+                            *(fvec8u *)(dx + at) = (fvec8)((ivec8)held & hit);
+                            held = (fvec8)((ivec8)held & ~hit);
+                        }
+                }
+                continue;
+            }
             if (n_ch >= FIRST_MAX_VECTOR && n_ch <= FIRST_MAX_CHANNELS) {
                 float held[FIRST_MAX_CHANNELS];
                 for (int c = 0; c < n_ch; c++) held[c] = window_grad(g[c], best[c], relu);
@@ -203,6 +282,15 @@ static int maxpool_backward_rows(void *ctx, long begin, long end, int worker) {
         }
     }
     return 0;
+}
+
+static int maxpool_backward_rows(void *ctx, long begin, long end, int worker) {
+    (void)worker;
+    const pool_args *a = ctx;
+    const int l_channels = a->l->in.c;
+#define BACKWARD(c) backward_rows_of(a, begin, end, c)
+    SMALL_CHANNELS(BACKWARD)
+#undef BACKWARD
 }
 
 /* Overlapping windows, or the report's misplaced writes: each thread owns whole (sample,

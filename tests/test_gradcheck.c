@@ -357,7 +357,8 @@ static void check_fused_same_bits(const char *text, shape3 in, int fused, int ma
 /* A relu that the layer before applies, or whose gradient the layer after takes, gives the same
  * bits as its own passes, forward and backward: after conv2d, batchnorm and dense; before
  * conv2d and max-pooling, in each of max-pooling's ways through a window (blocks of 16
- * channels, 32 or more held together, a few one by one, ties "all", overlapping windows). */
+ * channels, eight at a time, 32 or more held together, a few one by one, ties "all",
+ * overlapping windows). */
 START_TEST(test_relu_fused_same_bits) {
 #define NET_START "{\"data\":{\"train\":{\"images\":\"x\",\"labels\":\"y\"}},\"network\":["
 #define NET_END "{\"type\":\"dense\",\"units\":20},{\"type\":\"relu\"},"                \
@@ -388,9 +389,9 @@ START_TEST(test_relu_fused_same_bits) {
         "{\"type\":\"maxpool\"}", "{\"type\":\"maxpool\",\"ties\":\"all\"}",
         "{\"type\":\"maxpool\",\"size\":3,\"stride\":2}",
         "{\"type\":\"maxpool\",\"size\":3,\"stride\":2,\"ties\":\"all\"}"};
-    const int filters[] = {6, 16, 40};
+    const int filters[] = {6, 8, 16, 40};
     for (int p = 0; p < 4; p++)
-        for (int f = 0; f < 3; f++) {
+        for (int f = 0; f < 4; f++) {
             char text[1024];
             snprintf(text, sizeof text,
                      NET_START "{\"type\":\"conv2d\",\"filters\":4,\"kernel\":3},"
@@ -471,17 +472,19 @@ START_TEST(test_maxpool_tie_rules) {
 }
 END_TEST
 
-/* Ties "first" with the channels of a window together: a 4x4 input of C channels in 2x2
- * windows (C = 32 and 16: blocks of 16 channels in registers; 40: the loop over any number of
- * channels; 6 and 1: the channel-by-channel search), channel c's values chosen so that its
- * maxima tie at positions that vary with c (none, two, three or all four of a window). Each
- * window's gradient must go to the first maximum in row-major order, channel by channel, as the
- * one-channel rule says. */
-START_TEST(test_maxpool_first_many_channels) {
+/* The channels of a window together: a 4x4 input of C channels in 2x2 windows (C = 32 and 16:
+ * blocks of 16 channels in registers; 24 and 8: eight at a time; 40: the loop over any number
+ * of channels; 6 and 1: the channel-by-channel search), channel c's values chosen so that its
+ * maxima tie at positions that vary with c (none, two, three or all four of a window). Forward
+ * must give each window's maximum; backward, with ties "first", each window's gradient to the
+ * first maximum in row-major order, with ties "all" to every maximum, channel by channel, as
+ * the one-channel rules say. */
+START_TEST(test_maxpool_many_channels) {
     enum { H = 4, W = 4, CMAX = 40 };
     float in[H * W * CMAX], out[(H / 2) * (W / 2) * CMAX], dout[(H / 2) * (W / 2) * CMAX];
-    float din[H * W * CMAX], want[H * W * CMAX];
-    const int channels[] = {40, 32, 16, 6, 1};
+    float din[H * W * CMAX], want[H * W * CMAX], top_of[(H / 2) * (W / 2) * CMAX];
+    const int channels[] = {40, 32, 24, 16, 8, 6, 1};
+    for (int first = 0; first < 2; first++)
     for (size_t t = 0; t < sizeof channels / sizeof channels[0]; t++) {
         const int C = channels[t];
         for (int y = 0; y < H; y++)
@@ -497,23 +500,32 @@ START_TEST(test_maxpool_first_many_channels) {
         for (int oy = 0; oy < H / 2; oy++)
             for (int ox = 0; ox < W / 2; ox++)
                 for (int c = 0; c < C; c++) {
+                    const int o = (oy * (W / 2) + ox) * C + c;
                     int best = -1;
                     float top = -1.0f;
                     for (int k = 0; k < 4; k++) { /* the first maximum in row-major order */
                         const float v = in[((oy * 2 + k / 2) * W + ox * 2 + k % 2) * C + c];
                         if (v > top) top = v, best = k;
                     }
-                    want[((oy * 2 + best / 2) * W + ox * 2 + best % 2) * C + c] =
-                        dout[(oy * (W / 2) + ox) * C + c];
+                    top_of[o] = top;
+                    for (int k = 0; k < 4; k++) {
+                        const int at = ((oy * 2 + k / 2) * W + ox * 2 + k % 2) * C + c;
+                        if (first ? k == best : in[at] == top) want[at] = dout[o];
+                    }
                 }
         test_layer tl;
-        make_layer(&tl, "{\"type\":\"maxpool\",\"ties\":\"first\"}", (shape3){H, W, C});
+        make_layer(&tl, first ? "{\"type\":\"maxpool\",\"ties\":\"first\"}"
+                              : "{\"type\":\"maxpool\",\"ties\":\"all\"}",
+                   (shape3){H, W, C});
         tl.l.ops->forward(&tl.l, NULL, in, out, &one);
+        for (int i = 0; i < (H / 2) * (W / 2) * C; i++)
+            ck_assert_msg(out[i] == top_of[i], "%d channels: out[%d] = %g, want %g", C, i,
+                          out[i], top_of[i]);
         for (int i = 0; i < H * W * C; i++) din[i] = -7.0f; /* every position must be written */
         tl.l.ops->backward(&tl.l, NULL, in, out, dout, din, NULL, &one);
         for (int i = 0; i < H * W * C; i++)
-            ck_assert_msg(din[i] == want[i], "%d channels: din[%d] = %g, want %g", C, i, din[i],
-                          want[i]);
+            ck_assert_msg(din[i] == want[i], "ties %s, %d channels: din[%d] = %g, want %g",
+                          first ? "first" : "all", C, i, din[i], want[i]);
         free_layer(&tl);
     }
 }
@@ -595,7 +607,7 @@ static Suite *gradcheck_suite(void) {
     tcase_add_test(tc, test_relu_fused_same_bits);
     tcase_add_test(tc, test_maxpool_tie_rules);
     tcase_add_test(tc, test_maxpool_overlapping_ties);
-    tcase_add_test(tc, test_maxpool_first_many_channels);
+    tcase_add_test(tc, test_maxpool_many_channels);
     tcase_add_test(tc, test_maxpool_report_index_bug);
     tcase_add_test(tc, test_double_sigmoid_switch);
     suite_add_tcase(s, tc);

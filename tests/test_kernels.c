@@ -65,6 +65,71 @@ START_TEST(test_gemm_matches_reference) {
 }
 END_TEST
 
+/* a * b + c as the library's kernels compute it: one fused multiply-add where the CPU has one
+ * (the kernels are compiled to contract), else a product and a sum. */
+#ifdef __FMA__
+#define MUL_ADD(a, b, c) fmaf(a, b, c)
+#else
+#define MUL_ADD(a, b, c) ((a) * (b) + (c))
+#endif
+
+/* The thin products' sums, element by element in the order gemm.h promises (spelled out here
+ * independently of the vector code), against gemm() bit for bit: one row (y[j] = sum_k x_k
+ * B[k][j], two partial sums over even and odd k, then added), one column of rows against a
+ * vector (each row's products 16 at a time into lanes, lane l summing k = l, l + 16, ...; the
+ * lanes added by the fixed tree l + 8, + 4, + 2, + 1; the last K mod 16 products one by one;
+ * then the two added). Widths and tails of every size around 16, including the tails of 8 or
+ * more that a vectoriser could sum with other roundings; 1 and 3 threads. */
+static float thin_row(const float *x, size_t x_k, const float *B, size_t b_k, int K, int j) {
+    float even = 0.0f, odd = 0.0f;
+    int k = 0;
+    for (; k + 1 < K; k += 2) {
+        even = MUL_ADD(x[(size_t)k * x_k], B[(size_t)k * b_k + j], even);
+        odd = MUL_ADD(x[(size_t)(k + 1) * x_k], B[(size_t)(k + 1) * b_k + j], odd);
+    }
+    if (k < K) even = MUL_ADD(x[(size_t)k * x_k], B[(size_t)k * b_k + j], even);
+    return even + odd;
+}
+
+static float thin_dot(const float *a, const float *x, int K) {
+    const int K16 = K / 16 * 16;
+    float lane[16] = {0}, tail = 0.0f;
+    for (int k = 0; k < K16; k++) lane[k % 16] = MUL_ADD(a[k], x[k], lane[k % 16]);
+    for (int width = 8; width >= 1; width /= 2)
+        for (int l = 0; l < width; l++) lane[l] = lane[l] + lane[l + width];
+    for (int k = K16; k < K; k++) tail = MUL_ADD(a[k], x[k], tail);
+    return lane[0] + tail;
+}
+
+START_TEST(test_gemm_thin_order) {
+    const int widths[] = {1, 5, 10, 16, 17, 20, 31, 37, 64, 70};
+    const int depths[] = {1, 2, 7, 10, 15, 16, 20, 24, 31, 33, 47, 1352};
+    for (size_t w = 0; w < sizeof widths / sizeof widths[0]; w++)
+        for (size_t d = 0; d < sizeof depths / sizeof depths[0]; d++)
+            for (int nt = 1; nt <= 3; nt += 2) {
+                const int N = widths[w], K = depths[d];
+                float *x = random_floats((size_t)K), *B = random_floats((size_t)K * N);
+                float *c = floats_alloc((size_t)N), *want = floats_alloc((size_t)N);
+                /* One row: c = x . B, B K x N (a dense layer's forward for one sample). */
+                gemm(0, 0, 1, N, K, x, K, B, N, 0, c, N, nt);
+                for (int j = 0; j < N; j++) want[j] = thin_row(x, 1, B, (size_t)N, K, j);
+                for (int j = 0; j < N; j++)
+                    ck_assert_msg(memcmp(&c[j], &want[j], sizeof *c) == 0,
+                                  "row 1x%dx%d, %d threads: c[%d] %a, the promised order %a", N,
+                                  K, nt, j, c[j], want[j]);
+                /* One column: c = B' . x with the N rows of B' each K long (a dense layer's
+                 * input gradient for one sample). */
+                gemm(0, 1, N, 1, K, B, K, x, K, 0, c, 1, nt);
+                for (int j = 0; j < N; j++) want[j] = thin_dot(B + (size_t)j * K, x, K);
+                for (int j = 0; j < N; j++)
+                    ck_assert_msg(memcmp(&c[j], &want[j], sizeof *c) == 0,
+                                  "column %dx1x%d, %d threads: c[%d] %a, the promised order %a",
+                                  N, K, nt, j, c[j], want[j]);
+                aligned_free(x), aligned_free(B), aligned_free(c), aligned_free(want);
+            }
+}
+END_TEST
+
 /* The tile's width follows N (two vectors of 16 with AVX-512 where N > 16, else one), and an
  * element's sum must not depend on it: the first 16 columns of a wide product are the bits of
  * the same product 16 columns wide, and those of 8 columns. */
@@ -226,7 +291,7 @@ static void weight_grad_in_blocks(float *dw, const float *x, const float *dy, co
                     const int ix = p % g->out_w * g->stride + kx - g->padding;
                     const int inside = iy >= 0 && iy < g->in_h && ix >= 0 && ix < g->in_w;
                     const float v = inside ? x[(size_t)iy * g->in_w + ix] : 0.0f;
-                    acc = fmaf(v, dy[(size_t)p * F + f], acc);
+                    acc = MUL_ADD(v, dy[(size_t)p * F + f], acc);
                     if ((p + 1) % GEMM_KC == 0 || p + 1 == P) {
                         total = p < GEMM_KC ? acc : total + acc;
                         acc = 0.0f;
@@ -265,6 +330,15 @@ START_TEST(test_conv2d_direct_weight_grad_bits) {
             ck_assert_msg(memcmp(&dw[i], &want[i], sizeof *dw) == 0,
                           "case %zu: dweight[%zu] %.9g, the GEMM's sums give %.9g", c, i, dw[i],
                           want[i]);
+        /* The bias gradient: each filter's values added over the positions in order. */
+        const int P = g->out_h * g->out_w;
+        for (int f = 0; f < g->n_filters; f++) {
+            float sum = 0.0f;
+            for (int p = 0; p < P; p++) sum += dy[(size_t)p * g->n_filters + f];
+            ck_assert_msg(memcmp(&db[f], &sum, sizeof sum) == 0,
+                          "case %zu: dbias[%d] %.9g, the positions in order give %.9g", c, f,
+                          db[f], sum);
+        }
         aligned_free(x), aligned_free(w), aligned_free(dy), aligned_free(dw), aligned_free(want);
         aligned_free(db), aligned_free(partial), aligned_free(col), aligned_free(dcol);
     }
@@ -472,6 +546,7 @@ static Suite *kernels_suite(void) {
     Suite *s = suite_create("kernels");
     TCase *tc = tcase_create("fast vs reference");
     tcase_add_test(tc, test_gemm_matches_reference);
+    tcase_add_test(tc, test_gemm_thin_order);
     tcase_add_test(tc, test_gemm_tile_width_does_not_matter);
     tcase_add_test(tc, test_gemm_gather_same_bits);
     tcase_add_test(tc, test_gemm_thread_count_does_not_matter);

@@ -78,6 +78,31 @@ static inline int by_eights(int n_ch) {
     return n_ch % 8 == 0 && n_ch % 16 != 0;
 }
 
+/* first_held_W: ties "first" for one window, W channels at a time in a vector: the window's
+ * gradient (zero where the relu before masks it) held in a register, and the positions visited
+ * in row-major order, each taking the held gradient where it holds the maximum, which is then
+ * no longer held. x and dx point at the window's first position, rows `row` floats apart. */
+#define FIRST_HELD(W, V, VU, IV)                                                                \
+    static inline void first_held_##W(const float *x, float *dx, const float *best,             \
+                                      const float *g, int n_ch, int size, size_t row, int relu) \
+    {                                                                                           \
+        for (int c0 = 0; c0 < n_ch; c0 += W) {                                                  \
+            V held = *(const VU *)(g + c0);                                                     \
+            const V top = *(const VU *)(best + c0);                                             \
+            if (relu) held = (V)((IV)held & (top > (V){0.0f}));                                 \
+            for (int wy = 0; wy < size; wy++)                                                   \
+                for (int wx = 0; wx < size; wx++) {                                            \
+                    const size_t at = wy * row + (size_t)wx * n_ch + c0;                        \
+                    const IV hit = *(const VU *)(x + at) == top;                                \
+                    *(VU *)(dx + at) = (V)((IV)held & hit);                                     \
+                    held = (V)((IV)held & ~hit);                                                \
+                }                                                                               \
+        }                                                                                       \
+    }
+FIRST_HELD(16, fvec16, fvec16u, ivec16)
+FIRST_HELD(8, fvec8, fvec8u, ivec8)
+#undef FIRST_HELD
+
 /* Output rows [begin, end) of all samples. Channels innermost, so the max over a window runs
  * along contiguous memory; positions are visited in row-major order, keeping the first of equal
  * values. */
@@ -228,36 +253,14 @@ backward_rows_of(const pool_args *a, long begin, long end, const int channels) {
              * gradient held until a position holds its maximum and given to that one only:
              * loops without branches, and the same positions as first_max's
              * channel-by-channel search, which takes a few channels. */
-            if (n_ch % 16 == 0) {
-                /* Blocks of 16 channels, the held gradients in a register. */
-                for (int c0 = 0; c0 < n_ch; c0 += 16) {
-                    fvec16 held = *(const fvec16u *)(g + c0);
-                    const fvec16 top = *(const fvec16u *)(best + c0);
-                    if (relu) held = (fvec16)((ivec16)held & (top > (fvec16){0.0f}));
-                    for (int wy = 0; wy < s->size; wy++)
-                        for (int wx = 0; wx < s->size; wx++) {
-                            size_t at = base + ((size_t)wy * in_w + wx) * n_ch + c0;
-                            const ivec16 hit = *(const fvec16u *)(x + at) == top;
-                            *(fvec16u *)(dx + at) = (fvec16)((ivec16)held & hit);
-                            held = (fvec16)((ivec16)held & ~hit);
-                        }
-                }
+            if (n_ch % 16 == 0) { /* blocks of 16 channels, the held gradients in a register */
+                first_held_16(x + base, dx + base, best, g, n_ch, s->size, (size_t)in_w * n_ch,
+                              relu);
                 continue;
             }
             if (by_eights(n_ch)) {
-                /* The same, eight channels at a time. */
-                for (int c0 = 0; c0 < n_ch; c0 += 8) {
-                    fvec8 held = *(const fvec8u *)(g + c0);
-                    const fvec8 top = *(const fvec8u *)(best + c0);
-                    if (relu) held = (fvec8)((ivec8)held & (top > (fvec8){0.0f}));
-                    for (int wy = 0; wy < s->size; wy++)
-                        for (int wx = 0; wx < s->size; wx++) {
-                            size_t at = base + ((size_t)wy * in_w + wx) * n_ch + c0;
-                            const ivec8 hit = *(const fvec8u *)(x + at) == top;
-                            *(fvec8u *)(dx + at) = (fvec8)((ivec8)held & hit);
-                            held = (fvec8)((ivec8)held & ~hit);
-                        }
-                }
+                first_held_8(x + base, dx + base, best, g, n_ch, s->size, (size_t)in_w * n_ch,
+                             relu);
                 continue;
             }
             if (n_ch >= FIRST_MAX_VECTOR && n_ch <= FIRST_MAX_CHANNELS) {

@@ -64,6 +64,24 @@ static inline float window_grad(float g, float top, int relu) {
     return relu && !(top > 0.0f) ? 0.0f : g;
 }
 
+/* first_max for a 2 x 2 window, every channel: the four positions compared without branches
+ * (which position holds a window's maximum is as good as random, so a search mispredicts), each
+ * given the gradient or 0. The zeros are what the row band was cleared to. */
+static inline void first_max_2x2(const float *x, float *dx, const float *best, const float *g,
+                                 int n_ch, size_t row, int relu) {
+    for (int c = 0; c < n_ch; c++) {
+        const float m = best[c], grad = window_grad(g[c], m, relu);
+        const float *p = x + c;
+        float *d = dx + c;
+        const int h0 = p[0] == m, h1 = !h0 && p[n_ch] == m;
+        const int h2 = !(h0 | h1) && p[row] == m, h3 = !(h0 | h1 | h2) && p[row + n_ch] == m;
+        d[0] = h0 ? grad : 0.0f;
+        d[n_ch] = h1 ? grad : 0.0f;
+        d[row] = h2 ? grad : 0.0f;
+        d[row + n_ch] = h3 ? grad : 0.0f;
+    }
+}
+
 typedef float fvec16 __attribute__((vector_size(64)));
 typedef float fvec16u __attribute__((vector_size(64), aligned(4)));
 typedef int ivec16 __attribute__((vector_size(64)));
@@ -277,6 +295,10 @@ backward_rows_of(const pool_args *a, long begin, long end, const int channels) {
                             h[c] = hit ? 0.0f : h[c];
                         }
                     }
+                continue;
+            }
+            if (s->size == 2) {
+                first_max_2x2(x + base, dx + base, best, g, n_ch, (size_t)in_w * n_ch, relu);
                 continue;
             }
             for (int c = 0; c < n_ch; c++)

@@ -287,7 +287,8 @@ axpy_vectors(const thin_args *t, const long *firsts, const int *skip, const int 
         }
     }
     if (k < t->K)
-        for (int b = 0; b < nb; b++) even[b] += t->x[(size_t)k * xs] * *(const vec16u *)(y[b] + (size_t)k * ys);
+        for (int b = 0; b < nb; b++)
+            even[b] += t->x[(size_t)k * xs] * *(const vec16u *)(y[b] + (size_t)k * ys);
     for (int b = 0; b < nb; b++) {
         float sum[16];
         *(vec16u *)sum = even[b] + odd[b];
@@ -335,7 +336,8 @@ static int thin_axpy(void *ctx, long begin, long end, int worker) {
         }
     }
     if (k < t->K)
-        for (int j = 0; j < total; j++) even[j] += t->x[(size_t)k * t->x_k] * y[(size_t)k * t->y_k + j];
+        for (int j = 0; j < total; j++)
+            even[j] += t->x[(size_t)k * t->x_k] * y[(size_t)k * t->y_k + j];
     for (int j = 0; j < total; j++) even[j] += odd[j];
     store_outs(t, 0, even, 0, (int)total);
     return 0;

@@ -696,7 +696,6 @@ static size_t partial_floats(const conv_geom *g) {
     return (size_t)g->n_filters * (g->kernel * g->kernel * g->in_c + 1);
 }
 
-/* Sample s's weight and bias gradient into its own slot of partial, and its input gradient. */
 /* db[f] = the sum of dy[p][f] over positions p, added in ascending p from 0. Up to 16 filters
  * keep their sums in the lanes of one vector (each lane adds its filter's values in the same
  * order, so the bits are the same), whole vectors read while they lie inside dy. */
@@ -718,6 +717,7 @@ static void bias_grad(float *db, const float *dy, int P, int F) {
         for (int f = 0; f < F; f++) db[f] += dy[(size_t)p * F + f];
 }
 
+/* Sample s's weight and bias gradient into its own slot of partial, and its input gradient. */
 static int backward_samples(void *ctx, long begin, long end, int worker) {
     const conv_args *a = ctx;
     const conv_geom *g = a->g;

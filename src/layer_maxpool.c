@@ -146,7 +146,8 @@ forward_rows_of(const pool_args *a, long begin, long end, const int channels) {
                     fvec8 b = *(const fvec8u *)(base + c0);
                     for (int dy = 0; dy < s->size; dy++)
                         for (int dx = 0; dx < s->size; dx++) {
-                            const fvec8 v = *(const fvec8u *)(base + ((size_t)dy * in_w + dx) * n_ch + c0);
+                            const size_t at = ((size_t)dy * in_w + dx) * n_ch + c0;
+                            const fvec8 v = *(const fvec8u *)(base + at);
                             const ivec8 greater = v > b;
                             b = (fvec8)(((ivec8)v & greater) | ((ivec8)b & ~greater));
                         }
@@ -211,10 +212,10 @@ static inline void first_max(const float *x, float *dx, float best, float g, int
         }
 }
 
-
 /* Channels from which the windows' channels go through together when they are not whole
- * blocks of 16 (below it, the channel-by-channel search is faster: 6 channels 2x slower
- * together, measured with trainer --profile), and up to which they fit the stack. */
+ * blocks of 8 or 16 (below it, the channel-by-channel search is faster: 6 channels 2x slower
+ * together, measured with trainer --profile; 2 x 2 windows search without branches), and up to
+ * which they fit the stack. */
 #define FIRST_MAX_VECTOR 32
 #define FIRST_MAX_CHANNELS 512
 
@@ -266,11 +267,12 @@ backward_rows_of(const pool_args *a, long begin, long end, const int channels) {
                 continue;
             }
             /* Ties "first": each channel's gradient goes to the first of its maxima in
-             * row-major order. With whole blocks of 16 channels or many channels, they go
+             * row-major order. With whole blocks of 16 or 8 channels or many channels, they go
              * through the window together, positions in row-major order, each channel's
              * gradient held until a position holds its maximum and given to that one only:
              * loops without branches, and the same positions as first_max's
-             * channel-by-channel search, which takes a few channels. */
+             * channel-by-channel search, which takes a few channels (2 x 2 windows compare
+             * their four positions without branches). */
             if (n_ch % 16 == 0) { /* blocks of 16 channels, the held gradients in a register */
                 first_held_16(x + base, dx + base, best, g, n_ch, s->size, (size_t)in_w * n_ch,
                               relu);

@@ -235,6 +235,7 @@ static int gemm_tiles(void *ctx, long begin, long end, int worker) {
  * the thread count, and threads split the outputs, so results stay independent of threads. */
 
 typedef float vec4u __attribute__((vector_size(16), aligned(4)));
+typedef int ivec16 __attribute__((vector_size(64)));
 
 /* a * b + c as one fused multiply-add where the CPU has one, as -ffp-contract=fast makes of the
  * vector loops. Spelled out for the scalar sums: written as s += a * b, GCC may vectorise such a
@@ -408,10 +409,55 @@ typedef struct outer_args {
     float *C;
 } outer_args;
 
+/* Rows [begin, end) of C = a b^T written as one run of whole 16-float stores, for rows of 16 to
+ * 32 floats that lie one after another (a batch-1 dense layer's weight gradient, 20 wide in the
+ * report): row by row, every row would end in a short store and most stores would split a cache
+ * line. A run of 16 elements spans at most two rows; which columns and rows its lanes hold
+ * repeats every N / gcd(16, N) runs, so b's columns and the lanes of the second row are laid out
+ * once per call. Each element is still the one product a_i b_j. */
+static void outer_runs(const outer_args *o, long begin, long end) {
+    enum { MAX_PHASES = 32 };
+    const int N = o->N;
+    const size_t lda = o->trans_a ? 1 : (size_t)o->lda;
+    const float *A = o->A, *B = o->B;
+    float *C = o->C;
+    int common = 16; /* gcd(16, N) */
+    while (N % common) common /= 2;
+    const int phases = N / common;
+    vec16 cols[MAX_PHASES];
+    ivec16 second[MAX_PHASES];
+    for (int ph = 0; ph < phases; ph++)
+        for (int l = 0; l < 16; l++) {
+            const int at = (ph * 16 + l) % N, first = ph * 16 % N;
+            cols[ph][l] = B[at];
+            second[ph][l] = first + l >= N ? -1 : 0;
+        }
+    size_t f = (size_t)begin * N;
+    const size_t f1 = (size_t)end * N;
+    for (; f < f1 && f % 16; f++) C[f] = A[f / N * lda] * B[f % N];
+    int ph = (int)(f / 16 % (size_t)phases);
+    size_t row = f / N, row_end = (row + 1) * N; /* the run's first row, and where it ends */
+    for (; f + 16 <= f1; f += 16) {
+        const ivec16 pick = second[ph];
+        /* The next row only when the run reaches it (the last row has none after it). */
+        const size_t next = f + 16 > row_end ? row + 1 : row;
+        const vec16 a0 = (vec16){0} + A[row * lda], a1 = (vec16){0} + A[next * lda];
+        const vec16 a = (vec16)(((ivec16)a0 & ~pick) | ((ivec16)a1 & pick));
+        *(vec16u *)(C + f) = a * cols[ph];
+        ph = ph + 1 == phases ? 0 : ph + 1;
+        if (f + 16 >= row_end) row++, row_end += N;
+    }
+    for (; f < f1; f++) C[f] = A[f / N * lda] * B[f % N];
+}
+
 /* Rows [begin, end) of C = (add ? C : 0) + a b^T, K = 1. */
 static int thin_outer(void *ctx, long begin, long end, int worker) {
     (void)worker;
     const outer_args *o = ctx;
+    if (!o->add && !o->trans_b && o->ldc == o->N && o->N > 16 && o->N < 32) {
+        outer_runs(o, begin, end);
+        return 0;
+    }
     for (long i = begin; i < end; i++) {
         const float a = o->trans_a ? o->A[i] : o->A[(size_t)i * o->lda];
         float *c = o->C + (size_t)i * o->ldc;

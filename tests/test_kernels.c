@@ -130,6 +130,37 @@ START_TEST(test_gemm_thin_order) {
 }
 END_TEST
 
+/* K = 1: every element the one product a_i b_j, whether the rows are written one by one or, 16
+ * to 32 wide and one after another, as a run of whole vectors whose lanes span two rows (and,
+ * split over 3 threads, runs that start and end inside a row). */
+START_TEST(test_gemm_outer_products) {
+    const int widths[] = {5, 16, 17, 20, 24, 31, 33};
+    const int heights[] = {1, 2, 7, 40000};
+    for (size_t w = 0; w < sizeof widths / sizeof widths[0]; w++)
+        for (size_t h = 0; h < sizeof heights / sizeof heights[0]; h++)
+            for (int gap = 0; gap <= 2; gap += 2)
+                for (int nt = 1; nt <= 3; nt += 2) {
+                    const int M = heights[h], N = widths[w], ldc = N + gap;
+                    float *a = random_floats((size_t)M), *b = random_floats((size_t)N);
+                    float *c = floats_alloc((size_t)M * ldc);
+                    gemm(0, 0, M, N, 1, a, 1, b, N, 0, c, ldc, nt);
+                    long bad = -1;
+                    for (int i = 0; i < M && bad < 0; i++)
+                        for (int j = 0; j < N; j++) {
+                            const float want = a[i] * b[j];
+                            if (memcmp(&c[(size_t)i * ldc + j], &want, sizeof want) != 0) {
+                                bad = (long)i * N + j;
+                                break;
+                            }
+                        }
+                    ck_assert_msg(bad < 0,
+                                  "outer %dx%d (ldc %d), %d threads: c[%ld][%ld] is not a_i b_j", M,
+                                  N, ldc, nt, bad / N, bad % N);
+                    aligned_free(a), aligned_free(b), aligned_free(c);
+                }
+}
+END_TEST
+
 /* The tile's width follows N (two vectors of 16 with AVX-512 where N > 16, else one), and an
  * element's sum must not depend on it: the first 16 columns of a wide product are the bits of
  * the same product 16 columns wide, and those of 8 columns. */
@@ -547,6 +578,7 @@ static Suite *kernels_suite(void) {
     TCase *tc = tcase_create("fast vs reference");
     tcase_add_test(tc, test_gemm_matches_reference);
     tcase_add_test(tc, test_gemm_thin_order);
+    tcase_add_test(tc, test_gemm_outer_products);
     tcase_add_test(tc, test_gemm_tile_width_does_not_matter);
     tcase_add_test(tc, test_gemm_gather_same_bits);
     tcase_add_test(tc, test_gemm_thread_count_does_not_matter);

@@ -166,28 +166,27 @@ forward_rows_of(const pool_args *a, long begin, long end, const int channels) {
     return 0;
 }
 
-/* A few channels (fewer than 8) known at compile time: their loops unrolled and without a
- * run-time count (LeNet's 6 filters), the same comparisons in the same order. */
-#define SMALL_CHANNELS(call)                                                                   \
-    switch (l_channels) {                                                                      \
-    case 1: return call(1);                                                                    \
-    case 2: return call(2);                                                                    \
-    case 3: return call(3);                                                                    \
-    case 4: return call(4);                                                                    \
-    case 5: return call(5);                                                                    \
-    case 6: return call(6);                                                                    \
-    case 7: return call(7);                                                                    \
-    default: return call(0);                                                                   \
+/* A row-loop body that runs impl with a few channels (fewer than 8) known at compile time: their
+ * loops unrolled and without a run-time count (LeNet's 6 filters), the same comparisons in the
+ * same order; other counts at run time. */
+#define BY_CHANNEL_COUNT(impl)                                                                 \
+    {                                                                                          \
+        (void)worker;                                                                          \
+        const pool_args *a = ctx;                                                              \
+        switch (a->l->in.c) {                                                                  \
+        case 1: return impl(a, begin, end, 1);                                                 \
+        case 2: return impl(a, begin, end, 2);                                                 \
+        case 3: return impl(a, begin, end, 3);                                                 \
+        case 4: return impl(a, begin, end, 4);                                                 \
+        case 5: return impl(a, begin, end, 5);                                                 \
+        case 6: return impl(a, begin, end, 6);                                                 \
+        case 7: return impl(a, begin, end, 7);                                                 \
+        default: return impl(a, begin, end, 0);                                                \
+        }                                                                                      \
     }
 
-static int maxpool_forward_rows(void *ctx, long begin, long end, int worker) {
-    (void)worker;
-    const pool_args *a = ctx;
-    const int l_channels = a->l->in.c;
-#define FORWARD(c) forward_rows_of(a, begin, end, c)
-    SMALL_CHANNELS(FORWARD)
-#undef FORWARD
-}
+static int maxpool_forward_rows(void *ctx, long begin, long end, int worker)
+    BY_CHANNEL_COUNT(forward_rows_of)
 
 /* A row is one thread's. */
 static void maxpool_layer_forward(const layer *l, const float *params, const float *in, float *out,
@@ -311,14 +310,8 @@ backward_rows_of(const pool_args *a, long begin, long end, const int channels) {
     return 0;
 }
 
-static int maxpool_backward_rows(void *ctx, long begin, long end, int worker) {
-    (void)worker;
-    const pool_args *a = ctx;
-    const int l_channels = a->l->in.c;
-#define BACKWARD(c) backward_rows_of(a, begin, end, c)
-    SMALL_CHANNELS(BACKWARD)
-#undef BACKWARD
-}
+static int maxpool_backward_rows(void *ctx, long begin, long end, int worker)
+    BY_CHANNEL_COUNT(backward_rows_of)
 
 /* Overlapping windows, or the report's misplaced writes: each thread owns whole (sample,
  * channel) planes, and within a plane windows go in order (later writes win, as in the report). */

@@ -409,8 +409,8 @@ typedef struct outer_args {
     float *C;
 } outer_args;
 
-/* Rows [begin, end) of C = a b^T written as one run of whole 16-float stores, for rows of 16 to
- * 32 floats that lie one after another (a batch-1 dense layer's weight gradient, 20 wide in the
+/* Rows [begin, end) of C = a b^T written as one run of whole 16-float stores, for rows of 17 to
+ * 31 floats that lie one after another (a batch-1 dense layer's weight gradient, 20 wide in the
  * report): row by row, every row would end in a short store and most stores would split a cache
  * line. A run of 16 elements spans at most two rows; which columns and rows its lanes hold
  * repeats every N / gcd(16, N) runs, so b's columns and the lanes of the second row are laid out

@@ -130,8 +130,8 @@ START_TEST(test_gemm_thin_order) {
 }
 END_TEST
 
-/* K = 1: every element the one product a_i b_j, whether the rows are written one by one or, 16
- * to 32 wide and one after another, as a run of whole vectors whose lanes span two rows (and,
+/* K = 1: every element the one product a_i b_j, whether the rows are written one by one or, 17
+ * to 31 wide and one after another, as a run of whole vectors whose lanes span two rows (and,
  * split over 3 threads, runs that start and end inside a row). */
 START_TEST(test_gemm_outer_products) {
     const int widths[] = {5, 16, 17, 20, 24, 31, 33};

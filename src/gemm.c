@@ -246,6 +246,8 @@ typedef int ivec16 __attribute__((vector_size(64)));
 #else
 #define MUL_ADD(a, b, c) ((a) * (b) + (c))
 #endif
+/* The same for vectors: -ffp-contract=fast fuses it where the CPU has FMA, as fmaf above. */
+#define MUL_ADD_V(a, b, c) ((a) * (b) + (c))
 
 typedef struct thin_args {
     int K, ldc, add;
@@ -363,42 +365,107 @@ typedef int mask16 __attribute__((vector_size(64)));
 #define LO1 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30
 #define HI1 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31
 
-/* Lane r of the result: the sum of v[r]'s 16 lanes, for 16 vectors at once, by a fixed tree. */
-static vec16 sum_lanes16(vec16 v[16]) {
+typedef float vec8x __attribute__((vector_size(32)));
+
+/* Four floats from p, or nq < 4 of them and zeros. */
+static inline __attribute__((always_inline)) vec4u load4(const float *p, int nq) {
+    if (nq == 4) return *(const vec4u *)p;
+    vec4u q = {0};
+    for (int e = 0; e < nq; e++) q[e] = p[e];
+    return q;
+}
+
+/* Lanes r of c[0 .. nq - 1]: elements 0 .. nq - 1 (nq at most 4) of the 16 rows at y + at[r],
+ * by a 4 x 4 transpose within each 128-bit quarter: quarter g of z[i] holds row 4 g + i. */
+static inline __attribute__((always_inline)) void
+columns_of_4(const float *y, const size_t at[16], int nq, vec16 c[4]) {
+    vec16 z[4];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) {
+        const vec8x lo = __builtin_shufflevector(load4(y + at[i], nq), load4(y + at[4 + i], nq),
+                                                0, 1, 2, 3, 4, 5, 6, 7);
+        const vec8x hi = __builtin_shufflevector(load4(y + at[8 + i], nq),
+                                                load4(y + at[12 + i], nq), 0, 1, 2, 3, 4, 5, 6, 7);
+        z[i] = __builtin_shufflevector(lo, hi, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14,
+                                       15);
+    }
+    /* In each quarter: t0 interleaves z0's and z1's elements 0 and 1, t1 their 2 and 3; t2 and
+     * t3 the same for z2 and z3. */
+#define UNPACK_LO 0, 16, 1, 17, 4, 20, 5, 21, 8, 24, 9, 25, 12, 28, 13, 29
+#define UNPACK_HI 2, 18, 3, 19, 6, 22, 7, 23, 10, 26, 11, 27, 14, 30, 15, 31
+#define PAIRS_LO 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29
+#define PAIRS_HI 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31
+    const vec16 t0 = SHUFFLE(z[0], z[1], UNPACK_LO), t1 = SHUFFLE(z[0], z[1], UNPACK_HI);
+    const vec16 t2 = SHUFFLE(z[2], z[3], UNPACK_LO), t3 = SHUFFLE(z[2], z[3], UNPACK_HI);
+    c[0] = SHUFFLE(t0, t2, PAIRS_LO);
+    c[1] = SHUFFLE(t0, t2, PAIRS_HI);
+    c[2] = SHUFFLE(t1, t3, PAIRS_LO);
+    c[3] = SHUFFLE(t1, t3, PAIRS_HI);
+}
+
+/* One row's products with x, 16 at a time, lane l summing k = l, l + 16, ... */
+static inline __attribute__((always_inline)) vec16 row_products(const float *row, const float *x,
+                                                                int K16) {
+    vec16 acc = {0};
+    for (int k = 0; k < K16; k += 16) acc += *(const vec16u *)(row + k) * *(const vec16u *)(x + k);
+    return acc;
+}
+
+/* Outputs j0 .. j0 + rows - 1 of thin_dots, K16 = K rounded down to a multiple of 16. */
+static inline __attribute__((always_inline)) void dots_block(const thin_args *t, long j0, int rows,
+                                                              const int K16) {
+    const int K = t->K;
+    const float *x = t->x, *y0 = t->Y + (size_t)j0 * t->y_j;
+    size_t at[16]; /* row r's offset; the ragged block's missing rows repeat its first */
+#pragma GCC unroll 16
+    for (int r = 0; r < 16; r++) at[r] = (size_t)(rows == 16 || r < rows ? r : 0) * t->y_j;
     vec16 s8[8], s4[4], s2[2];
-    for (int i = 0; i < 8; i++) s8[i] = FOLD(v[2 * i], v[2 * i + 1], LO8, HI8);
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++)
+        s8[i] = FOLD(row_products(y0 + at[2 * i], x, K16),
+                     row_products(y0 + at[2 * i + 1], x, K16), LO8, HI8);
+#pragma GCC unroll 4
     for (int i = 0; i < 4; i++) s4[i] = FOLD(s8[2 * i], s8[2 * i + 1], LO4, HI4);
     for (int i = 0; i < 2; i++) s2[i] = FOLD(s4[2 * i], s4[2 * i + 1], LO2, HI2);
-    return FOLD(s2[0], s2[1], LO1, HI1);
+    vec16 sums = FOLD(s2[0], s2[1], LO1, HI1);
+    if (K > K16) {
+        vec16 tail = {0};
+        int k = K16;
+        for (; k + 4 <= K; k += 4) {
+            vec16 c[4];
+            columns_of_4(y0 + k, at, 4, c);
+#pragma GCC unroll 4
+            for (int q = 0; q < 4; q++) tail = MUL_ADD_V(c[q], x[k + q], tail);
+        }
+        if (k < K) {
+            const int nq = K - k;
+            vec16 c[4];
+            columns_of_4(y0 + k, at, nq, c);
+            for (int q = 0; q < nq; q++) tail = MUL_ADD_V(c[q], x[k + q], tail);
+        }
+        sums += tail;
+    }
+    float out[16];
+    *(vec16u *)out = sums;
+    store_outs(t, j0, out, 0, rows);
 }
 
 /* Outputs [16 begin, 16 end) of y[j] = sum_k Y[j][k] x_k, with x and the rows of Y contiguous:
  * each row's products 16 at a time into one vector, its last K mod 16 one by one; the 16 row
- * vectors of a block are then summed lane-wise together. */
+ * vectors of a block are then summed lane-wise together by a fixed tree. The one-by-one tails of
+ * the block's 16 rows run side by side, one row per lane (their columns gathered 4 at a time by
+ * a transpose in registers), each lane's chain of multiply-adds the scalar one. */
 static int thin_dots(void *ctx, long begin, long end, int worker) {
     (void)worker;
     const thin_args *t = ctx;
-    const int K = t->K, K16 = K / 16 * 16;
-    const long total = t->n_out;
+    const int K16 = t->K / 16 * 16;
     for (long blk = begin; blk < end; blk++) {
-        const long j0 = blk * 16, rows = total - j0 < 16 ? total - j0 : 16;
-        const float *y0 = t->Y + (size_t)j0 * t->y_j;
-        size_t at[16];
-        for (int r = 0; r < 16; r++) at[r] = (size_t)(r < rows ? r : 0) * t->y_j;
-        vec16 v[16];
-        for (int r = 0; r < 16; r++) {
-            vec16 acc = {0};
-            for (int k = 0; k < K16; k += 16)
-                acc += *(const vec16u *)(y0 + at[r] + k) * *(const vec16u *)(t->x + k);
-            v[r] = acc;
-        }
-        float tail[16] = {0};
-        for (int k = K16; k < K; k++)
-            for (int r = 0; r < 16; r++) tail[r] = MUL_ADD(y0[at[r] + k], t->x[k], tail[r]);
-        float sums[16];
-        *(vec16u *)sums = sum_lanes16(v);
-        for (int r = 0; r < 16; r++) sums[r] += tail[r];
-        store_outs(t, j0, sums, 0, (int)rows);
+        const long j0 = blk * 16;
+        const int rows = t->n_out - j0 < 16 ? (int)(t->n_out - j0) : 16;
+        if (rows == 16 && K16 == 16) /* K from 16 to 31: one vector of products per row */
+            dots_block(t, j0, 16, 16);
+        else
+            dots_block(t, j0, rows, K16);
     }
     return 0;
 }

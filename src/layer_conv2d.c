@@ -345,12 +345,77 @@ static inline void dvec_store_part(float *p, dvec v, int n) {
     if (j + 2 < n) p[j + 2] = tmp[j + 2];
 }
 
+#ifdef __AVX512F__
+typedef double dvec_d __attribute__((vector_size(64)));
+typedef int dvec_i __attribute__((vector_size(64)));
+
+/* Forward for at most 8 filters at stride 1, two positions to a vector, so that no lane is
+ * empty: lanes 2f and 2f + 1 hold filter f at positions p and p + 1, the input pair
+ * (x[p + kx], x[p + 1 + kx]) broadcast as one 64-bit value and the weights wd with each filter
+ * twice. Each output is the same chain of fused multiply-adds over (ky, kx) as in
+ * direct_forward. `pairs` pairs from position ox0 of row oy; n_pos positions of them exist. */
+static inline __attribute__((always_inline)) void
+direct_pairs(float *y, const float *plane, int pw, const dvec *wd, int bias, dvec_i to_out,
+             const conv_geom *g, int oy, int ox0, int n_pos, const int pairs) {
+    const int K = g->kernel, F = g->n_filters;
+    dvec acc[DIRECT_P];
+    for (int i = 0; i < pairs; i++) acc[i] = (dvec){0.0f};
+    for (int ky = 0; ky < K; ky++) {
+        const float *row = plane + (size_t)(oy + ky) * pw + ox0;
+        for (int kx = 0; kx < K; kx++) {
+            const dvec w = wd[ky * K + kx];
+            for (int i = 0; i < pairs; i++) {
+                double two;
+                memcpy(&two, row + 2 * i + kx, sizeof two);
+                acc[i] += (dvec)(dvec_d){two, two, two, two, two, two, two, two} * w;
+            }
+        }
+    }
+    for (int i = 0; i < pairs; i++) {
+        /* Lanes 2f, 2f + 1 to f, F + f: the two positions' F outputs, one after the other. */
+        const dvec v = __builtin_shuffle(bias ? acc[i] + wd[K * K] : acc[i], to_out);
+        const int n = n_pos - 2 * i < 2 ? n_pos - 2 * i : 2;
+        dvec_store_part(y + ((size_t)oy * g->out_w + ox0 + 2 * i) * F, v, n * F);
+    }
+}
+
+static void direct_forward_pairs(float *y, const float *plane, int pw, const float *wt, int bias,
+                                 const conv_geom *g) {
+    const int kk = g->kernel * g->kernel, F = g->n_filters;
+    dvec wd[26];
+    const dvec_i twice = {0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7};
+    for (int k = 0; k <= kk; k++) wd[k] = __builtin_shuffle(*(const dvec_u *)(wt + k * 16), twice);
+    dvec_i to_out;
+    for (int j = 0; j < 16; j++) to_out[j] = j < F ? 2 * j : j < 2 * F ? 2 * (j - F) + 1 : 0;
+    for (int oy = 0; oy < g->out_h; oy++)
+        for (int ox0 = 0; ox0 < g->out_w; ox0 += 2 * DIRECT_P) {
+            const int n_pos = g->out_w - ox0 < 2 * DIRECT_P ? g->out_w - ox0 : 2 * DIRECT_P;
+            /* The plane has room for whole blocks of DIRECT_P positions, not of pairs: a last
+             * block runs only the pairs it has. */
+            switch ((n_pos + 1) / 2) {
+#define PAIRS_CASE(n)                                                                            \
+    case n: direct_pairs(y, plane, pw, wd, bias, to_out, g, oy, ox0, n_pos, n); break;
+                PAIRS_CASE(1) PAIRS_CASE(2) PAIRS_CASE(3) PAIRS_CASE(4)
+                PAIRS_CASE(5) PAIRS_CASE(6) PAIRS_CASE(7) default:
+                direct_pairs(y, plane, pw, wd, bias, to_out, g, oy, ox0, n_pos, DIRECT_P);
+#undef PAIRS_CASE
+            }
+        }
+}
+#endif
+
 static void direct_forward(float *y, const float *x, const float *wt, int bias,
                            const conv_geom *g) {
     float plane[DIRECT_PLANE_FLOATS];
     direct_plane(plane, x, g);
     const int K = g->kernel, S = g->stride, F = g->n_filters, fp = round_up(F, DIRECT_F);
     const int pw = direct_plane_w(g);
+#ifdef __AVX512F__
+    if (S == 1 && F <= 8 && K <= 5) {
+        direct_forward_pairs(y, plane, pw, wt, bias, g);
+        return;
+    }
+#endif
     for (int oy = 0; oy < g->out_h; oy++)
         for (int ox0 = 0; ox0 < g->out_w; ox0 += DIRECT_P)
             for (int f0 = 0; f0 < F; f0 += DIRECT_F) {

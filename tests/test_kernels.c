@@ -376,6 +376,51 @@ START_TEST(test_conv2d_direct_weight_grad_bits) {
 }
 END_TEST
 
+/* Single-channel layers' direct forward, bit for bit: each output a chain of multiply-adds over
+ * (ky, kx) in order from 0 (padding reads 0), then its bias added; whether a vector holds 16
+ * filters of a position or (at most 8 filters at stride 1) two positions' filters. */
+START_TEST(test_conv2d_direct_forward_bits) {
+    const conv_geom cases[] = {
+        {28, 28, 1, 26, 26, 8, 3, 1, 0},  /* the report's: two positions to a vector */
+        {28, 28, 1, 28, 28, 6, 5, 1, 2},  /* LeNet's six 5x5 filters with padding */
+        {11, 13, 1, 11, 13, 5, 3, 1, 1},  /* rows of 13: a last pair with one position */
+        {9, 9, 1, 5, 5, 1, 5, 1, 0},      /* one filter, rows shorter than a block */
+        {20, 40, 1, 18, 38, 7, 3, 1, 0},  /* rows of more than one block */
+        {20, 19, 1, 18, 17, 17, 3, 1, 0}, /* 17 filters: 16 to a vector and one */
+        {40, 40, 1, 20, 20, 5, 4, 2, 1},  /* stride 2: one position to a vector */
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
+        for (int with_bias = 0; with_bias < 2; with_bias++) {
+            const conv_geom *g = &cases[c];
+            const int K = g->kernel, F = g->n_filters;
+            const size_t in_size = (size_t)g->in_h * g->in_w;
+            const size_t out_size = (size_t)g->out_h * g->out_w * F;
+            const size_t patches = (size_t)g->out_h * g->out_w * K * K;
+            float *x = random_floats(in_size), *w = random_floats((size_t)F * K * K);
+            float *b = random_floats(F), *y = floats_alloc(out_size), *col = floats_alloc(patches);
+            conv2d_forward(y, x, w, with_bias ? b : NULL, 1, g, NULL, col, 1);
+            for (int p = 0; p < g->out_h * g->out_w; p++)
+                for (int f = 0; f < F; f++) {
+                    float acc = 0.0f;
+                    for (int ky = 0; ky < K; ky++)
+                        for (int kx = 0; kx < K; kx++) {
+                            const int iy = p / g->out_w * g->stride + ky - g->padding;
+                            const int ix = p % g->out_w * g->stride + kx - g->padding;
+                            const int inside = iy >= 0 && iy < g->in_h && ix >= 0 && ix < g->in_w;
+                            const float v = inside ? x[(size_t)iy * g->in_w + ix] : 0.0f;
+                            acc = MUL_ADD(v, w[((size_t)f * K + ky) * K + kx], acc);
+                        }
+                    if (with_bias) acc += b[f];
+                    const float got = y[(size_t)p * F + f];
+                    ck_assert_msg(memcmp(&got, &acc, sizeof acc) == 0,
+                                  "case %zu%s: y[%d][%d] %.9g, the chain over (ky, kx) gives %.9g",
+                                  c, with_bias ? " with bias" : "", p, f, got, acc);
+                }
+            aligned_free(x), aligned_free(w), aligned_free(b), aligned_free(y), aligned_free(col);
+        }
+}
+END_TEST
+
 /* conv2d's threads never change a bit, over samples (n >= threads) or inside each sample's
  * products (n < threads), kept or rebuilt patches; and a lane of a cut pass gets exactly what a
  * pass of that lane's samples alone gets. */
@@ -585,6 +630,7 @@ static Suite *kernels_suite(void) {
     tcase_add_test(tc, test_conv2d_matches_reference);
     tcase_add_test(tc, test_conv2d_threads_and_lanes);
     tcase_add_test(tc, test_conv2d_direct_weight_grad_bits);
+    tcase_add_test(tc, test_conv2d_direct_forward_bits);
     tcase_add_test(tc, test_dense_matches_reference);
     tcase_add_test(tc, test_par_blocks_cuts_and_keeps_threads);
     tcase_add_test(tc, test_par_items_runs_each_once_and_shares);

@@ -315,7 +315,7 @@ static int parse_training(config *cfg, const cJSON *training, const char *base_d
         "threads",    "lanes",       "init",          "eval_every",     "checkpoint",
         "optimizer",  "momentum",    "weight_decay",  "adam_beta1",     "adam_beta2",
         "adam_eps",   "lr_schedule", "lr_step_epochs", "lr_gamma",      "warmup_epochs",
-        "augment_shift", "augment_flip", "augment_rotate", "label_smoothing", NULL};
+        "augment_shift", "augment_flip", "augment_rotate", "augment_scale", "label_smoothing", NULL};
     static const char *const optimizers[] = {"sgd", "momentum", "nesterov", "adam", NULL};
     static const char *const schedules[] = {"constant", "step", "cosine", NULL};
     static const cJSON empty = {0};
@@ -352,6 +352,8 @@ static int parse_training(config *cfg, const cJSON *training, const char *base_d
         json_get_bool(training, "augment_flip", 0, path, &cfg->augment_flip, err) ||
         json_get_double(training, "augment_rotate", 0.0, 0.0, 180.0, 0, path,
                         &cfg->augment_rotate, err) ||
+        json_get_double(training, "augment_scale", 0.0, 0.0, 0.5, 0, path, &cfg->augment_scale,
+                        err) ||
         json_get_double(training, "label_smoothing", 0.0, 0.0, 0.999, 0, path,
                         &cfg->label_smoothing, err))
         return -1;

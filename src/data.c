@@ -147,15 +147,21 @@ void image_flip(float *img, int h, int w, int c) {
 }
 
 void image_rotate(float *img, float *tmp, int h, int w, int c, double degrees) {
+    image_transform(img, tmp, h, w, c, degrees, 1.0);
+}
+
+void image_transform(float *img, float *tmp, int h, int w, int c, double degrees, double zoom) {
     const size_t size = (size_t)h * w * c;
     memcpy(tmp, img, size * sizeof *img);
     const double angle = degrees * (3.14159265358979323846 / 180.0);
     const double cs = cos(angle), sn = sin(angle), cy = (h - 1) / 2.0, cx = (w - 1) / 2.0;
     for (int y = 0; y < h; y++)
         for (int x = 0; x < w; x++) {
-            /* The source of (y, x): the point rotated back by the angle. */
+            /* The source of (y, x): the point rotated back by the angle and scaled back by the
+             * zoom (dividing by 1 changes nothing, so image_rotate's sums are the same). */
             const double dy = y - cy, dx = x - cx;
-            const double sy = cy + dy * cs + dx * sn, sx = cx - dy * sn + dx * cs;
+            const double sy = cy + dy * cs / zoom + dx * sn / zoom;
+            const double sx = cx - dy * sn / zoom + dx * cs / zoom;
             const double fy = floor(sy), fx = floor(sx);
             const int y0 = (int)fy, x0 = (int)fx;
             const float wy = (float)(sy - fy), wx = (float)(sx - fx);

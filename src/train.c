@@ -229,17 +229,20 @@ static int load_samples(void *ctx, long begin, long end, int worker) {
     const int shift = a->training ? t->cfg->augment_shift : 0;
     const int flip = a->training && t->cfg->augment_flip;
     const double rotate = a->training ? t->cfg->augment_rotate : 0.0;
+    const double scale = a->training ? t->cfg->augment_scale : 0.0;
     for (long k = begin; k < end; k++) {
         const int sample = a->samples ? a->samples[k] : a->first + (int)k;
         float *img = workspace_input(ws) + k * in_size;
         t->labels[k] = ds->labels[sample];
         ws->sample_keys[k] = sample_key(t->cfg->seed, t->epoch, sample);
         dataset_sample(ds, sample, img);
-        if (rotate > 0.0) {
-            /* A uniform angle in [-rotate, rotate), from the sample's stream. */
+        if (rotate > 0.0 || scale > 0.0) {
+            /* A uniform angle in [-rotate, rotate) and zoom in [1 - scale, 1 + scale), from the
+             * sample's stream, applied in one resampling. */
             const double u = (double)(mix64(ws->sample_keys[k] ^ 0x524f54ull) >> 11) * 0x1p-53;
-            image_rotate(img, ws->scratch_image + (size_t)worker * in_size, ds->h, ds->w, ds->c,
-                         (2.0 * u - 1.0) * rotate);
+            const double v = (double)(mix64(ws->sample_keys[k] ^ 0x5343414c45ull) >> 11) * 0x1p-53;
+            image_transform(img, ws->scratch_image + (size_t)worker * in_size, ds->h, ds->w,
+                            ds->c, (2.0 * u - 1.0) * rotate, 1.0 + (2.0 * v - 1.0) * scale);
         }
         if (shift > 0) {
             uint64_t key = mix64(ws->sample_keys[k] ^ 0x5348494654ull);

@@ -326,12 +326,47 @@ START_TEST(test_image_rotate) {
 }
 END_TEST
 
+/* image_transform's zoom: 1 leaves image_rotate's result bit for bit; 2 doubles the content
+ * about the centre, so a ramp in y (exact under bilinear interpolation) becomes half as steep;
+ * 0.5 halves it, so pixel (1, 1) of a 5 x 5 image comes from (0, 0) and the border from outside
+ * (zeros); with a quarter turn, the zoomed ramp in y becomes a ramp in x. */
+START_TEST(test_image_transform_zoom) {
+    enum { N = 5, C = 2 };
+    float img[N * N * C], orig[N * N * C], tmp[N * N * C], rot[N * N * C];
+    for (int i = 0; i < N * N * C; i++) orig[i] = img[i] = rot[i] = (float)(i * 7 % 23) + 0.5f;
+    image_rotate(rot, tmp, N, N, C, 33.0);
+    image_transform(img, tmp, N, N, C, 33.0, 1.0);
+    ck_assert_int_eq(memcmp(img, rot, sizeof img), 0);
+    for (int y = 0; y < N; y++)
+        for (int i = 0; i < N * C; i++) orig[y * N * C + i] = (float)y;
+    memcpy(img, orig, sizeof img);
+    image_transform(img, tmp, N, N, C, 0.0, 2.0);
+    for (int y = 0; y < N; y++)
+        for (int i = 0; i < N * C; i++)
+            ck_assert_float_eq_tol(img[y * N * C + i], 2.0f + (y - 2) / 2.0f, 1e-5f);
+    memcpy(img, orig, sizeof img);
+    image_transform(img, tmp, N, N, C, 90.0, 2.0);
+    for (int y = 0; y < N; y++)
+        for (int x = 0; x < N; x++) /* out[y][x] = in[x][N - 1 - y]: the ramp runs along x */
+            ck_assert_float_eq_tol(img[(y * N + x) * C + 1], 2.0f + (x - 2) / 2.0f, 1e-5f);
+    for (int i = 0; i < N * N * C; i++) orig[i] = img[i] = (float)(i * 7 % 23) + 0.5f;
+    image_transform(img, tmp, N, N, C, 0.0, 0.5);
+    for (int k = 0; k < C; k++) {
+        ck_assert_float_eq_tol(img[(1 * N + 1) * C + k], orig[k], 1e-5f);
+        ck_assert_float_eq_tol(img[(2 * N + 2) * C + k], orig[(2 * N + 2) * C + k], 1e-5f);
+        ck_assert_float_eq_tol(img[(3 * N + 3) * C + k], orig[(4 * N + 4) * C + k], 1e-5f);
+        for (int x = 0; x < N; x++) ck_assert_float_eq(img[x * C + k], 0.0f);
+    }
+}
+END_TEST
+
 static Suite *idx_suite(void) {
     Suite *s = suite_create("idx");
     TCase *tc = tcase_create("idx");
     tcase_add_checked_fixture(tc, setup, NULL);
     tcase_add_test(tc, test_reads_mnist_gz_and_raw);
     tcase_add_test(tc, test_image_rotate);
+    tcase_add_test(tc, test_image_transform_zoom);
     tcase_add_test(tc, test_dataset_counts_and_scaling);
     tcase_add_test(tc, test_damaged_files);
     tcase_add_test(tc, test_damaged_gzip);

@@ -154,39 +154,43 @@ START_TEST(test_lenet_optimizers) {
 }
 END_TEST
 
-/* Left-right flips, rotations, label smoothing and a global average pool: still independent of
- * the thread count, and each of the first three really changes the weights (so it is wired in). */
+/* Trains cfg (one setting changed by the caller) and expects weights other than `with`. */
+static void expect_change(config *cfg, const run_result *with, const char *what) {
+    run_result without;
+    train_run(cfg, 2, 1, &without);
+    ck_assert_msg(memcmp(with->params, without.params, with->n_params * sizeof(float)) != 0,
+                  "%s does not change the weights", what);
+    free(without.params);
+}
+
+/* Left-right flips, rotations, random zoom, label smoothing and a global average pool: still
+ * independent of the thread count, and each of the first four really changes the weights (so it
+ * is wired in). */
 START_TEST(test_flip_smoothing_globalavgpool) {
     config cfg;
     errbuf err;
     const char *const set[] = {"training.augment_flip=true", "training.label_smoothing=0.1",
-                               "training.shuffle=true", "training.augment_rotate=12.5"};
-    ck_assert_msg(config_parse_text(&cfg, lenet_like, "lenet", ".", set, 4, &err) == 0, "%s",
+                               "training.shuffle=true", "training.augment_rotate=12.5",
+                               "training.augment_scale=0.15"};
+    ck_assert_msg(config_parse_text(&cfg, lenet_like, "lenet", ".", set, 5, &err) == 0, "%s",
                   err.msg);
     cfg.batch_size = 16;
     cfg.learning_rate = 0.05;
     cfg.optimizer = (optimizer_config){OPT_MOMENTUM, 0.9, 0, 0.9, 0.999, 1e-8};
     check_thread_counts(&cfg, 2, 0.2, "lenet, flips and label smoothing");
-    run_result both, one;
+    run_result both;
     train_run(&cfg, 2, 1, &both);
     cfg.augment_flip = 0;
-    train_run(&cfg, 2, 1, &one);
-    ck_assert_msg(memcmp(both.params, one.params, both.n_params * sizeof(float)) != 0,
-                  "augment_flip does not change the weights");
-    free(one.params);
+    expect_change(&cfg, &both, "augment_flip");
     cfg.augment_flip = 1;
     cfg.label_smoothing = 0.0;
-    train_run(&cfg, 2, 1, &one);
-    ck_assert_msg(memcmp(both.params, one.params, both.n_params * sizeof(float)) != 0,
-                  "label_smoothing does not change the weights");
-    free(one.params);
+    expect_change(&cfg, &both, "label_smoothing");
     cfg.label_smoothing = 0.1;
     cfg.augment_rotate = 0.0;
-    train_run(&cfg, 2, 1, &one);
-    ck_assert_msg(memcmp(both.params, one.params, both.n_params * sizeof(float)) != 0,
-                  "augment_rotate does not change the weights");
-    free(one.params);
+    expect_change(&cfg, &both, "augment_rotate");
     cfg.augment_rotate = 12.5;
+    cfg.augment_scale = 0.0;
+    expect_change(&cfg, &both, "augment_scale");
     free(both.params);
     config_free(&cfg);
     const char *const gap[] = {

@@ -3,10 +3,10 @@
 fast: the same network (built from the config, He-normal weights, zero biases), the same
 optimizer (SGD with momentum / Nesterov, or Adam, PyTorch's definitions, which ompcnn follows),
 weight decay, learning-rate schedule evaluated every step with its linear warm-up, random shifts
-of up to `augment_shift` pixels with zero fill, rotations (`augment_rotate`), left-right flips, dropout, batch normalisation
-(BatchNorm2d / BatchNorm1d with the config's momentum and eps), label smoothing, a shuffle every
-epoch, on the same images
-(any data format the trainer reads, grey or colour) scaled the same way (pixel / 255, or
+of up to `augment_shift` pixels with zero fill, rotations and zoom (`augment_rotate`,
+`augment_scale`), left-right flips, dropout, batch normalisation (BatchNorm2d / BatchNorm1d with
+the config's momentum and eps), label smoothing, a shuffle every epoch, on the same images (any
+data format the trainer reads, grey or colour) scaled the same way (pixel / 255, or
 data.normalize). Prints the test accuracy after every epoch.
 
 Usage: tools/accuracy_torch.py CONFIG [--seed S] [--threads N] [--epochs E]
@@ -87,12 +87,14 @@ def shift_batch(x, k, gen):
     return out
 
 
-def rotate_batch(xb, degrees, gen):
-    """Each image [C, H, W] rotated about its centre by a uniform angle in [-degrees, degrees),
-    bilinear, zero outside: the trainer's augment_rotate (counterclockwise as displayed)."""
+def rotate_batch(xb, degrees, scale, gen):
+    """Each image [C, H, W] rotated about its centre by a uniform angle in [-degrees, degrees)
+    and scaled by a uniform factor in [1 - scale, 1 + scale), bilinear, zero outside: the
+    trainer's augment_rotate (counterclockwise as displayed) and augment_scale."""
     n, _, h, w = xb.shape
     angle = (torch.rand(n, generator=gen) * 2 - 1) * (degrees * math.pi / 180)
-    cs, sn = torch.cos(angle), torch.sin(angle)
+    zoom = 1 + (torch.rand(n, generator=gen) * 2 - 1) * scale if scale else torch.ones(n)
+    cs, sn = torch.cos(angle) / zoom, torch.sin(angle) / zoom
     ax, ay = max(w - 1, 1) / 2, max(h - 1, 1) / 2
     theta = torch.zeros(n, 2, 3)
     theta[:, 0, 0], theta[:, 0, 1] = cs, -sn * ay / ax
@@ -150,6 +152,7 @@ def main():
     sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
     shift = tr.get("augment_shift", 0)
     rotate = tr.get("augment_rotate", 0)
+    scale = tr.get("augment_scale", 0)
     start = time.perf_counter()
     for epoch in range(epochs):
         model.train()
@@ -157,8 +160,8 @@ def main():
         for b in range(0, x.shape[0], batch):
             idx = order[b:b + batch]
             xb = x[idx]
-            if rotate:
-                xb = rotate_batch(xb, rotate, gen)
+            if rotate or scale:
+                xb = rotate_batch(xb, rotate, scale, gen)
             if shift:
                 xb = shift_batch(xb, shift, gen)
             if tr.get("augment_flip"):

@@ -68,6 +68,7 @@ typedef struct config {
     int augment_shift; /* random translation by up to this many pixels (0: off) */
     int augment_flip;  /* mirror left-right with probability 1/2 */
     double augment_rotate; /* random rotation by up to this many degrees either way (0: off) */
+    double augment_scale;  /* random zoom by a factor from 1 - this to 1 + this (0: off) */
     double label_smoothing; /* the target is (1 - e) one-hot + e / classes */
     optimizer_config optimizer;
     schedule_config schedule;

@@ -63,5 +63,8 @@ void image_flip(float *img, int h, int w, int c);
  * down) about its centre ((h - 1) / 2, (w - 1) / 2): each pixel takes the bilinear interpolation
  * of the source point it comes from, 0 outside the image. tmp holds h * w * c floats. */
 void image_rotate(float *img, float *tmp, int h, int w, int c, double degrees);
+/* The same rotation with the image also scaled by `zoom` about its centre (2 doubles its
+ * content's size, 0.5 halves it; 1 is image_rotate's result, bit for bit). */
+void image_transform(float *img, float *tmp, int h, int w, int c, double degrees, double zoom);
 
 #endif

@@ -492,12 +492,56 @@ direct_weight_grad_k(float *dw, const float *dy, const float *tail, int safe, in
     }
 }
 
+#ifdef __AVX512F__
+/* The same for at most 8 filters (f0 = 0), two horizontally adjacent taps to a vector, so that
+ * no lane is empty: lane 2f + h sums filter f's tap (ky, 2j + h), the input pair broadcast as one
+ * 64-bit value and dy's row with each filter twice. Every tap's sum runs over the positions in
+ * the same order and blocks as direct_weight_grad_k's, so the bits are the same. With K odd, a
+ * row's last tap shares its vector with one past the window, which is never stored (the plane
+ * has zeros after its rows for it). */
+static inline __attribute__((always_inline)) void
+direct_weight_grad_pairs(float *dw, const float *dy, const float *tail, int safe, int block,
+                         const float *plane, int pw, const conv_geom *g, const int K) {
+    const int S = g->stride, F = g->n_filters, P = g->out_h * g->out_w, KP = (K + 1) / 2;
+    const dvec_i twice = {0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7};
+    dvec acc[15], total[15];
+    int oy = 0, ox = 0;
+    for (int b0 = 0; b0 < P; b0 += block) {
+        const int b1 = P - b0 < block ? P : b0 + block;
+#pragma GCC unroll 15
+        for (int k = 0; k < K * KP; k++) acc[k] = (dvec){0.0f};
+        for (int p = b0; p < b1; p++) {
+            const float *dp = p < safe ? dy + (size_t)p * F : tail + (size_t)(p - safe) * DIRECT_F;
+            const dvec d = __builtin_shuffle(*(const dvec_u *)dp, twice);
+            const float *in = plane + (size_t)oy * S * pw + (size_t)ox * S;
+#pragma GCC unroll 5
+            for (int ky = 0; ky < K; ky++)
+#pragma GCC unroll 3
+                for (int j = 0; j < KP; j++) {
+                    double two;
+                    memcpy(&two, in + (size_t)ky * pw + 2 * j, sizeof two);
+                    acc[ky * KP + j] += (dvec)(dvec_d){two, two, two, two, two, two, two, two} * d;
+                }
+            if (++ox == g->out_w) ox = 0, oy++;
+        }
+#pragma GCC unroll 15
+        for (int k = 0; k < K * KP; k++) total[k] = b0 ? total[k] + acc[k] : acc[k];
+    }
+    for (int ky = 0; ky < K; ky++)
+        for (int kx = 0; kx < K; kx++) {
+            float sum[DIRECT_F];
+            *(dvec_u *)sum = total[ky * KP + kx / 2];
+            for (int f = 0; f < F; f++) dw[(size_t)f * K * K + ky * K + kx] = sum[2 * f + kx % 2];
+        }
+}
+#endif
+
 /* dw[f][ky][kx] = the sum over positions of dy[p][f] * the input value position p reads, the
  * positions added in order: all in one chain with whole blocks of 16 filters, else in blocks of
  * GEMM_KC (direct_weight_grad_k). Kernels of 3 and 5 keep all their sums in registers; other
  * sizes take one (ky, kx) at a time. */
 static void direct_weight_grad(float *dw, const float *dy, const float *x, const conv_geom *g) {
-    float plane[DIRECT_PLANE_FLOATS];
+    float plane[DIRECT_PLANE_FLOATS + DIRECT_F];
     direct_plane(plane, x, g);
     const int K = g->kernel, S = g->stride, F = g->n_filters, pw = direct_plane_w(g);
     const int P = g->out_h * g->out_w, block = F % DIRECT_F ? GEMM_KC : P;
@@ -505,6 +549,17 @@ static void direct_weight_grad(float *dw, const float *dy, const float *x, const
         const int safe = direct_dy_safe(P, F, f0), nf = F - f0 < DIRECT_F ? F - f0 : DIRECT_F;
         float tail[DIRECT_TAIL * DIRECT_F];
         direct_dy_tail(tail, dy, P, F, f0, safe);
+#ifdef __AVX512F__
+        if (F <= 8 && (K == 3 || K == 5)) {
+            /* The tap past the window of the last row's last position reads after the rows. */
+            memset(plane + (size_t)(g->in_h + 2 * g->padding) * pw, 0, DIRECT_F * sizeof *plane);
+            if (K == 3)
+                direct_weight_grad_pairs(dw, dy, tail, safe, block, plane, pw, g, 3);
+            else
+                direct_weight_grad_pairs(dw, dy, tail, safe, block, plane, pw, g, 5);
+            continue;
+        }
+#endif
         if (K == 3) {
             direct_weight_grad_k(dw, dy, tail, safe, f0, block, plane, pw, g, 3);
             continue;

@@ -346,8 +346,16 @@ static inline void dvec_store_part(float *p, dvec v, int n) {
 }
 
 #ifdef __AVX512F__
+#include <immintrin.h>
+
 typedef double dvec_d __attribute__((vector_size(64)));
 typedef int dvec_i __attribute__((vector_size(64)));
+
+/* Lane i of the result: v's lane idx[i] (one vpermps; GCC and clang spell a shuffle with a
+ * run-time mask differently, the intrinsic alike). */
+static inline dvec permute16(dvec v, dvec_i idx) {
+    return (dvec)_mm512_permutexvar_ps((__m512i)idx, (__m512)v);
+}
 
 /* Forward for at most 8 filters at stride 1, two positions to a vector, so that no lane is
  * empty: lanes 2f and 2f + 1 hold filter f at positions p and p + 1, the input pair
@@ -373,7 +381,7 @@ direct_pairs(float *y, const float *plane, int pw, const dvec *wd, int bias, dve
     }
     for (int i = 0; i < pairs; i++) {
         /* Lanes 2f, 2f + 1 to f, F + f: the two positions' F outputs, one after the other. */
-        const dvec v = __builtin_shuffle(bias ? acc[i] + wd[K * K] : acc[i], to_out);
+        const dvec v = permute16(bias ? acc[i] + wd[K * K] : acc[i], to_out);
         const int n = n_pos - 2 * i < 2 ? n_pos - 2 * i : 2;
         dvec_store_part(y + ((size_t)oy * g->out_w + ox0 + 2 * i) * F, v, n * F);
     }
@@ -384,7 +392,7 @@ static void direct_forward_pairs(float *y, const float *plane, int pw, const flo
     const int kk = g->kernel * g->kernel, F = g->n_filters;
     dvec wd[26];
     const dvec_i twice = {0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7};
-    for (int k = 0; k <= kk; k++) wd[k] = __builtin_shuffle(*(const dvec_u *)(wt + k * 16), twice);
+    for (int k = 0; k <= kk; k++) wd[k] = permute16(*(const dvec_u *)(wt + k * 16), twice);
     dvec_i to_out;
     for (int j = 0; j < 16; j++) to_out[j] = j < F ? 2 * j : j < 2 * F ? 2 * (j - F) + 1 : 0;
     for (int oy = 0; oy < g->out_h; oy++)
@@ -512,7 +520,7 @@ direct_weight_grad_pairs(float *dw, const float *dy, const float *tail, int safe
         for (int k = 0; k < K * KP; k++) acc[k] = (dvec){0.0f};
         for (int p = b0; p < b1; p++) {
             const float *dp = p < safe ? dy + (size_t)p * F : tail + (size_t)(p - safe) * DIRECT_F;
-            const dvec d = __builtin_shuffle(*(const dvec_u *)dp, twice);
+            const dvec d = permute16(*(const dvec_u *)dp, twice);
             const float *in = plane + (size_t)oy * S * pw + (size_t)ox * S;
 #pragma GCC unroll 5
             for (int ky = 0; ky < K; ky++)

@@ -15,6 +15,9 @@
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
 
 #include "ompcnn/layer.h"
 #include "gemm.h"
@@ -267,8 +270,10 @@ static void col2im(float *dx, const float *dcol, const conv_geom *g) {
  * vector tiles run mostly empty and whose building costs more than the products. Such a layer
  * instead reads its input once laid out with its padding (a plane, on the stack) and runs
  * vectorised over blocks of DIRECT_F filters:
- *   forward: DIRECT_P output positions of a row at a time, each a sum over (ky, kx) in order;
- *   weight gradient: per (ky, kx), the sum over the positions in order; with a block of fewer
+ *   forward: DIRECT_P output positions of a row at a time, each a sum over (ky, kx) in order
+ *   (with AVX-512, at most 8 filters at stride 1: two positions to a vector, direct_pairs);
+ *   weight gradient: per (ky, kx), the sum over the positions in order (with AVX-512, at most 8
+ *   filters: two taps to a vector, direct_weight_grad_pairs); with a block of fewer
  *   than 16 filters, in blocks of GEMM_KC positions added up as the GEMM adds its blocks of k,
  *   so that it gives the bits the gathered product gave these layers before.
  * Both orders are fixed by the geometry alone, so the threads never change a bit. Larger planes
@@ -346,8 +351,6 @@ static inline void dvec_store_part(float *p, dvec v, int n) {
 }
 
 #ifdef __AVX512F__
-#include <immintrin.h>
-
 typedef double dvec_d __attribute__((vector_size(64)));
 typedef int dvec_i __attribute__((vector_size(64)));
 

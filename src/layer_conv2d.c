@@ -273,7 +273,7 @@ static void col2im(float *dx, const float *dcol, const conv_geom *g) {
  *   forward: DIRECT_P output positions of a row at a time, each a sum over (ky, kx) in order
  *   (with AVX-512, at most 8 filters at stride 1: two positions to a vector, direct_pairs);
  *   weight gradient: per (ky, kx), the sum over the positions in order (with AVX-512, at most 8
- *   filters: two taps to a vector, direct_weight_grad_pairs); with a block of fewer
+ *   filters: two taps to a vector, direct_weight_grad_k's `two`); with a block of fewer
  *   than 16 filters, in blocks of GEMM_KC positions added up as the GEMM adds its blocks of k,
  *   so that it gives the bits the gathered product gave these layers before.
  * Both orders are fixed by the geometry alone, so the threads never change a bit. Larger planes
@@ -467,85 +467,67 @@ static void direct_dy_tail(float *tail, const float *dy, int P, int F, int f0, i
         }
 }
 
+/* The input values of two adjacent taps, (p[0], p[1]) in every pair of lanes, loaded as one
+ * 64-bit value (only AVX-512 builds take the paths that call it). */
+static inline dvec tap_pair(const float *p) {
+#ifdef __AVX512F__
+    double two;
+    memcpy(&two, p, sizeof two);
+    return (dvec)(dvec_d){two, two, two, two, two, two, two, two};
+#else
+    (void)p;
+    return (dvec){0.0f};
+#endif
+}
+
 /* One block of filters' weight gradient for a kernel of K = 3 or 5 known at compile time: every
  * (ky, kx) has its own vector of sums in a register, and the positions go by in order, each
  * adding its dy row times the K * K input values it read; in blocks of `block` positions, each
- * block's sums added to the total after it. */
+ * block's sums added to the total after it.
+ * With `two` (AVX-512, at most 8 filters, f0 = 0), two horizontally adjacent taps share a vector
+ * so that no lane is empty: lane 2f + h sums filter f's tap (ky, 2j + h), the input pair
+ * broadcast as one 64-bit value and dy's row laid out with each filter twice. Every tap's sum
+ * still runs over the positions in the same order and blocks, so the bits are the same. With K
+ * odd, a row's last tap shares its vector with one past the window, which is never stored (the
+ * plane has zeros after its rows for it). */
 static inline __attribute__((always_inline)) void
 direct_weight_grad_k(float *dw, const float *dy, const float *tail, int safe, int f0, int block,
-                     const float *plane, int pw, const conv_geom *g, const int K) {
+                     const float *plane, int pw, const conv_geom *g, const int K, const int two) {
     const int S = g->stride, F = g->n_filters, P = g->out_h * g->out_w;
     const int nf = F - f0 < DIRECT_F ? F - f0 : DIRECT_F;
+    const int TX = two ? (K + 1) / 2 : K; /* vectors for a row of taps */
     dvec acc[25], total[25];
     int oy = 0, ox = 0;
     for (int b0 = 0; b0 < P; b0 += block) {
         const int b1 = P - b0 < block ? P : b0 + block;
 #pragma GCC unroll 25
-        for (int k = 0; k < K * K; k++) acc[k] = (dvec){0.0f};
+        for (int k = 0; k < K * TX; k++) acc[k] = (dvec){0.0f};
         for (int p = b0; p < b1; p++) {
             const float *dp = p < safe ? dy + (size_t)p * F + f0
                                        : tail + (size_t)(p - safe) * DIRECT_F;
-            const dvec d = *(const dvec_u *)dp;
+            dvec d = *(const dvec_u *)dp;
+#ifdef __AVX512F__
+            if (two) d = permute16(d, (dvec_i){0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7});
+#endif
             const float *in = plane + (size_t)oy * S * pw + (size_t)ox * S;
 #pragma GCC unroll 5
             for (int ky = 0; ky < K; ky++)
 #pragma GCC unroll 5
-                for (int kx = 0; kx < K; kx++) acc[ky * K + kx] += in[ky * pw + kx] * d;
+                for (int j = 0; j < TX; j++)
+                    acc[ky * TX + j] += two ? tap_pair(in + ky * pw + 2 * j) * d
+                                            : in[ky * pw + j] * d;
             if (++ox == g->out_w) ox = 0, oy++;
         }
 #pragma GCC unroll 25
-        for (int k = 0; k < K * K; k++) total[k] = b0 ? total[k] + acc[k] : acc[k];
+        for (int k = 0; k < K * TX; k++) total[k] = b0 ? total[k] + acc[k] : acc[k];
     }
     for (int k = 0; k < K * K; k++) {
+        const int ky = k / K, kx = k % K;
         float sum[DIRECT_F];
-        *(dvec_u *)sum = total[k];
-        for (int j = 0; j < nf; j++) dw[(size_t)(f0 + j) * K * K + k] = sum[j];
+        *(dvec_u *)sum = total[two ? ky * TX + kx / 2 : k];
+        for (int j = 0; j < nf; j++) dw[(size_t)(f0 + j) * K * K + k] = sum[two ? 2 * j + kx % 2 : j];
     }
 }
-
-#ifdef __AVX512F__
-/* The same for at most 8 filters (f0 = 0), two horizontally adjacent taps to a vector, so that
- * no lane is empty: lane 2f + h sums filter f's tap (ky, 2j + h), the input pair broadcast as one
- * 64-bit value and dy's row with each filter twice. Every tap's sum runs over the positions in
- * the same order and blocks as direct_weight_grad_k's, so the bits are the same. With K odd, a
- * row's last tap shares its vector with one past the window, which is never stored (the plane
- * has zeros after its rows for it). */
-static inline __attribute__((always_inline)) void
-direct_weight_grad_pairs(float *dw, const float *dy, const float *tail, int safe, int block,
-                         const float *plane, int pw, const conv_geom *g, const int K) {
-    const int S = g->stride, F = g->n_filters, P = g->out_h * g->out_w, KP = (K + 1) / 2;
-    const dvec_i twice = {0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7};
-    dvec acc[15], total[15];
-    int oy = 0, ox = 0;
-    for (int b0 = 0; b0 < P; b0 += block) {
-        const int b1 = P - b0 < block ? P : b0 + block;
-#pragma GCC unroll 15
-        for (int k = 0; k < K * KP; k++) acc[k] = (dvec){0.0f};
-        for (int p = b0; p < b1; p++) {
-            const float *dp = p < safe ? dy + (size_t)p * F : tail + (size_t)(p - safe) * DIRECT_F;
-            const dvec d = permute16(*(const dvec_u *)dp, twice);
-            const float *in = plane + (size_t)oy * S * pw + (size_t)ox * S;
-#pragma GCC unroll 5
-            for (int ky = 0; ky < K; ky++)
-#pragma GCC unroll 3
-                for (int j = 0; j < KP; j++) {
-                    double two;
-                    memcpy(&two, in + (size_t)ky * pw + 2 * j, sizeof two);
-                    acc[ky * KP + j] += (dvec)(dvec_d){two, two, two, two, two, two, two, two} * d;
-                }
-            if (++ox == g->out_w) ox = 0, oy++;
-        }
-#pragma GCC unroll 15
-        for (int k = 0; k < K * KP; k++) total[k] = b0 ? total[k] + acc[k] : acc[k];
-    }
-    for (int ky = 0; ky < K; ky++)
-        for (int kx = 0; kx < K; kx++) {
-            float sum[DIRECT_F];
-            *(dvec_u *)sum = total[ky * KP + kx / 2];
-            for (int f = 0; f < F; f++) dw[(size_t)f * K * K + ky * K + kx] = sum[2 * f + kx % 2];
-        }
-}
-#endif
 
 /* dw[f][ky][kx] = the sum over positions of dy[p][f] * the input value position p reads, the
  * positions added in order: all in one chain with whole blocks of 16 filters, else in blocks of
@@ -565,18 +547,18 @@ static void direct_weight_grad(float *dw, const float *dy, const float *x, const
             /* The tap past the window of the last row's last position reads after the rows. */
             memset(plane + (size_t)(g->in_h + 2 * g->padding) * pw, 0, DIRECT_F * sizeof *plane);
             if (K == 3)
-                direct_weight_grad_pairs(dw, dy, tail, safe, block, plane, pw, g, 3);
+                direct_weight_grad_k(dw, dy, tail, safe, 0, block, plane, pw, g, 3, 1);
             else
-                direct_weight_grad_pairs(dw, dy, tail, safe, block, plane, pw, g, 5);
+                direct_weight_grad_k(dw, dy, tail, safe, 0, block, plane, pw, g, 5, 1);
             continue;
         }
 #endif
         if (K == 3) {
-            direct_weight_grad_k(dw, dy, tail, safe, f0, block, plane, pw, g, 3);
+            direct_weight_grad_k(dw, dy, tail, safe, f0, block, plane, pw, g, 3, 0);
             continue;
         }
         if (K == 5) {
-            direct_weight_grad_k(dw, dy, tail, safe, f0, block, plane, pw, g, 5);
+            direct_weight_grad_k(dw, dy, tail, safe, f0, block, plane, pw, g, 5, 0);
             continue;
         }
         for (int ky = 0; ky < K; ky++)

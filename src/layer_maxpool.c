@@ -19,6 +19,9 @@
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
 
 #include "kernels.h"
 #include "ompcnn/layer.h"
@@ -81,6 +84,32 @@ static inline void first_max_2x2(const float *x, float *dx, const float *best, c
         d[row + n_ch] = h3 ? grad : 0.0f;
     }
 }
+
+#ifdef __AVX512F__
+/* first_max_2x2 for fewer than 8 channels (LeNet's 6) with AVX-512's masks: a row of the window
+ * (two positions, 2 n_ch floats one after the other) is one masked vector, compared with the
+ * maxima laid out twice; which position each channel's gradient goes to is then worked out on
+ * the comparison's bits: the first of the four that holds the maximum, as first_max_2x2 gives.
+ * Masked loads and stores touch no float outside the window. */
+static inline __attribute__((always_inline)) void
+first_max_2x2_masked(const float *x, float *dx, const float *best, const float *g, const int n_ch,
+                     size_t row, int relu) {
+    const __mmask16 one = (__mmask16)((1u << n_ch) - 1), both = (__mmask16)((1u << 2 * n_ch) - 1);
+    int lanes[16]; /* channel j % n_ch in lane j: the maxima (and gradients) twice */
+    for (int j = 0; j < 16; j++) lanes[j] = j % n_ch;
+    const __m512i twice = _mm512_loadu_si512(lanes);
+    const __m512 m = _mm512_permutexvar_ps(twice, _mm512_maskz_loadu_ps(one, best));
+    __m512 gv = _mm512_permutexvar_ps(twice, _mm512_maskz_loadu_ps(one, g));
+    if (relu) gv = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(m, _mm512_setzero_ps(), _CMP_GT_OQ), gv);
+    const unsigned top = _mm512_cmp_ps_mask(_mm512_maskz_loadu_ps(both, x), m, _CMP_EQ_OQ);
+    const unsigned bottom = _mm512_cmp_ps_mask(_mm512_maskz_loadu_ps(both, x + row), m, _CMP_EQ_OQ);
+    const unsigned e0 = top & one, e1 = top >> n_ch & one, e2 = bottom & one;
+    const unsigned e3 = bottom >> n_ch & one;
+    const unsigned h1 = e1 & ~e0, h2 = e2 & ~(e0 | e1), h3 = e3 & ~(e0 | e1 | e2);
+    _mm512_mask_storeu_ps(dx, both, _mm512_maskz_mov_ps((__mmask16)(e0 | h1 << n_ch), gv));
+    _mm512_mask_storeu_ps(dx + row, both, _mm512_maskz_mov_ps((__mmask16)(h2 | h3 << n_ch), gv));
+}
+#endif
 
 typedef float fvec16 __attribute__((vector_size(64)));
 typedef float fvec16u __attribute__((vector_size(64), aligned(4)));
@@ -299,6 +328,13 @@ backward_rows_of(const pool_args *a, long begin, long end, const int channels) {
                 continue;
             }
             if (s->size == 2) {
+#ifdef __AVX512F__
+                if (channels && channels < 8) {
+                    first_max_2x2_masked(x + base, dx + base, best, g, channels,
+                                         (size_t)in_w * n_ch, relu);
+                    continue;
+                }
+#endif
                 first_max_2x2(x + base, dx + base, best, g, n_ch, (size_t)in_w * n_ch, relu);
                 continue;
             }

@@ -237,16 +237,11 @@ static int gemm_tiles(void *ctx, long begin, long end, int worker) {
 typedef float vec4u __attribute__((vector_size(16), aligned(4)));
 typedef int ivec16 __attribute__((vector_size(64)));
 
-/* a * b + c as one fused multiply-add where the CPU has one, as -ffp-contract=fast makes of the
- * vector loops. Spelled out for the scalar sums: written as s += a * b, GCC may vectorise such a
- * loop as products first, then added in order (two roundings), and whether it does depends on
- * the loop, not on the shape. */
-#ifdef __FMA__
-#define MUL_ADD(a, b, c) fmaf(a, b, c)
-#else
-#define MUL_ADD(a, b, c) ((a) * (b) + (c))
-#endif
-/* The same for vectors: -ffp-contract=fast fuses it where the CPU has FMA, as fmaf above. */
+/* a * b + c for vectors, one fused multiply-add where the CPU has one (-ffp-contract=fast fuses
+ * it, as it fuses the tiles' loops), a product and a sum where it has none. The thin products'
+ * one-by-one tails are spelled with it, lanes side by side: written as a scalar s += a * b, GCC
+ * may vectorise such a loop as products first, then added in order (two roundings), and whether
+ * it does depends on the loop, not on the shape. */
 #define MUL_ADD_V(a, b, c) ((a) * (b) + (c))
 
 typedef struct thin_args {
@@ -482,6 +477,11 @@ typedef struct outer_args {
  * line. A run of 16 elements spans at most two rows; which columns and rows its lanes hold
  * repeats every N / gcd(16, N) runs, so b's columns and the lanes of the second row are laid out
  * once per call. Each element is still the one product a_i b_j. */
+/* x in all 16 lanes, as it is (adding it to zeros would turn -0 into +0). */
+static inline vec16 splat16(float x) {
+    return (vec16){x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x};
+}
+
 static void outer_runs(const outer_args *o, long begin, long end) {
     enum { MAX_PHASES = 32 };
     const int N = o->N;
@@ -508,7 +508,7 @@ static void outer_runs(const outer_args *o, long begin, long end) {
         const ivec16 pick = second[ph];
         /* The next row only when the run reaches it (the last row has none after it). */
         const size_t next = f + 16 > row_end ? row + 1 : row;
-        const vec16 a0 = (vec16){0} + A[row * lda], a1 = (vec16){0} + A[next * lda];
+        const vec16 a0 = splat16(A[row * lda]), a1 = splat16(A[next * lda]);
         const vec16 a = (vec16)(((ivec16)a0 & ~pick) | ((ivec16)a1 & pick));
         *(vec16u *)(C + f) = a * cols[ph];
         ph = ph + 1 == phases ? 0 : ph + 1;

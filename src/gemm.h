@@ -8,8 +8,9 @@
  * partial sums over the even and the odd k, then added; with one column of A's rows read along k
  * (B transposed), 16 lanes summing k = l, l + 16, ..., added by a fixed tree (lane l + 8,
  * then + 4, + 2, + 1), plus the last K mod 16 products added one by one; with K = 1, the one
- * product), never on where the element sits or on the thread count. So splitting the work over threads never changes a bit. Products are fused into the
- * sums (one rounding) wherever the CPU has fused multiply-adds.
+ * product), never on where the element sits or on the thread count. So splitting the work over
+ * threads never changes a bit. Products are fused into the sums (one rounding) wherever the CPU
+ * has fused multiply-adds.
  */
 #ifndef OMPCNN_GEMM_H
 #define OMPCNN_GEMM_H

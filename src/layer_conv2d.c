@@ -395,7 +395,7 @@ static void direct_forward_pairs(float *y, const float *plane, int pw, const flo
     const int kk = g->kernel * g->kernel, F = g->n_filters;
     dvec wd[26];
     const dvec_i twice = {0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7};
-    for (int k = 0; k <= kk; k++) wd[k] = permute16(*(const dvec_u *)(wt + k * 16), twice);
+    for (int k = 0; k <= kk; k++) wd[k] = permute16(*(const dvec_u *)(wt + k * DIRECT_F), twice);
     dvec_i to_out;
     for (int j = 0; j < 16; j++) to_out[j] = j < F ? 2 * j : j < 2 * F ? 2 * (j - F) + 1 : 0;
     for (int oy = 0; oy < g->out_h; oy++)

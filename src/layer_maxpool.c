@@ -67,9 +67,9 @@ static inline float window_grad(float g, float top, int relu) {
     return relu && !(top > 0.0f) ? 0.0f : g;
 }
 
-/* first_max for a 2 x 2 window, every channel: the four positions compared without branches
- * (which position holds a window's maximum is as good as random, so a search mispredicts), each
- * given the gradient or 0. The zeros are what the row band was cleared to. */
+/* first_max for a 2 x 2 window, every channel: the four positions tested in row-major order,
+ * each given the gradient or 0 (the zeros are what the row band was cleared to). With AVX-512,
+ * fewer than 8 channels take first_max_2x2_masked instead. */
 static inline void first_max_2x2(const float *x, float *dx, const float *best, const float *g,
                                  int n_ch, size_t row, int relu) {
     for (int c = 0; c < n_ch; c++) {
@@ -257,8 +257,8 @@ static inline void first_max(const float *x, float *dx, float best, float g, int
 
 /* Channels from which the windows' channels go through together when they are not whole
  * blocks of 8 or 16 (below it, the channel-by-channel search is faster: 6 channels 2x slower
- * together, measured with trainer --profile; 2 x 2 windows search without branches), and up to
- * which they fit the stack. */
+ * together, measured with trainer --profile; 2 x 2 windows of fewer than 8 channels go together
+ * with AVX-512's masks, first_max_2x2_masked), and up to which they fit the stack. */
 #define FIRST_MAX_VECTOR 32
 #define FIRST_MAX_CHANNELS 512
 
@@ -314,8 +314,8 @@ backward_rows_of(const pool_args *a, long begin, long end, const int channels) {
              * through the window together, positions in row-major order, each channel's
              * gradient held until a position holds its maximum and given to that one only:
              * loops without branches, and the same positions as first_max's
-             * channel-by-channel search, which takes a few channels (2 x 2 windows compare
-             * their four positions without branches). */
+             * channel-by-channel search, which takes a few channels (2 x 2 windows test their
+             * four positions in turn, or with AVX-512 all at once under masks). */
             if (n_ch % 16 == 0) { /* blocks of 16 channels, the held gradients in a register */
                 first_held_16(x + base, dx + base, best, g, n_ch, s->size, (size_t)in_w * n_ch,
                               relu);

@@ -130,9 +130,9 @@ START_TEST(test_gemm_thin_order) {
 }
 END_TEST
 
-/* K = 1: every element the one product a_i b_j, whether the rows are written one by one or, 17
- * to 31 wide and one after another, as a run of whole vectors whose lanes span two rows (and,
- * split over 3 threads, runs that start and end inside a row). */
+/* K = 1: every element the one product a_i b_j, signed zeros included, whether the rows are
+ * written one by one or, 17 to 31 wide and one after another, as a run of whole vectors whose
+ * lanes span two rows (and, split over 3 threads, runs that start and end inside a row). */
 START_TEST(test_gemm_outer_products) {
     const int widths[] = {5, 16, 17, 20, 24, 31, 33};
     const int heights[] = {1, 2, 7, 40000};
@@ -142,6 +142,7 @@ START_TEST(test_gemm_outer_products) {
                 for (int nt = 1; nt <= 3; nt += 2) {
                     const int M = heights[h], N = widths[w], ldc = N + gap;
                     float *a = random_floats((size_t)M), *b = random_floats((size_t)N);
+                    a[M / 2] = -0.0f; /* its products are zeros of b's opposite sign */
                     float *c = floats_alloc((size_t)M * ldc);
                     gemm(0, 0, M, N, 1, a, 1, b, N, 0, c, ldc, nt);
                     long bad = -1;

@@ -245,24 +245,46 @@ static void im2col(float *col, const float *x, const conv_geom *g) {
         }
 }
 
-/* Adds each patch row of dcol back onto the input positions it was read from, in (p, ky, kx)
- * order: per (p, ky), K*C floats onto contiguous input memory, as im2col read them. */
-static void col2im(float *dx, const float *dcol, const conv_geom *g) {
+/* d[i] += s[i] for i < n: with AVX-512 a vector at a time and the rest under a mask (GCC's
+ * vectorised loop leaves up to 15 floats to scalar code, and a kernel row of 5 x 6 channels is
+ * 30 floats). */
+static inline void add_floats(float *restrict d, const float *restrict s, int n) {
+#ifdef __AVX512F__
+    int i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(d + i, _mm512_add_ps(_mm512_loadu_ps(d + i), _mm512_loadu_ps(s + i)));
+    if (i < n) {
+        const __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(d + i, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, d + i),
+                                                      _mm512_maskz_loadu_ps(m, s + i)));
+    }
+#else
+    for (int i = 0; i < n; i++) d[i] += s[i];
+#endif
+}
+
+/* Adds patch row `row` (position p = oy * out_w + ox) back onto the input positions it was read
+ * from, in (ky, kx) order: per ky, K*C floats onto contiguous input memory, as im2col read them. */
+static inline void add_patch_row(float *dx, const float *row, int oy, int ox,
+                                 const conv_geom *g) {
     const int K = g->kernel, C = g->in_c, span = K * C;
-    memset(dx, 0, (size_t)g->in_h * g->in_w * C * sizeof *dx);
-    const float *src = dcol;
+    const int ix0 = ox * g->stride - g->padding;
+    const int lo = ix0 < 0 ? -ix0 : 0;                    /* first kx inside */
+    const int hi = ix0 + K > g->in_w ? g->in_w - ix0 : K; /* one past the last */
+    if (hi <= lo) return;
+    for (int ky = 0; ky < K; ky++, row += span) {
+        const int iy = oy * g->stride - g->padding + ky;
+        if (iy < 0 || iy >= g->in_h) continue;
+        add_floats(dx + ((size_t)iy * g->in_w + ix0 + lo) * C, row + lo * C, (hi - lo) * C);
+    }
+}
+
+/* Adds each patch row of dcol back onto the input, in (p, ky, kx) order. */
+static void col2im(float *dx, const float *dcol, const conv_geom *g) {
+    const size_t Kc = (size_t)g->kernel * g->kernel * g->in_c;
+    memset(dx, 0, (size_t)g->in_h * g->in_w * g->in_c * sizeof *dx);
     for (int oy = 0; oy < g->out_h; oy++)
-        for (int ox = 0; ox < g->out_w; ox++) {
-            const int ix0 = ox * g->stride - g->padding;
-            const int lo = ix0 < 0 ? -ix0 : 0;                    /* first kx inside */
-            const int hi = ix0 + K > g->in_w ? g->in_w - ix0 : K; /* one past the last */
-            for (int ky = 0; ky < K; ky++, src += span) {
-                const int iy = oy * g->stride - g->padding + ky;
-                if (iy < 0 || iy >= g->in_h || hi <= lo) continue;
-                float *d = dx + ((size_t)iy * g->in_w + ix0) * C;
-                for (int i = lo * C; i < hi * C; i++) d[i] += src[i];
-            }
-        }
+        for (int ox = 0; ox < g->out_w; ox++, dcol += Kc) add_patch_row(dx, dcol, oy, ox, g);
 }
 
 /* ---- single-channel layers: direct loops, no patches ----
@@ -583,6 +605,107 @@ static void direct_weight_grad(float *dw, const float *dy, const float *x, const
     }
 }
 
+/* ---- the input gradient without dcol ----
+ * gemm() followed by col2im writes the P x Kc patch gradient out (lenet's second layer: 60 KB,
+ * config/mnist.json's: 300 KB, past the first-level cache) only to read it back. Instead each
+ * patch row is summed in registers, two positions at a time, over chunks of at most IG_NB
+ * vectors of the row, and added onto the input at once. Each element is summed as the GEMM's
+ * tile sums it (from zero, over the filters in ascending order, one fused multiply-add each:
+ * this path is taken only for the shapes on which gemm() runs its tiles, 2 <= F <= GEMM_KC and
+ * P >= 2), and the rows are added in col2im's order, so the input gradient is the same bits.
+ * The weights are read from a copy whose rows are padded with zeros to whole vectors. */
+#if defined(__AVX512F__)
+#define IG_W 16
+#define IG_NB 6
+#elif defined(__AVX__)
+#define IG_W 8
+#define IG_NB 2
+#else
+#define IG_W 4
+#define IG_NB 2
+#endif
+#define IG_NP 4 /* positions at a time */
+#define IG_ROW_FLOATS 2048
+typedef float igvec __attribute__((vector_size(IG_W * 4)));
+
+/* Columns [j0, j0 + nb * IG_W) of the patch rows of np positions, dy's rows F apart, into rows
+ * ldw apart: np * nb sums in registers, each weight vector read once for all np positions. */
+static inline __attribute__((always_inline)) void
+igrad_chunk(float *rows, const float *dy, const float *w, int ldw, int F, int j0, const int nb,
+            const int np) {
+    igvec acc[IG_NP][IG_NB];
+    for (int q = 0; q < np; q++)
+        for (int j = 0; j < nb; j++) acc[q][j] = (igvec){0};
+    for (int f = 0; f < F; f++) {
+        const igvec *wf = (const igvec *)(w + (size_t)f * ldw + j0);
+        float s[IG_NP];
+        for (int q = 0; q < np; q++) s[q] = dy[(size_t)q * F + f];
+        /* Each weight vector loaded once into a register for the np positions (as memory
+         * operands of every multiply-add they were loaded np times, and loads bounded it). */
+        for (int j = 0; j < nb; j++) {
+            igvec wj = wf[j];
+            __asm__("" : "+x"(wj)); /* in a register, not a memory operand of each */
+            for (int q = 0; q < np; q++) acc[q][j] += s[q] * wj;
+        }
+    }
+    for (int q = 0; q < np; q++)
+        for (int j = 0; j < nb; j++) *(igvec *)(rows + (size_t)q * ldw + j0 + j * IG_W) = acc[q][j];
+}
+
+/* The whole patch rows of np (IG_NP or 1) positions, in chunks of at most IG_NB vectors. */
+static inline __attribute__((always_inline)) void
+igrad_rows(float *rows, const float *dy, const float *w, int ldw, int F, const int np) {
+    const int nv = ldw / IG_W, chunks = (nv + IG_NB - 1) / IG_NB;
+    for (int c = 0, j = 0; c < chunks; c++) {
+        const int nb = (nv - j) / (chunks - c); /* near-equal chunks: 9 as 4, 5 */
+        switch (nb) {
+#define IG_CASE(n)                                                                                 \
+    case n: igrad_chunk(rows, dy, w, ldw, F, j * IG_W, n, np); break;
+            IG_CASE(1) IG_CASE(2)
+#if IG_NB > 2
+            IG_CASE(3) IG_CASE(4) IG_CASE(5) IG_CASE(6)
+#endif
+#undef IG_CASE
+        }
+        j += nb;
+    }
+}
+
+/* Whether the input gradient takes this path: the shapes on which gemm() runs its tiles, rows
+ * short enough for the stack and padded weights that fit wpad. */
+static int igrad_direct(const conv_geom *g) {
+    const int F = g->n_filters, P = g->out_h * g->out_w;
+    const int ldw = round_up(g->kernel * g->kernel * g->in_c, IG_W);
+    return !is_pointwise(g) && F >= 2 && F <= GEMM_KC && P >= 2 && ldw <= IG_ROW_FLOATS &&
+           (size_t)F * ldw <= CONV_WT_FLOATS;
+}
+
+/* The weights with each row padded with zeros to ldw floats. */
+static void igrad_weights(float *wpad, const float *weight, const conv_geom *g) {
+    const int F = g->n_filters, Kc = g->kernel * g->kernel * g->in_c, ldw = round_up(Kc, IG_W);
+    for (int f = 0; f < F; f++) {
+        memcpy(wpad + (size_t)f * ldw, weight + (size_t)f * Kc, (size_t)Kc * sizeof *wpad);
+        memset(wpad + (size_t)f * ldw + Kc, 0, (size_t)(ldw - Kc) * sizeof *wpad);
+    }
+}
+
+/* dx = the input gradient of one sample from its output gradient dy (P x F), IG_NP positions at a
+ * time, each one's patch row added onto the input in turn. */
+static void igrad_sample(float *dx, const float *dy, const float *wpad, const conv_geom *g) {
+    const int F = g->n_filters, P = g->out_h * g->out_w;
+    const int ldw = round_up(g->kernel * g->kernel * g->in_c, IG_W);
+    igvec rowv[IG_NP][IG_ROW_FLOATS / IG_W]; /* vectors, for their alignment */
+    float *rows = (float *)rowv;
+    memset(dx, 0, (size_t)g->in_h * g->in_w * g->in_c * sizeof *dx);
+    for (int p = 0; p < P;) {
+        const int np = P - p >= IG_NP ? IG_NP : 1;
+        if (np == IG_NP) igrad_rows(rows, dy + (size_t)p * F, wpad, ldw, F, IG_NP);
+        else igrad_rows(rows, dy + (size_t)p * F, wpad, ldw, F, 1);
+        for (int q = 0; q < np; q++, p++)
+            add_patch_row(dx, rows + (size_t)q * ldw, p / g->out_w, p % g->out_w, g);
+    }
+}
+
 /* What the per-sample loops of forward and backward share. */
 typedef struct conv_args {
     const conv_geom *g;
@@ -590,6 +713,7 @@ typedef struct conv_args {
     const float *cols; /* the kept patches, or NULL: rebuild them in col */
     const float *wt;   /* a direct layer's weights, filters innermost (direct_weights) */
     const float *wt_gemm; /* or the weights transposed (Kc x F) for the GEMM, or NULL */
+    const float *wpad;    /* backward: the weights for igrad_sample, or NULL */
     float *out, *keep; /* forward: output, and where to keep the patches (or NULL) */
     float *col, *dcol, *partial, *din;
     int nt; /* threads for each sample's products (1 when the samples are shared out) */
@@ -860,6 +984,8 @@ static int backward_samples(void *ctx, long begin, long end, int worker) {
         float *dx = a->din + (size_t)s * g->in_h * g->in_w * g->in_c;
         if (is_pointwise(g)) {
             gemm(0, 0, P, Kc, F, dy, F, a->weight, Kc, 0, dx, Kc, a->nt);
+        } else if (a->wpad && a->nt == 1) {
+            igrad_sample(dx, dy, a->wpad, g);
         } else {
             float *dcol = a->dcol + (size_t)worker * patch_floats(g);
             gemm(0, 0, P, Kc, F, dy, F, a->weight, Kc, 0, dcol, Kc, a->nt);
@@ -928,6 +1054,11 @@ static void backward_relu(float *din, float *dweight, float *dbias, const float 
     if (gathers(g, !is_direct(g) && !a.cols && dcol && g->n_filters <= (int)P, col)) {
         gather_tables(row_at, col_at, g);
         a.row_at = row_at, a.col_at = col_at;
+    }
+    float wpad[CONV_WT_FLOATS] __attribute__((aligned(64))); /* igrad_chunk reads whole vectors */
+    if (din && igrad_direct(g)) {
+        igrad_weights(wpad, weight, g);
+        a.wpad = wpad;
     }
     const lane_cut one = {0, NULL, 0};
     const size_t len = partial_floats(g);

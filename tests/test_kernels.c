@@ -422,6 +422,90 @@ START_TEST(test_conv2d_direct_forward_bits) {
 }
 END_TEST
 
+/* The input gradient of one sample as gemm() and col2im add it: each patch-gradient element
+ * (position p, (ky, kx, c)) a chain of multiply-adds over the filters in order from 0, in blocks of
+ * GEMM_KC filters whose sums are added one after another (with one position, gemm()'s one-row
+ * loop: chains over the even and the odd filters, then added); each added onto the input element it
+ * was read from, in ascending p, onto zeros (padding's elements dropped). */
+static void input_grad_as_gemm(float *dx, const float *dy, const float *w, const conv_geom *g) {
+    const int K = g->kernel, C = g->in_c, F = g->n_filters, P = g->out_h * g->out_w;
+    memset(dx, 0, (size_t)g->in_h * g->in_w * C * sizeof *dx);
+    for (int p = 0; p < P; p++)
+        for (int ky = 0; ky < K; ky++)
+            for (int kx = 0; kx < K; kx++)
+                for (int c = 0; c < C; c++) {
+                    float acc = 0.0f, total = 0.0f, odd = 0.0f;
+                    for (int f = 0; f < F; f++) {
+                        const float a = dy[(size_t)p * F + f];
+                        const float b = w[(((size_t)f * K + ky) * K + kx) * C + c];
+                        if (P == 1) { /* gemm()'s one-row loop: even and odd f, then added */
+                            if (f % 2) odd = MUL_ADD(a, b, odd);
+                            else acc = MUL_ADD(a, b, acc);
+                            total = acc + odd;
+                            continue;
+                        }
+                        acc = MUL_ADD(a, b, acc);
+                        if ((f + 1) % GEMM_KC == 0 || f + 1 == F) {
+                            total = f < GEMM_KC ? acc : total + acc;
+                            acc = 0.0f;
+                        }
+                    }
+                    const int iy = p / g->out_w * g->stride + ky - g->padding;
+                    const int ix = p % g->out_w * g->stride + kx - g->padding;
+                    if (iy >= 0 && iy < g->in_h && ix >= 0 && ix < g->in_w)
+                        dx[((size_t)iy * g->in_w + ix) * C + c] += total;
+                }
+}
+
+/* The input gradient is the bits of gemm() and col2im, whether it runs through them (a sample's
+ * products split over threads, or shapes outside the per-position path) or computes each
+ * position's patch gradient in registers and adds it at once (shapes on which gemm() runs its
+ * tiles: 2 <= filters <= GEMM_KC, more than one position). */
+START_TEST(test_conv2d_input_grad_bits) {
+    const conv_geom cases[] = {
+        {14, 14, 6, 10, 10, 16, 5, 1, 0},   /* LeNet's second layer */
+        {14, 14, 16, 14, 14, 32, 5, 1, 2},  /* config/mnist.json's second layer */
+        {9, 8, 3, 5, 4, 6, 3, 2, 1},        /* stride 2 with padding */
+        {11, 7, 2, 11, 7, 2, 3, 1, 1},      /* two filters; rows of odd length */
+        {8, 8, 4, 3, 3, 5, 2, 3, 0},        /* stride 3 over a kernel of 2: rows never read */
+        {12, 12, 3, 10, 10, 37, 3, 1, 0},   /* filters not a multiple of 16 */
+        {7, 7, 5, 7, 7, 3, 7, 1, 3},        /* a kernel as large as the input */
+        {20, 20, 1, 10, 10, 4, 4, 2, 1},    /* one channel, an even kernel */
+        {6, 6, 2, 1, 1, 4, 6, 1, 0},        /* one position: gemm()'s one-row loop */
+        {6, 6, 3, 4, 4, 1, 3, 1, 0},        /* one filter: gemm()'s outer product */
+        {5, 5, 2, 3, 3, 300, 3, 1, 0},      /* more filters than a block of GEMM_KC */
+        {4, 70, 40, 2, 68, 3, 3, 1, 0},     /* patch rows longer than its buffers hold */
+    };
+    const int thread_counts[] = {1, 4};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
+        for (size_t t = 0; t < sizeof thread_counts / sizeof thread_counts[0]; t++) {
+            const conv_geom *g = &cases[c];
+            const size_t in_size = (size_t)g->in_h * g->in_w * g->in_c;
+            const size_t out_size = (size_t)g->out_h * g->out_w * g->n_filters;
+            const size_t w_size = (size_t)g->n_filters * g->kernel * g->kernel * g->in_c;
+            const size_t patches = (size_t)g->out_h * g->out_w * g->kernel * g->kernel * g->in_c;
+            float *x = random_floats(in_size), *w = random_floats(w_size);
+            float *dy = random_floats(out_size);
+            float *dx = floats_alloc(in_size), *want = floats_alloc(in_size);
+            float *dw = floats_alloc(w_size), *db = floats_alloc(g->n_filters);
+            float *partial = floats_alloc(w_size + g->n_filters);
+            float *col = floats_alloc(4 * patches), *dcol = floats_alloc(4 * patches);
+            for (size_t i = 0; i < in_size; i++) dx[i] = NAN; /* written over, never added to */
+            /* One sample: with 4 threads its products are split over them (gemm and col2im). */
+            conv2d_backward(dx, dw, db, dy, x, w, 1, g, NULL, col, dcol, partial, NULL,
+                            thread_counts[t]);
+            input_grad_as_gemm(want, dy, w, g);
+            for (size_t i = 0; i < in_size; i++)
+                ck_assert_msg(memcmp(&dx[i], &want[i], sizeof *dx) == 0,
+                              "case %zu, %d threads: din[%zu] %.9g, gemm and col2im give %.9g", c,
+                              thread_counts[t], i, dx[i], want[i]);
+            aligned_free(x), aligned_free(w), aligned_free(dy), aligned_free(dx);
+            aligned_free(want), aligned_free(dw), aligned_free(db), aligned_free(partial);
+            aligned_free(col), aligned_free(dcol);
+        }
+}
+END_TEST
+
 /* conv2d's threads never change a bit, over samples (n >= threads) or inside each sample's
  * products (n < threads), kept or rebuilt patches; and a lane of a cut pass gets exactly what a
  * pass of that lane's samples alone gets. */
@@ -632,6 +716,7 @@ static Suite *kernels_suite(void) {
     tcase_add_test(tc, test_conv2d_threads_and_lanes);
     tcase_add_test(tc, test_conv2d_direct_weight_grad_bits);
     tcase_add_test(tc, test_conv2d_direct_forward_bits);
+    tcase_add_test(tc, test_conv2d_input_grad_bits);
     tcase_add_test(tc, test_dense_matches_reference);
     tcase_add_test(tc, test_par_blocks_cuts_and_keeps_threads);
     tcase_add_test(tc, test_par_items_runs_each_once_and_shares);

@@ -372,8 +372,29 @@ static inline void dvec_store_part(float *p, dvec v, int n) {
     if (j + 2 < n) p[j + 2] = tmp[j + 2];
 }
 
-#ifdef __AVX512F__
 typedef double dvec_d __attribute__((vector_size(64)));
+
+/* Position p's row of dy from filter f0 on: in place while 16 floats from it lie inside dy,
+ * else from the copy in tail. */
+static inline const float *direct_dy_at(const float *dy, const float *tail, int safe, int F, int f0,
+                                        int p) {
+    return p < safe ? dy + (size_t)p * F + f0 : tail + (size_t)(p - safe) * DIRECT_F;
+}
+
+/* The input values of two adjacent taps, (p[0], p[1]) in every pair of lanes, loaded as one
+ * 64-bit value (only AVX-512 builds take the paths that call it). */
+static inline dvec tap_pair(const float *p) {
+#ifdef __AVX512F__
+    double two;
+    memcpy(&two, p, sizeof two);
+    return (dvec)(dvec_d){two, two, two, two, two, two, two, two};
+#else
+    (void)p;
+    return (dvec){0.0f};
+#endif
+}
+
+#ifdef __AVX512F__
 typedef int dvec_i __attribute__((vector_size(64)));
 
 /* Lane i of the result: v's lane idx[i] (one vpermps; GCC and clang spell a shuffle with a
@@ -389,19 +410,31 @@ static inline dvec permute16(dvec v, dvec_i idx) {
  * direct_forward. `pairs` pairs from position ox0 of row oy; n_pos positions of them exist. */
 static inline __attribute__((always_inline)) void
 direct_pairs(float *y, const float *plane, int pw, const dvec *wd, int bias, dvec_i to_out,
-             const conv_geom *g, int oy, int ox0, int n_pos, const int pairs) {
-    const int K = g->kernel, F = g->n_filters;
+             const conv_geom *g, int oy, int ox0, int n_pos, const int pairs, const int kernel) {
+    const int K = kernel ? kernel : g->kernel, F = g->n_filters;
     dvec acc[DIRECT_P];
     for (int i = 0; i < pairs; i++) acc[i] = (dvec){0.0f};
     for (int ky = 0; ky < K; ky++) {
         const float *row = plane + (size_t)(oy + ky) * pw + ox0;
+        if (kernel) {
+            /* Pair i's tap kx reads the pair at offset 2i + kx, which pair i + 1 reads at tap
+             * kx - 2: each offset broadcast once for every (i, kx) that reads it (19 instead of
+             * 40 for 8 pairs of a row of 5 taps; the broadcasts, not the multiply-adds, bounded
+             * this loop). Each sum still takes its taps in ascending kx. */
+            const dvec *w = wd + ky * K;
+#pragma GCC unroll 32
+            for (int o = 0; o < 2 * pairs + K - 2; o++) {
+                const dvec b = tap_pair(row + o);
+#pragma GCC unroll 8
+                for (int kx = 0; kx < K; kx++)
+                    if ((o - kx) % 2 == 0 && o >= kx && (o - kx) / 2 < pairs)
+                        acc[(o - kx) / 2] += b * w[kx];
+            }
+            continue;
+        }
         for (int kx = 0; kx < K; kx++) {
             const dvec w = wd[ky * K + kx];
-            for (int i = 0; i < pairs; i++) {
-                double two;
-                memcpy(&two, row + 2 * i + kx, sizeof two);
-                acc[i] += (dvec)(dvec_d){two, two, two, two, two, two, two, two} * w;
-            }
+            for (int i = 0; i < pairs; i++) acc[i] += tap_pair(row + 2 * i + kx) * w;
         }
     }
     for (int i = 0; i < pairs; i++) {
@@ -409,6 +442,22 @@ direct_pairs(float *y, const float *plane, int pw, const dvec *wd, int bias, dve
         const dvec v = permute16(bias ? acc[i] + wd[K * K] : acc[i], to_out);
         const int n = n_pos - 2 * i < 2 ? n_pos - 2 * i : 2;
         dvec_store_part(y + ((size_t)oy * g->out_w + ox0 + 2 * i) * F, v, n * F);
+    }
+}
+
+/* direct_pairs for a block of n_pos positions, each count of pairs its own inlined copy (the
+ * plane has room for whole blocks of DIRECT_P positions, not of pairs: a last block runs only the
+ * pairs it has); `kernel` 3 or 5 known at compile time, or 0. */
+static inline __attribute__((always_inline)) void
+pairs_block(float *y, const float *plane, int pw, const dvec *wd, int bias, dvec_i to_out,
+            const conv_geom *g, int oy, int ox0, int n_pos, const int kernel) {
+    switch ((n_pos + 1) / 2) {
+#define PAIRS_CASE(n)                                                                            \
+    case n: direct_pairs(y, plane, pw, wd, bias, to_out, g, oy, ox0, n_pos, n, kernel); break;
+        PAIRS_CASE(1) PAIRS_CASE(2) PAIRS_CASE(3) PAIRS_CASE(4) PAIRS_CASE(5) PAIRS_CASE(6)
+        PAIRS_CASE(7) default:
+        direct_pairs(y, plane, pw, wd, bias, to_out, g, oy, ox0, n_pos, DIRECT_P, kernel);
+#undef PAIRS_CASE
     }
 }
 
@@ -423,16 +472,12 @@ static void direct_forward_pairs(float *y, const float *plane, int pw, const flo
     for (int oy = 0; oy < g->out_h; oy++)
         for (int ox0 = 0; ox0 < g->out_w; ox0 += 2 * DIRECT_P) {
             const int n_pos = g->out_w - ox0 < 2 * DIRECT_P ? g->out_w - ox0 : 2 * DIRECT_P;
-            /* The plane has room for whole blocks of DIRECT_P positions, not of pairs: a last
-             * block runs only the pairs it has. */
-            switch ((n_pos + 1) / 2) {
-#define PAIRS_CASE(n)                                                                            \
-    case n: direct_pairs(y, plane, pw, wd, bias, to_out, g, oy, ox0, n_pos, n); break;
-                PAIRS_CASE(1) PAIRS_CASE(2) PAIRS_CASE(3) PAIRS_CASE(4)
-                PAIRS_CASE(5) PAIRS_CASE(6) PAIRS_CASE(7) default:
-                direct_pairs(y, plane, pw, wd, bias, to_out, g, oy, ox0, n_pos, DIRECT_P);
-#undef PAIRS_CASE
-            }
+            if (g->kernel == 5)
+                pairs_block(y, plane, pw, wd, bias, to_out, g, oy, ox0, n_pos, 5);
+            else if (g->kernel == 3)
+                pairs_block(y, plane, pw, wd, bias, to_out, g, oy, ox0, n_pos, 3);
+            else
+                pairs_block(y, plane, pw, wd, bias, to_out, g, oy, ox0, n_pos, 0);
         }
 }
 #endif
@@ -489,18 +534,6 @@ static void direct_dy_tail(float *tail, const float *dy, int P, int F, int f0, i
         }
 }
 
-/* The input values of two adjacent taps, (p[0], p[1]) in every pair of lanes, loaded as one
- * 64-bit value (only AVX-512 builds take the paths that call it). */
-static inline dvec tap_pair(const float *p) {
-#ifdef __AVX512F__
-    double two;
-    memcpy(&two, p, sizeof two);
-    return (dvec)(dvec_d){two, two, two, two, two, two, two, two};
-#else
-    (void)p;
-    return (dvec){0.0f};
-#endif
-}
 
 /* One block of filters' weight gradient for a kernel of K = 3 or 5 known at compile time: every
  * (ky, kx) has its own vector of sums in a register, and the positions go by in order, each
@@ -525,9 +558,33 @@ direct_weight_grad_k(float *dw, const float *dy, const float *tail, int safe, in
 #pragma GCC unroll 25
         for (int k = 0; k < K * TX; k++) acc[k] = (dvec){0.0f};
         for (int p = b0; p < b1; p++) {
-            const float *dp = p < safe ? dy + (size_t)p * F + f0
-                                       : tail + (size_t)(p - safe) * DIRECT_F;
-            dvec d = *(const dvec_u *)dp;
+#ifdef __AVX512F__
+            if (two && S == 1 && p + 4 <= b1 && ox + 4 <= g->out_w) {
+                /* Four positions of a row at once: position q's pair j reads offset q + 2j of
+                 * each kernel row, so the row's 2 TX + 2 offsets are broadcast once for all of
+                 * them (8 instead of 12 for a kernel of 5). Each sum still takes the positions
+                 * in order. */
+                dvec d[4];
+                for (int q = 0; q < 4; q++)
+                    d[q] = permute16(*(const dvec_u *)direct_dy_at(dy, tail, safe, F, f0, p + q),
+                                     (dvec_i){0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7});
+                const float *in = plane + (size_t)oy * pw + ox;
+#pragma GCC unroll 5
+                for (int ky = 0; ky < K; ky++) {
+                    dvec b[2 * 3 + 2];
+#pragma GCC unroll 8
+                    for (int o = 0; o < 2 * TX + 2; o++) b[o] = tap_pair(in + ky * pw + o);
+#pragma GCC unroll 4
+                    for (int q = 0; q < 4; q++)
+#pragma GCC unroll 3
+                        for (int j = 0; j < TX; j++) acc[ky * TX + j] += b[q + 2 * j] * d[q];
+                }
+                p += 3, ox += 4;
+                if (ox == g->out_w) ox = 0, oy++;
+                continue;
+            }
+#endif
+            dvec d = *(const dvec_u *)direct_dy_at(dy, tail, safe, F, f0, p);
 #ifdef __AVX512F__
             if (two) d = permute16(d, (dvec_i){0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7});
 #endif

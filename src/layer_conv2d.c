@@ -1163,17 +1163,19 @@ static conv_geom geometry(const layer *l) {
 }
 
 /* Whether the batch's patches are kept from forward for the weight gradient, or rebuilt from
- * the input in backward. Rebuilding copies rows of kernel * in_channels floats, and it pays where
- * the rows are at least a 64-byte cache line and a sample's patches are large (128 KB or more):
- * then the copy, which stays in cache, costs less than reading the kept patches of a whole chunk
- * back from memory, and their memory is saved (20 MB of config/mnist.json's 64-image batch).
- * Narrow rows copy slowly and small patches stay in cache, so those are kept (measured on the
- * benchmark networks: docs/performance.md). Single-channel layers that the direct loops take
- * build no patches at all. */
+ * the input in backward (gathered where they lie, mostly: gathers()). Not keeping them pays where
+ * the rows are at least a 64-byte cache line and a sample's patches are larger than the
+ * first-level cache (32 KB or more): forward then writes nothing, and backward's gathers, which
+ * stay in cache, cost less than reading the kept patches of a whole chunk back from memory, and
+ * their memory is saved (20 MB of config/mnist.json's 64-image batch). Narrow rows copy slowly
+ * and small patches stay in cache, so those are kept (measured on the benchmark networks:
+ * docs/performance.md; LeNet's second layer, 60 KB a sample, was kept below 128 KB until its
+ * forward measured 6.4 us an image kept and 5.3 gathered). Single-channel layers that the direct
+ * loops take build no patches at all. */
 static int keeps_patches(const conv_geom *g) {
     if (is_pointwise(g) || is_direct(g)) return 0;
     size_t row = (size_t)g->kernel * g->in_c;
-    return row < 16 || patch_floats(g) < 32768;
+    return row < 16 || patch_floats(g) < 8192;
 }
 
 /* The scratch of a call with up to nt threads: per thread one sample's patches (when they are

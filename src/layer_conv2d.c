@@ -663,10 +663,10 @@ static void direct_weight_grad(float *dw, const float *dy, const float *x, const
 }
 
 /* ---- the input gradient without dcol ----
- * gemm() followed by col2im writes the P x Kc patch gradient out (lenet's second layer: 60 KB,
+ * gemm() followed by col2im writes the P x Kc patch gradient out (LeNet's second layer: 60 KB,
  * config/mnist.json's: 300 KB, past the first-level cache) only to read it back. Instead each
- * patch row is summed in registers, two positions at a time, over chunks of at most IG_NB
- * vectors of the row, and added onto the input at once. Each element is summed as the GEMM's
+ * patch row is summed in registers, IG_NP positions at a time, over chunks of at most IG_NB
+ * vectors of the row, and added onto the input at once (docs/performance.md). Each element is summed as the GEMM's
  * tile sums it (from zero, over the filters in ascending order, one fused multiply-add each:
  * this path is taken only for the shapes on which gemm() runs its tiles, 2 <= F <= GEMM_KC and
  * P >= 2), and the rows are added in col2im's order, so the input gradient is the same bits.
@@ -701,7 +701,9 @@ igrad_chunk(float *rows, const float *dy, const float *w, int ldw, int F, int j0
          * operands of every multiply-add they were loaded np times, and loads bounded it). */
         for (int j = 0; j < nb; j++) {
             igvec wj = wf[j];
+#if defined(__x86_64__) || defined(__i386__)
             __asm__("" : "+x"(wj)); /* in a register, not a memory operand of each */
+#endif
             for (int q = 0; q < np; q++) acc[q][j] += s[q] * wj;
         }
     }

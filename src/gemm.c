@@ -270,26 +270,44 @@ static inline void store_outs(const thin_args *t, long j0, const float *v, int f
  * at once, in register: per column two partial sums, k even and k odd, added at the end; the
  * nb vectors' chains are independent, so their fused multiply-adds overlap. firsts[b] is the
  * first column of vector b; its lanes below skip[b] were stored already and are not stored. */
+/* The thin loops' register width: 16 floats with AVX-512; without, 8, with a vector of 16
+ * columns as two (GCC lowers 16-float arithmetic badly there: it kept these sums on the stack,
+ * which made the AVX2 build's batch-1 products several times slower). */
+#if defined(__AVX512F__)
+#define AXPY_W 16
+#else
+#define AXPY_W 8
+#endif
+typedef float avec __attribute__((vector_size(AXPY_W * 4)));
+typedef float avec_u __attribute__((vector_size(AXPY_W * 4), aligned(4)));
+#define AXPY_H (16 / AXPY_W) /* registers for a vector of 16 columns */
+
 static inline __attribute__((always_inline)) void
 axpy_vectors(const thin_args *t, const long *firsts, const int *skip, const int nb) {
-    vec16 even[4], odd[4];
+    avec even[4][AXPY_H], odd[4][AXPY_H];
     const float *y[4];
-    for (int b = 0; b < nb; b++) even[b] = odd[b] = (vec16){0}, y[b] = t->Y + firsts[b];
+    for (int b = 0; b < nb; b++) {
+        for (int h = 0; h < AXPY_H; h++) even[b][h] = odd[b][h] = (avec){0};
+        y[b] = t->Y + firsts[b];
+    }
     const size_t xs = t->x_k, ys = t->y_k;
     int k = 0;
     for (; k + 1 < t->K; k += 2) {
         const float xe = t->x[(size_t)k * xs], xo = t->x[(size_t)(k + 1) * xs];
-        for (int b = 0; b < nb; b++) {
-            even[b] += xe * *(const vec16u *)(y[b] + (size_t)k * ys);
-            odd[b] += xo * *(const vec16u *)(y[b] + (size_t)(k + 1) * ys);
-        }
+        for (int b = 0; b < nb; b++)
+            for (int h = 0; h < AXPY_H; h++) {
+                even[b][h] += xe * *(const avec_u *)(y[b] + (size_t)k * ys + h * AXPY_W);
+                odd[b][h] += xo * *(const avec_u *)(y[b] + (size_t)(k + 1) * ys + h * AXPY_W);
+            }
     }
     if (k < t->K)
         for (int b = 0; b < nb; b++)
-            even[b] += t->x[(size_t)k * xs] * *(const vec16u *)(y[b] + (size_t)k * ys);
+            for (int h = 0; h < AXPY_H; h++)
+                even[b][h] +=
+                    t->x[(size_t)k * xs] * *(const avec_u *)(y[b] + (size_t)k * ys + h * AXPY_W);
     for (int b = 0; b < nb; b++) {
         float sum[16];
-        *(vec16u *)sum = even[b] + odd[b];
+        for (int h = 0; h < AXPY_H; h++) *(avec_u *)(sum + h * AXPY_W) = even[b][h] + odd[b][h];
         store_outs(t, firsts[b], sum, skip[b], 16);
     }
 }

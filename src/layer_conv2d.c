@@ -300,12 +300,19 @@ static void col2im(float *dx, const float *dcol, const conv_geom *g) {
  *   so that it gives the bits the gathered product gave these layers before.
  * Both orders are fixed by the geometry alone, so the threads never change a bit. Larger planes
  * or weights than the stack buffers hold take the im2col path. */
-#define DIRECT_F 16
+/* A block of filters is one vector: 16 with AVX-512, 8 (one AVX register) without, where GCC
+ * lowers 16-float vector arithmetic badly (it kept the sums on the stack and rebuilt vectors
+ * lane by lane: with blocks of 16, the AVX2 build's LeNet first layer took 72 us an image
+ * forward, with blocks of 8 it takes 6.4). The weight gradient's blocks of positions follow from
+ * whole blocks of DIRECT_BITS_F = 16 filters in either build, so both give the same bits. */
 #ifdef __AVX512F__
+#define DIRECT_F 16
 #define DIRECT_P 8
 #else
+#define DIRECT_F 8
 #define DIRECT_P 4
 #endif
+#define DIRECT_BITS_F 16
 #define DIRECT_PLANE_FLOATS 16384
 /* Weights up to this many floats (128 KB) are transposed on the stack for forward's GEMM. */
 #define CONV_WT_FLOATS 32768
@@ -348,9 +355,9 @@ static void direct_weights(float *wt, const float *weight, const float *bias, co
     for (int f = 0; f < fp; f++) wt[(size_t)kk * fp + f] = bias && f < g->n_filters ? bias[f] : 0.0f;
 }
 
-/* 16 floats, in whatever registers the build has (one AVX-512 register, two AVX ones, ...). */
-typedef float dvec __attribute__((vector_size(64)));
-typedef float dvec_u __attribute__((vector_size(64), aligned(4)));
+/* A block of DIRECT_F floats: one register. */
+typedef float dvec __attribute__((vector_size(DIRECT_F * 4)));
+typedef float dvec_u __attribute__((vector_size(DIRECT_F * 4), aligned(4)));
 
 typedef float dvec8_u __attribute__((vector_size(32), aligned(4)));
 typedef float dvec4_u __attribute__((vector_size(16), aligned(4)));
@@ -616,7 +623,7 @@ static void direct_weight_grad(float *dw, const float *dy, const float *x, const
     float plane[DIRECT_PLANE_FLOATS + DIRECT_F];
     direct_plane(plane, x, g);
     const int K = g->kernel, S = g->stride, F = g->n_filters, pw = direct_plane_w(g);
-    const int P = g->out_h * g->out_w, block = F % DIRECT_F ? GEMM_KC : P;
+    const int P = g->out_h * g->out_w, block = F % DIRECT_BITS_F ? GEMM_KC : P;
     for (int f0 = 0; f0 < F; f0 += DIRECT_F) {
         const int safe = direct_dy_safe(P, F, f0), nf = F - f0 < DIRECT_F ? F - f0 : DIRECT_F;
         float tail[DIRECT_TAIL * DIRECT_F];
@@ -997,12 +1004,15 @@ static size_t partial_floats(const conv_geom *g) {
  * order, so the bits are the same), whole vectors read while they lie inside dy. */
 static void bias_grad(float *db, const float *dy, int P, int F) {
     if (F <= 16) {
-        dvec acc = {0};
+        /* 16 lanes as two halves of DIRECT_F = 8 without AVX-512 (see DIRECT_F). */
+        dvec acc[16 / DIRECT_F] = {{0}};
         const size_t end = (size_t)P * F;
         int p = 0;
-        for (; (size_t)p * F + 16 <= end; p++) acc += *(const dvec_u *)(dy + (size_t)p * F);
+        for (; (size_t)p * F + 16 <= end; p++)
+            for (int h = 0; h < 16 / DIRECT_F; h++)
+                acc[h] += *(const dvec_u *)(dy + (size_t)p * F + h * DIRECT_F);
         float sums[16];
-        *(dvec_u *)sums = acc;
+        for (int h = 0; h < 16 / DIRECT_F; h++) *(dvec_u *)(sums + h * DIRECT_F) = acc[h];
         for (; p < P; p++)
             for (int f = 0; f < F; f++) sums[f] += dy[(size_t)p * F + f];
         for (int f = 0; f < F; f++) db[f] = sums[f];

@@ -122,7 +122,11 @@ typedef int ivec8 __attribute__((vector_size(32)));
 
 /* Whether channels go through eight at a time. */
 static inline int by_eights(int n_ch) {
+#ifdef __AVX512F__
     return n_ch % 8 == 0 && n_ch % 16 != 0;
+#else
+    return n_ch % 8 == 0; /* 16-float vectors, lowered badly by GCC without AVX-512, never */
+#endif
 }
 
 /* first_held_W: ties "first" for one window, W channels at a time in a vector: the window's
@@ -316,7 +320,7 @@ backward_rows_of(const pool_args *a, long begin, long end, const int channels) {
              * loops without branches, and the same positions as first_max's
              * channel-by-channel search, which takes a few channels (2 x 2 windows test their
              * four positions in turn, or with AVX-512 all at once under masks). */
-            if (n_ch % 16 == 0) { /* blocks of 16 channels, the held gradients in a register */
+            if (n_ch % 16 == 0 && !by_eights(n_ch)) { /* blocks of 16, held in a register */
                 first_held_16(x + base, dx + base, best, g, n_ch, s->size, (size_t)in_w * n_ch,
                               relu);
                 continue;

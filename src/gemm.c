@@ -128,11 +128,17 @@ micro_kernel(int kb, const float *restrict a, size_t a_k, size_t a_i, const int 
             for (int v = 0; v < nv; v++) acc[i][v] += ak[ro[i]] * bk[v];
     }
 #else
-/* Without AVX-512, the 16 columns as two 8-float halves, the width AVX2 has: GCC lowers the
- * 16-float vector arithmetic badly there (measured several times slower). Each element is still
- * one chain of fused multiply-adds over ascending k, so the results are the same bits. */
-typedef float vec8 __attribute__((vector_size(32)));
-typedef float vec8u __attribute__((vector_size(32), aligned(4)));
+/* Without AVX-512, the 16 columns as two 8-float halves, the width AVX2 has (four quarters with
+ * SSE2 only): GCC lowers wider vector arithmetic badly there (measured several times slower).
+ * Each element is still one chain of fused multiply-adds over ascending k (a product and a sum
+ * without FMA), so the results are the same bits. */
+#if defined(__AVX__)
+#define TILE_W 8
+#else
+#define TILE_W 4 /* SSE2 (portable builds), where 8-float vectors fared as 16 do on AVX */
+#endif
+typedef float tvec __attribute__((vector_size(TILE_W * 4)));
+typedef float tvec_u __attribute__((vector_size(TILE_W * 4), aligned(4)));
 
 static inline __attribute__((always_inline)) void
 micro_kernel(int kb, const float *restrict a, size_t a_k, size_t a_i, const int *koff,
@@ -140,22 +146,23 @@ micro_kernel(int kb, const float *restrict a, size_t a_k, size_t a_i, const int 
              int cols, int add, const int nv) {
     size_t ro[GEMM_MR];
     for (int i = 0; i < GEMM_MR; i++) ro[i] = roff ? (size_t)roff[i] : i * a_i;
-    vec8 lo[GEMM_MR], hi[GEMM_MR];
-    for (int i = 0; i < GEMM_MR; i++) lo[i] = hi[i] = (vec8){0};
+    enum { H = 16 / TILE_W };
+    tvec part[GEMM_MR][H];
+    for (int i = 0; i < GEMM_MR; i++)
+        for (int h = 0; h < H; h++) part[i][h] = (tvec){0};
     for (int k = 0; k < kb; k++) {
-        const vec8 b0 = *(const vec8u *)(b + (size_t)k * b_k);
-        const vec8 b1 = *(const vec8u *)(b + (size_t)k * b_k + 8);
+        tvec bk[H];
+        for (int h = 0; h < H; h++) bk[h] = *(const tvec_u *)(b + (size_t)k * b_k + h * TILE_W);
         const float *ak = koff ? a + koff[k] : a + (size_t)k * a_k;
         for (int i = 0; i < GEMM_MR; i++) {
-            lo[i] += ak[ro[i]] * b0;
-            hi[i] += ak[ro[i]] * b1;
+            const float ai = ak[ro[i]];
+            for (int h = 0; h < H; h++) part[i][h] += ai * bk[h];
         }
     }
     vec16 acc[GEMM_MR][GEMM_NV];
-    for (int i = 0; i < GEMM_MR; i++) {
-        memcpy((float *)&acc[i][0], &lo[i], sizeof lo[i]);
-        memcpy((float *)&acc[i][0] + 8, &hi[i], sizeof hi[i]);
-    }
+    for (int i = 0; i < GEMM_MR; i++)
+        for (int h = 0; h < H; h++)
+            memcpy((float *)&acc[i][0] + h * TILE_W, &part[i][h], sizeof part[i][h]);
 #endif
     if (cols == 16 * nv) {
         for (int i = 0; i < rows; i++)

@@ -19,14 +19,18 @@
 
 /* The register tile: MR rows of NV vectors of 16 columns. With AVX-512, 8 rows of two
  * registers (16 sums, and 2 registers of B, of its 32), one register where the product is at
- * most 16 wide; without, a row of 16 takes two of AVX2's 16 registers and the tile has 4 rows.
+ * most 16 wide; without, a row of 16 takes two of AVX2's 16 registers and the tile has 4 rows,
+ * or four of SSE2's (portable builds) and the tile has 2 rows.
  * Each element is summed the same way whatever the tile, so the weights do not depend on it.
  * GEMM_NR is the widest tile. */
 #if defined(__AVX512F__)
 #define GEMM_MR 8
 #define GEMM_NV 2
-#else
+#elif defined(__AVX__)
 #define GEMM_MR 4
+#define GEMM_NV 1
+#else
+#define GEMM_MR 2
 #define GEMM_NV 1
 #endif
 #define GEMM_NR (16 * GEMM_NV)

@@ -273,10 +273,6 @@ static inline void store_outs(const thin_args *t, long j0, const float *v, int f
         for (int j = from; j < to; j++) c[j * ldc] = v[j];
 }
 
-/* Columns [c0, c0 + 16 nb) of y[j] = sum_k x_k Y[k][j] for nb (at most 4) vectors of 16 columns
- * at once, in register: per column two partial sums, k even and k odd, added at the end; the
- * nb vectors' chains are independent, so their fused multiply-adds overlap. firsts[b] is the
- * first column of vector b; its lanes below skip[b] were stored already and are not stored. */
 /* The thin loops' register width: 16 floats with AVX-512; without, 8, with a vector of 16
  * columns as two (GCC lowers 16-float arithmetic badly there: it kept these sums on the stack,
  * which made the AVX2 build's batch-1 products several times slower). */
@@ -289,6 +285,10 @@ typedef float avec __attribute__((vector_size(AXPY_W * 4)));
 typedef float avec_u __attribute__((vector_size(AXPY_W * 4), aligned(4)));
 #define AXPY_H (16 / AXPY_W) /* registers for a vector of 16 columns */
 
+/* Columns [c0, c0 + 16 nb) of y[j] = sum_k x_k Y[k][j] for nb (at most 4) vectors of 16 columns
+ * at once, in register: per column two partial sums, k even and k odd, added at the end; the
+ * nb vectors' chains are independent, so their fused multiply-adds overlap. firsts[b] is the
+ * first column of vector b; its lanes below skip[b] were stored already and are not stored. */
 static inline __attribute__((always_inline)) void
 axpy_vectors(const thin_args *t, const long *firsts, const int *skip, const int nb) {
     avec even[4][AXPY_H], odd[4][AXPY_H];

@@ -295,9 +295,9 @@ static void col2im(float *dx, const float *dcol, const conv_geom *g) {
  *   forward: DIRECT_P output positions of a row at a time, each a sum over (ky, kx) in order
  *   (with AVX-512, at most 8 filters at stride 1: two positions to a vector, direct_pairs);
  *   weight gradient: per (ky, kx), the sum over the positions in order (with AVX-512, at most 8
- *   filters: two taps to a vector, direct_weight_grad_k's `two`); with a block of fewer
- *   than 16 filters, in blocks of GEMM_KC positions added up as the GEMM adds its blocks of k,
- *   so that it gives the bits the gathered product gave these layers before.
+ *   filters: two taps to a vector, direct_weight_grad_k's `two`); where the filters are not
+ *   whole blocks of DIRECT_BITS_F = 16, in blocks of GEMM_KC positions added up as the GEMM adds
+ *   its blocks of k, so that it gives the bits the gathered product gave these layers before.
  * Both orders are fixed by the geometry alone, so the threads never change a bit. Larger planes
  * or weights than the stack buffers hold take the im2col path. */
 /* A block of filters is one vector: 16 with AVX-512, 8 (one AVX register) without, where GCC

@@ -132,11 +132,7 @@ micro_kernel(int kb, const float *restrict a, size_t a_k, size_t a_i, const int 
  * SSE2 only): GCC lowers wider vector arithmetic badly there (measured several times slower).
  * Each element is still one chain of fused multiply-adds over ascending k (a product and a sum
  * without FMA), so the results are the same bits. */
-#if defined(__AVX__)
-#define TILE_W 8
-#else
-#define TILE_W 4 /* SSE2 (portable builds), where 8-float vectors fared as 16 do on AVX */
-#endif
+#define TILE_W VEC_FLOATS
 typedef float tvec __attribute__((vector_size(TILE_W * 4)));
 typedef float tvec_u __attribute__((vector_size(TILE_W * 4), aligned(4)));
 
@@ -273,14 +269,10 @@ static inline void store_outs(const thin_args *t, long j0, const float *v, int f
         for (int j = from; j < to; j++) c[j * ldc] = v[j];
 }
 
-/* The thin loops' register width: 16 floats with AVX-512; without, 8, with a vector of 16
- * columns as two (GCC lowers 16-float arithmetic badly there: it kept these sums on the stack,
- * which made the AVX2 build's batch-1 products several times slower). */
-#if defined(__AVX512F__)
-#define AXPY_W 16
-#else
-#define AXPY_W 8
-#endif
+/* The thin loops' register width (VEC_FLOATS): a vector of 16 columns is one register with
+ * AVX-512, two with AVX, four with SSE2 (16-float vectors made the AVX2 build's batch-1
+ * products several times slower). */
+#define AXPY_W VEC_FLOATS
 typedef float avec __attribute__((vector_size(AXPY_W * 4)));
 typedef float avec_u __attribute__((vector_size(AXPY_W * 4), aligned(4)));
 #define AXPY_H (16 / AXPY_W) /* registers for a vector of 16 columns */

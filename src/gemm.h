@@ -34,6 +34,17 @@
 #define GEMM_NV 1
 #endif
 #define GEMM_NR (16 * GEMM_NV)
+
+/* Floats in the widest vector register the build targets. GCC lowers arithmetic on generic
+ * vectors wider than that badly (sums kept on the stack, vectors rebuilt lane by lane: several
+ * times slower), so the kernels' vectors are never wider. */
+#if defined(__AVX512F__)
+#define VEC_FLOATS 16
+#elif defined(__AVX__)
+#define VEC_FLOATS 8
+#else
+#define VEC_FLOATS 4
+#endif
 #define GEMM_KC 256
 
 /* C[M x N] = (accumulate ? C : 0) + op(A)[M x K] . op(B)[K x N]. A is M x K (lda >= K) or, with

@@ -300,16 +300,14 @@ static void col2im(float *dx, const float *dcol, const conv_geom *g) {
  *   its blocks of k, so that it gives the bits the gathered product gave these layers before.
  * Both orders are fixed by the geometry alone, so the threads never change a bit. Larger planes
  * or weights than the stack buffers hold take the im2col path. */
-/* A block of filters is one vector: 16 with AVX-512, 8 (one AVX register) without, where GCC
- * lowers 16-float vector arithmetic badly (it kept the sums on the stack and rebuilt vectors
- * lane by lane: with blocks of 16, the AVX2 build's LeNet first layer took 72 us an image
- * forward, with blocks of 8 it takes 6.4). The weight gradient's blocks of positions follow from
- * whole blocks of DIRECT_BITS_F = 16 filters in either build, so both give the same bits. */
+/* A block of filters is one vector register, VEC_FLOATS: 16 with AVX-512, 8 with AVX, 4 with
+ * SSE2 (with blocks of 16, the AVX2 build's LeNet first layer took 72 us an image forward, with
+ * blocks of 8 it takes 6.4). The weight gradient's blocks of positions follow from whole blocks
+ * of DIRECT_BITS_F = 16 filters in every build, so all give the same bits. */
+#define DIRECT_F VEC_FLOATS
 #ifdef __AVX512F__
-#define DIRECT_F 16
 #define DIRECT_P 8
 #else
-#define DIRECT_F 8
 #define DIRECT_P 4
 #endif
 #define DIRECT_BITS_F 16
@@ -381,8 +379,8 @@ static inline void dvec_store_part(float *p, dvec v, int n) {
 
 typedef double dvec_d __attribute__((vector_size(64)));
 
-/* Position p's row of dy from filter f0 on: in place while 16 floats from it lie inside dy,
- * else from the copy in tail. */
+/* Position p's row of dy from filter f0 on: in place while DIRECT_F floats from it lie inside
+ * dy, else from the copy in tail. */
 static inline const float *direct_dy_at(const float *dy, const float *tail, int safe, int F, int f0,
                                         int p) {
     return p < safe ? dy + (size_t)p * F + f0 : tail + (size_t)(p - safe) * DIRECT_F;
@@ -408,6 +406,11 @@ typedef int dvec_i __attribute__((vector_size(64)));
  * run-time mask differently, the intrinsic alike). */
 static inline dvec permute16(dvec v, dvec_i idx) {
     return (dvec)_mm512_permutexvar_ps((__m512i)idx, (__m512)v);
+}
+
+/* Lanes 2f and 2f + 1 both v's lane f (f < 8): each filter twice, for the pairs below. */
+static inline dvec each_twice(dvec v) {
+    return permute16(v, (dvec_i){0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7});
 }
 
 /* Forward for at most 8 filters at stride 1, two positions to a vector, so that no lane is
@@ -472,8 +475,7 @@ static void direct_forward_pairs(float *y, const float *plane, int pw, const flo
                                  const conv_geom *g) {
     const int kk = g->kernel * g->kernel, F = g->n_filters;
     dvec wd[26];
-    const dvec_i twice = {0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7};
-    for (int k = 0; k <= kk; k++) wd[k] = permute16(*(const dvec_u *)(wt + k * DIRECT_F), twice);
+    for (int k = 0; k <= kk; k++) wd[k] = each_twice(*(const dvec_u *)(wt + k * DIRECT_F));
     dvec_i to_out;
     for (int j = 0; j < 16; j++) to_out[j] = j < F ? 2 * j : j < 2 * F ? 2 * (j - F) + 1 : 0;
     for (int oy = 0; oy < g->out_h; oy++)
@@ -541,7 +543,6 @@ static void direct_dy_tail(float *tail, const float *dy, int P, int F, int f0, i
         }
 }
 
-
 /* One block of filters' weight gradient for a kernel of K = 3 or 5 known at compile time: every
  * (ky, kx) has its own vector of sums in a register, and the positions go by in order, each
  * adding its dy row times the K * K input values it read; in blocks of `block` positions, each
@@ -573,8 +574,7 @@ direct_weight_grad_k(float *dw, const float *dy, const float *tail, int safe, in
                  * in order. */
                 dvec d[4];
                 for (int q = 0; q < 4; q++)
-                    d[q] = permute16(*(const dvec_u *)direct_dy_at(dy, tail, safe, F, f0, p + q),
-                                     (dvec_i){0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7});
+                    d[q] = each_twice(*(const dvec_u *)direct_dy_at(dy, tail, safe, F, f0, p + q));
                 const float *in = plane + (size_t)oy * pw + ox;
 #pragma GCC unroll 5
                 for (int ky = 0; ky < K; ky++) {
@@ -593,7 +593,7 @@ direct_weight_grad_k(float *dw, const float *dy, const float *tail, int safe, in
 #endif
             dvec d = *(const dvec_u *)direct_dy_at(dy, tail, safe, F, f0, p);
 #ifdef __AVX512F__
-            if (two) d = permute16(d, (dvec_i){0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7});
+            if (two) d = each_twice(d);
 #endif
             const float *in = plane + (size_t)oy * S * pw + (size_t)ox * S;
 #pragma GCC unroll 5
@@ -673,19 +673,16 @@ static void direct_weight_grad(float *dw, const float *dy, const float *x, const
  * gemm() followed by col2im writes the P x Kc patch gradient out (LeNet's second layer: 60 KB,
  * config/mnist.json's: 300 KB, past the first-level cache) only to read it back. Instead each
  * patch row is summed in registers, IG_NP positions at a time, over chunks of at most IG_NB
- * vectors of the row, and added onto the input at once (docs/performance.md). Each element is summed as the GEMM's
- * tile sums it (from zero, over the filters in ascending order, one fused multiply-add each:
+ * vectors of the row, and added onto the input at once (docs/performance.md). Each element is
+ * summed as the GEMM's tile sums it (from zero, over the filters in ascending order, one fused
+ * multiply-add each:
  * this path is taken only for the shapes on which gemm() runs its tiles, 2 <= F <= GEMM_KC and
  * P >= 2), and the rows are added in col2im's order, so the input gradient is the same bits.
  * The weights are read from a copy whose rows are padded with zeros to whole vectors. */
+#define IG_W VEC_FLOATS
 #if defined(__AVX512F__)
-#define IG_W 16
 #define IG_NB 6
-#elif defined(__AVX__)
-#define IG_W 8
-#define IG_NB 2
 #else
-#define IG_W 4
 #define IG_NB 2
 #endif
 #define IG_NP 4 /* positions at a time */
@@ -737,18 +734,22 @@ igrad_rows(float *rows, const float *dy, const float *w, int ldw, int F, const i
     }
 }
 
+/* The padded weights' row: a patch row's Kc floats rounded up to whole vectors. */
+static int igrad_ldw(const conv_geom *g) {
+    return round_up(g->kernel * g->kernel * g->in_c, IG_W);
+}
+
 /* Whether the input gradient takes this path: the shapes on which gemm() runs its tiles, rows
  * short enough for the stack and padded weights that fit wpad. */
 static int igrad_direct(const conv_geom *g) {
-    const int F = g->n_filters, P = g->out_h * g->out_w;
-    const int ldw = round_up(g->kernel * g->kernel * g->in_c, IG_W);
+    const int F = g->n_filters, P = g->out_h * g->out_w, ldw = igrad_ldw(g);
     return !is_pointwise(g) && F >= 2 && F <= GEMM_KC && P >= 2 && ldw <= IG_ROW_FLOATS &&
            (size_t)F * ldw <= CONV_WT_FLOATS;
 }
 
 /* The weights with each row padded with zeros to ldw floats. */
 static void igrad_weights(float *wpad, const float *weight, const conv_geom *g) {
-    const int F = g->n_filters, Kc = g->kernel * g->kernel * g->in_c, ldw = round_up(Kc, IG_W);
+    const int F = g->n_filters, Kc = g->kernel * g->kernel * g->in_c, ldw = igrad_ldw(g);
     for (int f = 0; f < F; f++) {
         memcpy(wpad + (size_t)f * ldw, weight + (size_t)f * Kc, (size_t)Kc * sizeof *wpad);
         memset(wpad + (size_t)f * ldw + Kc, 0, (size_t)(ldw - Kc) * sizeof *wpad);
@@ -758,8 +759,7 @@ static void igrad_weights(float *wpad, const float *weight, const conv_geom *g) 
 /* dx = the input gradient of one sample from its output gradient dy (P x F), IG_NP positions at a
  * time, each one's patch row added onto the input in turn. */
 static void igrad_sample(float *dx, const float *dy, const float *wpad, const conv_geom *g) {
-    const int F = g->n_filters, P = g->out_h * g->out_w;
-    const int ldw = round_up(g->kernel * g->kernel * g->in_c, IG_W);
+    const int F = g->n_filters, P = g->out_h * g->out_w, ldw = igrad_ldw(g);
     igvec rowv[IG_NP][IG_ROW_FLOATS / IG_W]; /* vectors, for their alignment */
     float *rows = (float *)rowv;
     memset(dx, 0, (size_t)g->in_h * g->in_w * g->in_c * sizeof *dx);
@@ -1004,7 +1004,7 @@ static size_t partial_floats(const conv_geom *g) {
  * order, so the bits are the same), whole vectors read while they lie inside dy. */
 static void bias_grad(float *db, const float *dy, int P, int F) {
     if (F <= 16) {
-        /* 16 lanes as two halves of DIRECT_F = 8 without AVX-512 (see DIRECT_F). */
+        /* 16 lanes as 16 / DIRECT_F registers (see DIRECT_F). */
         dvec acc[16 / DIRECT_F] = {{0}};
         const size_t end = (size_t)P * F;
         int p = 0;

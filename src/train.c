@@ -209,6 +209,11 @@ static uint64_t sample_key(uint32_t seed, int epoch, int sample) {
     return mix64(mix64(((uint64_t)seed << 32) ^ (uint64_t)(uint32_t)epoch) + (uint64_t)sample);
 }
 
+/* A uniform draw in [0, 1) from a stream's key: the top 53 bits of its mix. */
+static double uniform_of(uint64_t key) {
+    return (double)(mix64(key) >> 11) * 0x1p-53;
+}
+
 /* What load_samples needs. */
 typedef struct load_args {
     trainer *t;
@@ -239,8 +244,8 @@ static int load_samples(void *ctx, long begin, long end, int worker) {
         if (rotate > 0.0 || scale > 0.0) {
             /* A uniform angle in [-rotate, rotate) and zoom in [1 - scale, 1 + scale), from the
              * sample's stream, applied in one resampling. */
-            const double u = (double)(mix64(ws->sample_keys[k] ^ 0x524f54ull) >> 11) * 0x1p-53;
-            const double v = (double)(mix64(ws->sample_keys[k] ^ 0x5343414c45ull) >> 11) * 0x1p-53;
+            const double u = uniform_of(ws->sample_keys[k] ^ 0x524f54ull);
+            const double v = uniform_of(ws->sample_keys[k] ^ 0x5343414c45ull);
             image_transform(img, ws->scratch_image + (size_t)worker * in_size, ds->h, ds->w,
                             ds->c, (2.0 * u - 1.0) * rotate, 1.0 + (2.0 * v - 1.0) * scale);
         }

@@ -401,6 +401,7 @@ static inline dvec tap_pair(const float *p) {
 
 #ifdef __AVX512F__
 typedef int dvec_i __attribute__((vector_size(64)));
+#define PAIRS_MAX 16 /* pairs of positions a forward block sums at once (registers) */
 
 /* Lane i of the result: v's lane idx[i] (one vpermps; GCC and clang spell a shuffle with a
  * run-time mask differently, the intrinsic alike). */
@@ -422,7 +423,7 @@ static inline __attribute__((always_inline)) void
 direct_pairs(float *y, const float *plane, int pw, const dvec *wd, int bias, dvec_i to_out,
              const conv_geom *g, int oy, int ox0, int n_pos, const int pairs, const int kernel) {
     const int K = kernel ? kernel : g->kernel, F = g->n_filters;
-    dvec acc[DIRECT_P];
+    dvec acc[PAIRS_MAX];
     for (int i = 0; i < pairs; i++) acc[i] = (dvec){0.0f};
     for (int ky = 0; ky < K; ky++) {
         const float *row = plane + (size_t)(oy + ky) * pw + ox0;
@@ -432,7 +433,7 @@ direct_pairs(float *y, const float *plane, int pw, const dvec *wd, int bias, dve
              * 40 for 8 pairs of a row of 5 taps; the broadcasts, not the multiply-adds, bounded
              * this loop). Each sum still takes its taps in ascending kx. */
             const dvec *w = wd + ky * K;
-#pragma GCC unroll 32
+#pragma GCC unroll 40
             for (int o = 0; o < 2 * pairs + K - 2; o++) {
                 const dvec b = tap_pair(row + o);
 #pragma GCC unroll 8
@@ -451,13 +452,14 @@ direct_pairs(float *y, const float *plane, int pw, const dvec *wd, int bias, dve
         /* Lanes 2f, 2f + 1 to f, F + f: the two positions' F outputs, one after the other. */
         const dvec v = permute16(bias ? acc[i] + wd[K * K] : acc[i], to_out);
         const int n = n_pos - 2 * i < 2 ? n_pos - 2 * i : 2;
-        dvec_store_part(y + ((size_t)oy * g->out_w + ox0 + 2 * i) * F, v, n * F);
+        _mm512_mask_storeu_ps(y + ((size_t)oy * g->out_w + ox0 + 2 * i) * F,
+                              (__mmask16)((1u << n * F) - 1), (__m512)v);
     }
 }
 
 /* direct_pairs for a block of n_pos positions, each count of pairs its own inlined copy (the
- * plane has room for whole blocks of DIRECT_P positions, not of pairs: a last block runs only the
- * pairs it has); `kernel` 3 or 5 known at compile time, or 0. */
+ * plane has room for whole blocks of DIRECT_P positions; a block of an odd count reads one
+ * position past its last); `kernel` 3 or 5 known at compile time, or 0. */
 static inline __attribute__((always_inline)) void
 pairs_block(float *y, const float *plane, int pw, const dvec *wd, int bias, dvec_i to_out,
             const conv_geom *g, int oy, int ox0, int n_pos, const int kernel) {
@@ -465,12 +467,17 @@ pairs_block(float *y, const float *plane, int pw, const dvec *wd, int bias, dvec
 #define PAIRS_CASE(n)                                                                            \
     case n: direct_pairs(y, plane, pw, wd, bias, to_out, g, oy, ox0, n_pos, n, kernel); break;
         PAIRS_CASE(1) PAIRS_CASE(2) PAIRS_CASE(3) PAIRS_CASE(4) PAIRS_CASE(5) PAIRS_CASE(6)
-        PAIRS_CASE(7) default:
-        direct_pairs(y, plane, pw, wd, bias, to_out, g, oy, ox0, n_pos, DIRECT_P, kernel);
+        PAIRS_CASE(7) PAIRS_CASE(8) PAIRS_CASE(9) PAIRS_CASE(10) PAIRS_CASE(11) PAIRS_CASE(12)
+        PAIRS_CASE(13) PAIRS_CASE(14) PAIRS_CASE(15) default:
+        direct_pairs(y, plane, pw, wd, bias, to_out, g, oy, ox0, n_pos, PAIRS_MAX, kernel);
 #undef PAIRS_CASE
     }
 }
 
+/* A row's positions in blocks of at most 2 PAIRS_MAX, as even as whole pairs make them (LeNet's
+ * 28: one block of 14 pairs, not 8 and 6): each pair's sum is a chain of K * K multiply-adds, 4
+ * cycles apart, so a block of 6 pairs waited on its chains, 20 cycles a kernel row for 15
+ * cycles of multiply-adds. */
 static void direct_forward_pairs(float *y, const float *plane, int pw, const float *wt, int bias,
                                  const conv_geom *g) {
     const int kk = g->kernel * g->kernel, F = g->n_filters;
@@ -478,9 +485,11 @@ static void direct_forward_pairs(float *y, const float *plane, int pw, const flo
     for (int k = 0; k <= kk; k++) wd[k] = each_twice(*(const dvec_u *)(wt + k * DIRECT_F));
     dvec_i to_out;
     for (int j = 0; j < 16; j++) to_out[j] = j < F ? 2 * j : j < 2 * F ? 2 * (j - F) + 1 : 0;
+    const int pairs = (g->out_w + 1) / 2, blocks = (pairs + PAIRS_MAX - 1) / PAIRS_MAX;
     for (int oy = 0; oy < g->out_h; oy++)
-        for (int ox0 = 0; ox0 < g->out_w; ox0 += 2 * DIRECT_P) {
-            const int n_pos = g->out_w - ox0 < 2 * DIRECT_P ? g->out_w - ox0 : 2 * DIRECT_P;
+        for (int b = 0; b < blocks; b++) {
+            const int ox0 = 2 * (pairs * b / blocks), ox1 = 2 * (pairs * (b + 1) / blocks);
+            const int n_pos = (ox1 < g->out_w ? ox1 : g->out_w) - ox0;
             if (g->kernel == 5)
                 pairs_block(y, plane, pw, wd, bias, to_out, g, oy, ox0, n_pos, 5);
             else if (g->kernel == 3)

@@ -111,6 +111,59 @@ first_max_2x2_masked(const float *x, float *dx, const float *best, const float *
 }
 #endif
 
+#ifdef __AVX512F__
+/* first_max_2x2_masked for four windows side by side at once (n_ch < 8): their row of 8 n_ch
+ * floats (three vectors for LeNet's 6 channels) compared with the maxima laid out as the row
+ * holds them, and the four windows' comparison bits worked out together in one 64-bit integer:
+ * a window's top-left position takes bits [2 n_ch w, 2 n_ch w + n_ch), its top-right the next
+ * n_ch. The same positions as four calls of first_max_2x2_masked; every float of the eight
+ * positions is stored (the rest zeros). A window at a time took about 25 cycles. */
+static inline __attribute__((always_inline)) void
+first_max_2x2_four(const float *x, float *dx, const float *best, const float *g, const int n_ch,
+                   size_t row, int relu) {
+    const int n = 8 * n_ch, nv = (n + 15) / 16; /* floats and vectors of a row of the 4 windows */
+    const __mmask16 lo = (__mmask16)(4 * n_ch >= 16 ? 0xffff : (1u << 4 * n_ch) - 1);
+    const __mmask16 hi = (__mmask16)(4 * n_ch > 16 ? (1u << (4 * n_ch - 16)) - 1 : 0);
+    const __m512 m0 = _mm512_maskz_loadu_ps(lo, best), m1 = _mm512_maskz_loadu_ps(hi, best + 16);
+    __m512 g0 = _mm512_maskz_loadu_ps(lo, g), g1 = _mm512_maskz_loadu_ps(hi, g + 16);
+    if (relu) {
+        g0 = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(m0, _mm512_setzero_ps(), _CMP_GT_OQ), g0);
+        g1 = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(m1, _mm512_setzero_ps(), _CMP_GT_OQ), g1);
+    }
+    unsigned long long top = 0, bottom = 0, left = 0;
+    __m512 gv[4];
+    for (int v = 0; v < nv; v++) {
+        int at[16]; /* lane j of vector v: float 16 v + j of the row, window w's channel c */
+        for (int j = 0; j < 16; j++) {
+            const int t = 16 * v + j, w = t / (2 * n_ch);
+            at[j] = t < n ? n_ch * w + t % n_ch : 0;
+        }
+        const __m512i idx = _mm512_loadu_si512(at);
+        const __mmask16 part = (__mmask16)(n - 16 * v >= 16 ? 0xffff : (1u << (n - 16 * v)) - 1);
+        const __m512 m = _mm512_permutex2var_ps(m0, idx, m1);
+        gv[v] = _mm512_permutex2var_ps(g0, idx, g1);
+        top |= (unsigned long long)_mm512_mask_cmp_ps_mask(
+                   part, _mm512_maskz_loadu_ps(part, x + 16 * v), m, _CMP_EQ_OQ)
+               << 16 * v;
+        bottom |= (unsigned long long)_mm512_mask_cmp_ps_mask(
+                      part, _mm512_maskz_loadu_ps(part, x + row + 16 * v), m, _CMP_EQ_OQ)
+                  << 16 * v;
+    }
+    for (int w = 0; w < 4; w++) left |= ((1ull << n_ch) - 1) << 2 * n_ch * w;
+    const unsigned long long e0 = top & left, e1 = top >> n_ch & left, e2 = bottom & left;
+    const unsigned long long e3 = bottom >> n_ch & left;
+    const unsigned long long h1 = e1 & ~e0, h2 = e2 & ~(e0 | e1), h3 = e3 & ~(e0 | e1 | e2);
+    const unsigned long long to_top = e0 | h1 << n_ch, to_bottom = h2 | h3 << n_ch;
+    for (int v = 0; v < nv; v++) {
+        const __mmask16 part = (__mmask16)(n - 16 * v >= 16 ? 0xffff : (1u << (n - 16 * v)) - 1);
+        _mm512_mask_storeu_ps(dx + 16 * v, part,
+                              _mm512_maskz_mov_ps((__mmask16)(to_top >> 16 * v), gv[v]));
+        _mm512_mask_storeu_ps(dx + row + 16 * v, part,
+                              _mm512_maskz_mov_ps((__mmask16)(to_bottom >> 16 * v), gv[v]));
+    }
+}
+#endif
+
 typedef float fvec16 __attribute__((vector_size(64)));
 typedef float fvec16u __attribute__((vector_size(64), aligned(4)));
 typedef int ivec16 __attribute__((vector_size(64)));
@@ -278,12 +331,19 @@ backward_rows_of(const pool_args *a, long begin, long end, const int channels) {
     const float *in = a->in, *out = a->out, *dout = a->dout;
     float *din = a->dst;
     const int relu = a->relu; /* a local: the stores below cannot change it */
+    /* Whether the windows tile the rows and every path below writes each of their positions
+     * (all but first_max's search, which writes only the one it finds): a band of rows is then
+     * cleared only where a trailing row or column lies outside the windows. */
+    const int tiled = s->stride == s->size && in_w == out_w * s->size &&
+                      (!s->ties_first || s->size == 2 || n_ch % 8 == 0 ||
+                       (n_ch >= FIRST_MAX_VECTOR && n_ch <= FIRST_MAX_CHANNELS));
     for (int row = (int)begin; row < (int)end; row++) {
         const int sample = row / out_h, oy = row % out_h;
         const float *x = in + (size_t)sample * shape_size(l->in);
         float *dx = din + (size_t)sample * shape_size(l->in);
         const int y0 = oy * s->stride, y1 = oy + 1 == out_h ? l->in.h : y0 + s->stride;
-        memset(dx + (size_t)y0 * in_w * n_ch, 0, (size_t)(y1 - y0) * in_w * n_ch * sizeof *dx);
+        if (!(tiled && y1 - y0 == s->size))
+            memset(dx + (size_t)y0 * in_w * n_ch, 0, (size_t)(y1 - y0) * in_w * n_ch * sizeof *dx);
         for (int ox = 0; ox < out_w; ox++) {
             size_t o = (size_t)sample * shape_size(l->out) + ((size_t)oy * out_w + ox) * n_ch;
             const float *best = out + o, *g = dout + o;
@@ -348,6 +408,12 @@ backward_rows_of(const pool_args *a, long begin, long end, const int channels) {
             }
             if (s->size == 2) {
 #ifdef __AVX512F__
+                if (channels && channels < 8 && s->stride == 2 && ox + 4 <= out_w) {
+                    first_max_2x2_four(x + base, dx + base, best, g, channels,
+                                       (size_t)in_w * n_ch, relu);
+                    ox += 3;
+                    continue;
+                }
                 if (channels && channels < 8) {
                     first_max_2x2_masked(x + base, dx + base, best, g, channels,
                                          (size_t)in_w * n_ch, relu);

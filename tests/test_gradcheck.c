@@ -472,21 +472,25 @@ START_TEST(test_maxpool_tie_rules) {
 }
 END_TEST
 
-/* The channels of a window together: a 4x4 input of C channels in 2x2 windows (C = 32 and 16:
- * blocks of 16 channels in registers; 24 and 8: eight at a time; 40: the loop over any number
- * of channels; 6 and 1: the channel-by-channel search), channel c's values chosen so that its
+/* The channels of a window together: inputs of 4x20 and 5x21 (a row and a column outside the
+ * windows) of C channels in 2x2 windows (C = 32 and 16: blocks of 16 channels in registers; 24
+ * and 8: eight at a time; 40: the loop over any number of channels; 7, 6, 3 and 1: the
+ * channel-by-channel search, with AVX-512 four windows at once and the rest one at a time;
+ * each row has 10 windows), channel c's values chosen so that its
  * maxima tie at positions that vary with c (none, two, three or all four of a window). Forward
  * must give each window's maximum; backward, with ties "first", each window's gradient to the
  * first maximum in row-major order, with ties "all" to every maximum, channel by channel, as
  * the one-channel rules say. */
 START_TEST(test_maxpool_many_channels) {
-    enum { H = 4, W = 4, CMAX = 40 };
-    float in[H * W * CMAX], out[(H / 2) * (W / 2) * CMAX], dout[(H / 2) * (W / 2) * CMAX];
-    float din[H * W * CMAX], want[H * W * CMAX], top_of[(H / 2) * (W / 2) * CMAX];
-    const int channels[] = {40, 32, 24, 16, 8, 6, 1};
+    enum { HMAX = 5, WMAX = 21, CMAX = 40 };
+    float in[HMAX * WMAX * CMAX], out[(HMAX / 2) * (WMAX / 2) * CMAX];
+    float dout[(HMAX / 2) * (WMAX / 2) * CMAX], din[HMAX * WMAX * CMAX];
+    float want[HMAX * WMAX * CMAX], top_of[(HMAX / 2) * (WMAX / 2) * CMAX];
+    const int channels[] = {40, 32, 24, 16, 8, 7, 6, 3, 1};
+    for (int odd = 0; odd < 2; odd++)
     for (int first = 0; first < 2; first++)
     for (size_t t = 0; t < sizeof channels / sizeof channels[0]; t++) {
-        const int C = channels[t];
+        const int C = channels[t], H = 4 + odd, W = 20 + odd;
         for (int y = 0; y < H; y++)
             for (int x = 0; x < W; x++)
                 for (int c = 0; c < C; c++) {

@@ -204,7 +204,14 @@ static inline __attribute__((always_inline)) void tiles_of_width(const gemm_bloc
         float *c = g->C + (size_t)i0 * ldc + j0;
         int rows = g->M - i0 < GEMM_MR ? g->M - i0 : GEMM_MR;
         int cols = g->N - j0 < nr ? g->N - j0 : nr;
-        if (ip == g->full_rows)
+        if (ip == g->full_rows && g->rows) {
+            /* The last, partial row panel of a gathered A: its missing rows read the first
+             * row again, and are not stored. */
+            int ragged[GEMM_MR];
+            for (int i = 0; i < GEMM_MR; i++) ragged[i] = g->rows[i0 + (i < rows ? i : 0)];
+            micro_kernel(kb, g->A, 0, 0, g->cols + k0, ragged, b, b_k, c, ldc, rows, cols,
+                         g->add, nv);
+        } else if (ip == g->full_rows)
             micro_kernel(kb, g->pa, GEMM_MR, 1, NULL, NULL, b, b_k, c, ldc, rows, cols, g->add,
                          nv);
         else if (g->rows) /* A gathered: a(i, k) = src[rows[i] + cols[k]] */
@@ -600,16 +607,7 @@ static int gemm_thin(int trans_a, int trans_b, int M, int N, int K, const float 
  * B that are not read in place into pb. */
 static void pack_block(const gemm_block *g, int trans_b, int packed_cols, int row_panels, int k0,
                        int kb, float *pa, float *pb) {
-    if (g->full_rows < row_panels && g->rows) {
-        /* The last, partial row panel of a gathered A. */
-        const int first = g->full_rows * GEMM_MR, m = g->M - first;
-        for (int k = 0; k < kb; k++) {
-            const float *a = g->A + g->cols[k0 + k];
-            int i = 0;
-            for (; i < m; i++) pa[k * GEMM_MR + i] = a[g->rows[first + i]];
-            for (; i < GEMM_MR; i++) pa[k * GEMM_MR + i] = 0.0f;
-        }
-    } else if (g->full_rows < row_panels) {
+    if (g->full_rows < row_panels && !g->rows) {
         /* The last, partial row panel (the packed layout: a_k = MR, a_i = 1). */
         const float *src = g->trans_a ? g->A + g->full_rows * GEMM_MR
                                       : g->A + (size_t)g->full_rows * GEMM_MR * g->lda;

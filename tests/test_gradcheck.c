@@ -472,8 +472,8 @@ START_TEST(test_maxpool_tie_rules) {
 }
 END_TEST
 
-/* The channels of a window together: inputs of 4x20 and 5x21 (a row and a column outside the
- * windows) of C channels in 2x2 windows (C = 32 and 16: blocks of 16 channels in registers; 24
+/* The channels of a window together: inputs of 4x20, 5x21 and 5x20 (a row, and a column, outside
+ * the windows) of C channels in 2x2 windows (C = 32 and 16: blocks of 16 channels in registers; 24
  * and 8: eight at a time; 40: the loop over any number of channels; 7, 6, 3 and 1: the
  * channel-by-channel search, with AVX-512 four windows at once and the rest one at a time;
  * each row has 10 windows), channel c's values chosen so that its
@@ -487,10 +487,10 @@ START_TEST(test_maxpool_many_channels) {
     float dout[(HMAX / 2) * (WMAX / 2) * CMAX], din[HMAX * WMAX * CMAX];
     float want[HMAX * WMAX * CMAX], top_of[(HMAX / 2) * (WMAX / 2) * CMAX];
     const int channels[] = {40, 32, 24, 16, 8, 7, 6, 3, 1};
-    for (int odd = 0; odd < 2; odd++)
+    for (int shape = 0; shape < 3; shape++)
     for (int first = 0; first < 2; first++)
     for (size_t t = 0; t < sizeof channels / sizeof channels[0]; t++) {
-        const int C = channels[t], H = 4 + odd, W = 20 + odd;
+        const int C = channels[t], H = 4 + (shape > 0), W = 20 + (shape == 1);
         for (int y = 0; y < H; y++)
             for (int x = 0; x < W; x++)
                 for (int c = 0; c < C; c++) {

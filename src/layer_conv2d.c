@@ -585,17 +585,11 @@ direct_weight_grad_k(float *dw, const float *dy, const float *tail, int safe, in
                 for (int q = 0; q < 4; q++)
                     d[q] = each_twice(*(const dvec_u *)direct_dy_at(dy, tail, safe, F, f0, p + q));
                 const float *in = plane + (size_t)oy * pw + ox;
-                /* The row width hidden from GCC here, so that it forms the K row pointers
-                 * afresh and reads each pair at a constant offset from one, instead of keeping
-                 * every (row, offset) sum on the stack and reloading it for each broadcast. */
-                long row_w = pw;
-                __asm__("" : "+r"(row_w));
 #pragma GCC unroll 5
                 for (int ky = 0; ky < K; ky++) {
                     dvec b[2 * 3 + 2];
-                    const float *r = in + ky * row_w;
 #pragma GCC unroll 8
-                    for (int o = 0; o < 2 * TX + 2; o++) b[o] = tap_pair(r + o);
+                    for (int o = 0; o < 2 * TX + 2; o++) b[o] = tap_pair(in + ky * pw + o);
 #pragma GCC unroll 4
                     for (int q = 0; q < 4; q++)
 #pragma GCC unroll 3

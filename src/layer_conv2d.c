@@ -475,9 +475,8 @@ pairs_block(float *y, const float *plane, int pw, const dvec *wd, int bias, dvec
 }
 
 /* A row's positions in blocks of at most 2 PAIRS_MAX, as even as whole pairs make them (LeNet's
- * 28: one block of 14 pairs, not 8 and 6): each pair's sum is a chain of K * K multiply-adds, 4
- * cycles apart, so a block of 6 pairs waited on its chains, 20 cycles a kernel row for 15
- * cycles of multiply-adds. */
+ * 28: one block of 14 pairs, 4 % faster than 7 and 7): each pair's sum is a chain of K * K
+ * multiply-adds, 4 cycles apart, which a block of few pairs leaves the units waiting on. */
 static void direct_forward_pairs(float *y, const float *plane, int pw, const float *wt, int bias,
                                  const conv_geom *g) {
     const int kk = g->kernel * g->kernel, F = g->n_filters;

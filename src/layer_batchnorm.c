@@ -204,16 +204,6 @@ bn_normalise(const bn_args *a, long begin, long end, const int relu) {
         }
 }
 
-static int bn_normalise_samples(void *ctx, long begin, long end, int worker) {
-    const bn_args *a = ctx;
-    (void)worker;
-    if (a->relu)
-        bn_normalise(a, begin, end, 1);
-    else
-        bn_normalise(a, begin, end, 0);
-    return 0;
-}
-
 /* Evaluation: y = x * scale + shift (a: scale, b: shift), through the relu after it likewise. */
 static inline __attribute__((always_inline)) void bn_affine(const bn_args *a, long begin,
                                                             long end, const int relu) {
@@ -228,15 +218,20 @@ static inline __attribute__((always_inline)) void bn_affine(const bn_args *a, lo
         }
 }
 
-static int bn_affine_samples(void *ctx, long begin, long end, int worker) {
-    const bn_args *a = ctx;
-    (void)worker;
-    if (a->relu)
-        bn_affine(a, begin, end, 1);
-    else
-        bn_affine(a, begin, end, 0);
-    return 0;
-}
+/* The sample loops over [begin, end) of the two above, each with the relu known at compile time. */
+#define WITH_RELU_OR_NOT(name, impl)                                                               \
+    static int name(void *ctx, long begin, long end, int worker) {                                 \
+        const bn_args *a = ctx;                                                                    \
+        (void)worker;                                                                              \
+        if (a->relu)                                                                               \
+            impl(a, begin, end, 1);                                                                \
+        else                                                                                       \
+            impl(a, begin, end, 0);                                                                \
+        return 0;                                                                                  \
+    }
+WITH_RELU_OR_NOT(bn_normalise_samples, bn_normalise)
+WITH_RELU_OR_NOT(bn_affine_samples, bn_affine)
+#undef WITH_RELU_OR_NOT
 
 /* One block of w channels (every pointer at its first): the sums over positions of dy and of
  * dy * xhat, xhat computed again as forward computed it. Inlined like bn_block_sums. */

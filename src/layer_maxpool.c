@@ -86,44 +86,20 @@ static inline void first_max_2x2(const float *x, float *dx, const float *best, c
 }
 
 #ifdef __AVX512F__
-/* first_max_2x2 for fewer than 8 channels (LeNet's 6) with AVX-512's masks: a row of the window
- * (two positions, 2 n_ch floats one after the other) is one masked vector, compared with the
- * maxima laid out twice; which position each channel's gradient goes to is then worked out on
- * the comparison's bits: the first of the four that holds the maximum, as first_max_2x2 gives.
- * Masked loads and stores touch no float outside the window. */
+/* first_max_2x2 for fewer than 8 channels (LeNet's 6) with AVX-512's masks, for nw (1 to 4)
+ * windows side by side at once: their row of 2 nw n_ch floats (three vectors for four windows of
+ * 6 channels) compared with the maxima laid out as the row holds them, and which position each
+ * channel's gradient goes to worked out on all nw windows' comparison bits together in one
+ * 64-bit integer (a window's top-left position takes bits [2 n_ch w, 2 n_ch w + n_ch), its
+ * top-right the next n_ch): the first of the four that holds the maximum, as first_max_2x2
+ * gives. Every float of the windows' positions is stored (the rest zeros); masked loads and
+ * stores touch none outside them. A window at a time took about 25 cycles. */
 static inline __attribute__((always_inline)) void
 first_max_2x2_masked(const float *x, float *dx, const float *best, const float *g, const int n_ch,
-                     size_t row, int relu) {
-    const __mmask16 one = (__mmask16)((1u << n_ch) - 1), both = (__mmask16)((1u << 2 * n_ch) - 1);
-    int lanes[16]; /* channel j % n_ch in lane j: the maxima (and gradients) twice */
-    for (int j = 0; j < 16; j++) lanes[j] = j % n_ch;
-    const __m512i twice = _mm512_loadu_si512(lanes);
-    const __m512 m = _mm512_permutexvar_ps(twice, _mm512_maskz_loadu_ps(one, best));
-    __m512 gv = _mm512_permutexvar_ps(twice, _mm512_maskz_loadu_ps(one, g));
-    if (relu) gv = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(m, _mm512_setzero_ps(), _CMP_GT_OQ), gv);
-    const unsigned top = _mm512_cmp_ps_mask(_mm512_maskz_loadu_ps(both, x), m, _CMP_EQ_OQ);
-    const unsigned bottom = _mm512_cmp_ps_mask(_mm512_maskz_loadu_ps(both, x + row), m, _CMP_EQ_OQ);
-    const unsigned e0 = top & one, e1 = top >> n_ch & one, e2 = bottom & one;
-    const unsigned e3 = bottom >> n_ch & one;
-    const unsigned h1 = e1 & ~e0, h2 = e2 & ~(e0 | e1), h3 = e3 & ~(e0 | e1 | e2);
-    _mm512_mask_storeu_ps(dx, both, _mm512_maskz_mov_ps((__mmask16)(e0 | h1 << n_ch), gv));
-    _mm512_mask_storeu_ps(dx + row, both, _mm512_maskz_mov_ps((__mmask16)(h2 | h3 << n_ch), gv));
-}
-#endif
-
-#ifdef __AVX512F__
-/* first_max_2x2_masked for four windows side by side at once (n_ch < 8): their row of 8 n_ch
- * floats (three vectors for LeNet's 6 channels) compared with the maxima laid out as the row
- * holds them, and the four windows' comparison bits worked out together in one 64-bit integer:
- * a window's top-left position takes bits [2 n_ch w, 2 n_ch w + n_ch), its top-right the next
- * n_ch. The same positions as four calls of first_max_2x2_masked; every float of the eight
- * positions is stored (the rest zeros). A window at a time took about 25 cycles. */
-static inline __attribute__((always_inline)) void
-first_max_2x2_four(const float *x, float *dx, const float *best, const float *g, const int n_ch,
-                   size_t row, int relu) {
-    const int n = 8 * n_ch, nv = (n + 15) / 16; /* floats and vectors of a row of the 4 windows */
-    const __mmask16 lo = (__mmask16)(4 * n_ch >= 16 ? 0xffff : (1u << 4 * n_ch) - 1);
-    const __mmask16 hi = (__mmask16)(4 * n_ch > 16 ? (1u << (4 * n_ch - 16)) - 1 : 0);
+                     const int nw, size_t row, int relu) {
+    const int n = 2 * nw * n_ch, nv = (n + 15) / 16; /* floats and vectors of the windows' row */
+    const __mmask16 lo = (__mmask16)(nw * n_ch >= 16 ? 0xffff : (1u << nw * n_ch) - 1);
+    const __mmask16 hi = (__mmask16)(nw * n_ch > 16 ? (1u << (nw * n_ch - 16)) - 1 : 0);
     const __m512 m0 = _mm512_maskz_loadu_ps(lo, best), m1 = _mm512_maskz_loadu_ps(hi, best + 16);
     __m512 g0 = _mm512_maskz_loadu_ps(lo, g), g1 = _mm512_maskz_loadu_ps(hi, g + 16);
     if (relu) {
@@ -132,33 +108,33 @@ first_max_2x2_four(const float *x, float *dx, const float *best, const float *g,
     }
     unsigned long long top = 0, bottom = 0, left = 0;
     __m512 gv[4];
+    __mmask16 part[4];
     for (int v = 0; v < nv; v++) {
         int at[16]; /* lane j of vector v: float 16 v + j of the row, window w's channel c */
         for (int j = 0; j < 16; j++) {
             const int t = 16 * v + j, w = t / (2 * n_ch);
-            at[j] = t < n ? n_ch * w + t % n_ch : 0;
+            at[j] = t < 8 * n_ch ? n_ch * w + t % n_ch : 0;
         }
         const __m512i idx = _mm512_loadu_si512(at);
-        const __mmask16 part = (__mmask16)(n - 16 * v >= 16 ? 0xffff : (1u << (n - 16 * v)) - 1);
+        part[v] = (__mmask16)(n - 16 * v >= 16 ? 0xffff : (1u << (n - 16 * v)) - 1);
         const __m512 m = _mm512_permutex2var_ps(m0, idx, m1);
         gv[v] = _mm512_permutex2var_ps(g0, idx, g1);
         top |= (unsigned long long)_mm512_mask_cmp_ps_mask(
-                   part, _mm512_maskz_loadu_ps(part, x + 16 * v), m, _CMP_EQ_OQ)
+                   part[v], _mm512_maskz_loadu_ps(part[v], x + 16 * v), m, _CMP_EQ_OQ)
                << 16 * v;
         bottom |= (unsigned long long)_mm512_mask_cmp_ps_mask(
-                      part, _mm512_maskz_loadu_ps(part, x + row + 16 * v), m, _CMP_EQ_OQ)
+                      part[v], _mm512_maskz_loadu_ps(part[v], x + row + 16 * v), m, _CMP_EQ_OQ)
                   << 16 * v;
     }
-    for (int w = 0; w < 4; w++) left |= ((1ull << n_ch) - 1) << 2 * n_ch * w;
+    for (int w = 0; w < nw; w++) left |= ((1ull << n_ch) - 1) << 2 * n_ch * w;
     const unsigned long long e0 = top & left, e1 = top >> n_ch & left, e2 = bottom & left;
     const unsigned long long e3 = bottom >> n_ch & left;
     const unsigned long long h1 = e1 & ~e0, h2 = e2 & ~(e0 | e1), h3 = e3 & ~(e0 | e1 | e2);
     const unsigned long long to_top = e0 | h1 << n_ch, to_bottom = h2 | h3 << n_ch;
     for (int v = 0; v < nv; v++) {
-        const __mmask16 part = (__mmask16)(n - 16 * v >= 16 ? 0xffff : (1u << (n - 16 * v)) - 1);
-        _mm512_mask_storeu_ps(dx + 16 * v, part,
+        _mm512_mask_storeu_ps(dx + 16 * v, part[v],
                               _mm512_maskz_mov_ps((__mmask16)(to_top >> 16 * v), gv[v]));
-        _mm512_mask_storeu_ps(dx + row + 16 * v, part,
+        _mm512_mask_storeu_ps(dx + row + 16 * v, part[v],
                               _mm512_maskz_mov_ps((__mmask16)(to_bottom >> 16 * v), gv[v]));
     }
 }
@@ -425,15 +401,15 @@ backward_rows_of(const pool_args *a, long begin, long end, const int channels) {
             }
             if (s->size == 2) {
 #ifdef __AVX512F__
-                if (channels && channels < 8 && s->stride == 2 && ox + 4 <= out_w) {
-                    first_max_2x2_four(x + base, dx + base, best, g, channels,
-                                       (size_t)in_w * n_ch, relu);
-                    ox += 3;
-                    continue;
-                }
                 if (channels && channels < 8) {
-                    first_max_2x2_masked(x + base, dx + base, best, g, channels,
-                                         (size_t)in_w * n_ch, relu);
+                    /* Adjacent windows (stride 2) four at a time, the rest of a row together. */
+                    const size_t rw = (size_t)in_w * n_ch;
+                    const int nw = s->stride != 2 ? 1 : out_w - ox < 4 ? out_w - ox : 4;
+                    if (nw == 4)
+                        first_max_2x2_masked(x + base, dx + base, best, g, channels, 4, rw, relu);
+                    else
+                        first_max_2x2_masked(x + base, dx + base, best, g, channels, nw, rw, relu);
+                    ox += nw - 1;
                     continue;
                 }
 #endif

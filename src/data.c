@@ -155,26 +155,51 @@ void image_transform(float *img, float *tmp, int h, int w, int c, double degrees
     memcpy(tmp, img, size * sizeof *img);
     const double angle = degrees * (3.14159265358979323846 / 180.0);
     const double cs = cos(angle), sn = sin(angle), cy = (h - 1) / 2.0, cx = (w - 1) / 2.0;
-    for (int y = 0; y < h; y++)
-        for (int x = 0; x < w; x++) {
-            /* The source of (y, x): the point rotated back by the angle and scaled back by the
-             * zoom (dividing by 1 changes nothing, so image_rotate's sums are the same). */
-            const double dy = y - cy, dx = x - cx;
-            const double sy = cy + dy * cs / zoom + dx * sn / zoom;
-            const double sx = cx - dy * sn / zoom + dx * cs / zoom;
-            const double fy = floor(sy), fx = floor(sx);
-            const int y0 = (int)fy, x0 = (int)fx;
-            const float wy = (float)(sy - fy), wx = (float)(sx - fx);
-            const float weight[4] = {(1 - wy) * (1 - wx), (1 - wy) * wx, wy * (1 - wx), wy * wx};
-            float *out = img + ((size_t)y * w + x) * c;
-            for (int k = 0; k < c; k++) out[k] = 0.0f;
-            for (int corner = 0; corner < 4; corner++) {
-                const int py = y0 + corner / 2, px = x0 + corner % 2;
-                if (py < 0 || py >= h || px < 0 || px >= w || weight[corner] == 0.0f) continue;
-                const float *src = tmp + ((size_t)py * w + px) * c;
-                for (int k = 0; k < c; k++) out[k] += weight[corner] * src[k];
+    /* The source of (y, x) is the point rotated back by the angle and scaled back by the zoom,
+     * sy = (cy + dy cs / zoom) + dx sn / zoom and sx = (cx - dy sn / zoom) + dx cs / zoom
+     * (dividing by 1 changes nothing, so image_rotate's sums are the same). The columns' terms
+     * are divided once for a block of columns, the rows' once per row: the same sums, with two
+     * divisions a row instead of four a pixel. */
+    enum { COLUMNS = 64 };
+    double col_y[COLUMNS], col_x[COLUMNS];
+    for (int x_first = 0; x_first < w; x_first += COLUMNS) {
+        const int n = w - x_first < COLUMNS ? w - x_first : COLUMNS;
+        for (int i = 0; i < n; i++) {
+            const double dx = x_first + i - cx;
+            col_y[i] = dx * sn / zoom;
+            col_x[i] = dx * cs / zoom;
+        }
+        for (int y = 0; y < h; y++) {
+            const double dy = y - cy;
+            const double row_y = cy + dy * cs / zoom, row_x = cx - dy * sn / zoom;
+            for (int i = 0; i < n; i++) {
+                const double sy = row_y + col_y[i], sx = row_x + col_x[i];
+                const double fy = floor(sy), fx = floor(sx);
+                const int y0 = (int)fy, x0 = (int)fx;
+                const float wy = (float)(sy - fy), wx = (float)(sx - fx);
+                const float weight[4] = {(1 - wy) * (1 - wx), (1 - wy) * wx, wy * (1 - wx),
+                                         wy * wx};
+                float *out = img + ((size_t)y * w + x_first + i) * c;
+                /* The corners that lie in the image and weigh something, in the order
+                 * (y0, x0), (y0, x0 + 1), (y0 + 1, x0), (y0 + 1, x0 + 1). */
+                const float *src[4];
+                float wt[4];
+                int corners = 0;
+                for (int corner = 0; corner < 4; corner++) {
+                    const int py = y0 + corner / 2, px = x0 + corner % 2;
+                    if (py < 0 || py >= h || px < 0 || px >= w || weight[corner] == 0.0f)
+                        continue;
+                    src[corners] = tmp + ((size_t)py * w + px) * c;
+                    wt[corners++] = weight[corner];
+                }
+                for (int k = 0; k < c; k++) {
+                    float v = 0.0f;
+                    for (int j = 0; j < corners; j++) v += wt[j] * src[j][k];
+                    out[k] = v;
+                }
             }
         }
+    }
 }
 
 /* ---- CSV: rows of "label,pixel,...,pixel" ---- */

@@ -326,6 +326,21 @@ START_TEST(test_image_rotate) {
 }
 END_TEST
 
+/* A wide image, whose columns image_transform takes in blocks of 64 (150 = 64 + 64 + 22): a half
+ * turn moves every pixel of every block, channels kept together, to (h - 1 - y, w - 1 - x). */
+START_TEST(test_image_rotate_wide) {
+    enum { H = 3, W = 150, C = 2 };
+    static float img[H * W * C], orig[H * W * C], tmp[H * W * C];
+    for (int i = 0; i < H * W * C; i++) orig[i] = img[i] = (float)(i * 7 % 23) + 0.5f;
+    image_rotate(img, tmp, H, W, C, 180.0);
+    for (int y = 0; y < H; y++)
+        for (int x = 0; x < W; x++)
+            for (int k = 0; k < C; k++)
+                ck_assert_float_eq_tol(img[(y * W + x) * C + k],
+                                       orig[((H - 1 - y) * W + W - 1 - x) * C + k], 1e-4f);
+}
+END_TEST
+
 /* image_transform's zoom: 1 leaves image_rotate's result bit for bit; 2 doubles the content
  * about the centre, so a ramp in y (exact under bilinear interpolation) becomes half as steep;
  * 0.5 halves it, so pixel (1, 1) of a 5 x 5 image comes from (0, 0) and the border from outside
@@ -366,6 +381,7 @@ static Suite *idx_suite(void) {
     tcase_add_checked_fixture(tc, setup, NULL);
     tcase_add_test(tc, test_reads_mnist_gz_and_raw);
     tcase_add_test(tc, test_image_rotate);
+    tcase_add_test(tc, test_image_rotate_wide);
     tcase_add_test(tc, test_image_transform_zoom);
     tcase_add_test(tc, test_dataset_counts_and_scaling);
     tcase_add_test(tc, test_damaged_files);

@@ -113,7 +113,7 @@ first_max_2x2_masked(const float *x, float *dx, const float *best, const float *
         int at[16]; /* lane j of vector v: float 16 v + j of the row, window w's channel c */
         for (int j = 0; j < 16; j++) {
             const int t = 16 * v + j, w = t / (2 * n_ch);
-            at[j] = t < 8 * n_ch ? n_ch * w + t % n_ch : 0;
+            at[j] = t < n ? n_ch * w + t % n_ch : 0;
         }
         const __m512i idx = _mm512_loadu_si512(at);
         part[v] = (__mmask16)(n - 16 * v >= 16 ? 0xffff : (1u << (n - 16 * v)) - 1);
@@ -405,7 +405,7 @@ backward_rows_of(const pool_args *a, long begin, long end, const int channels) {
                     /* Adjacent windows (stride 2) four at a time, the rest of a row together. */
                     const size_t rw = (size_t)in_w * n_ch;
                     const int nw = s->stride != 2 ? 1 : out_w - ox < 4 ? out_w - ox : 4;
-                    if (nw == 4)
+                    if (nw == 4) /* a constant, so that the usual case's masks are too */
                         first_max_2x2_masked(x + base, dx + base, best, g, channels, 4, rw, relu);
                     else
                         first_max_2x2_masked(x + base, dx + base, best, g, channels, nw, rw, relu);

@@ -291,6 +291,16 @@ START_TEST(test_image_flip) {
 }
 END_TEST
 
+/* Asserts that img is orig turned by half a turn: every pixel (y, x) of an h x w x c image at
+ * (h - 1 - y, w - 1 - x), channels kept together. */
+static void assert_half_turn(const float *img, const float *orig, int h, int w, int c) {
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++)
+            for (int k = 0; k < c; k++)
+                ck_assert_float_eq_tol(img[(y * w + x) * c + k],
+                                       orig[((h - 1 - y) * w + w - 1 - x) * c + k], 1e-4f);
+}
+
 /* The rotation augmentation: 0 degrees leaves an image as it is; 90 and 180 degrees move the
  * pixels of a square image as a quarter and a half turn do (counterclockwise as displayed: the
  * right column becomes the top row), channels kept together; -90 undoes 90; and at 45 degrees a
@@ -312,11 +322,7 @@ START_TEST(test_image_rotate) {
     image_rotate(img, tmp, N, N, C, -90.0);
     for (int i = 0; i < N * N * C; i++) ck_assert_float_eq_tol(img[i], orig[i], 1e-4f);
     image_rotate(img, tmp, N, N, C, 180.0);
-    for (int y = 0; y < N; y++)
-        for (int x = 0; x < N; x++)
-            for (int k = 0; k < C; k++)
-                ck_assert_float_eq_tol(img[(y * N + x) * C + k],
-                                       orig[((N - 1 - y) * N + N - 1 - x) * C + k], 1e-4f);
+    assert_half_turn(img, orig, N, N, C);
     for (int i = 0; i < N * N * C; i++) img[i] = 3.0f;
     image_rotate(img, tmp, N, N, C, 45.0);
     ck_assert_float_eq_tol(img[(2 * N + 2) * C], 3.0f, 1e-5f); /* the centre */
@@ -327,17 +333,13 @@ START_TEST(test_image_rotate) {
 END_TEST
 
 /* A wide image, whose columns image_transform takes in blocks of 64 (150 = 64 + 64 + 22): a half
- * turn moves every pixel of every block, channels kept together, to (h - 1 - y, w - 1 - x). */
+ * turn moves every pixel of every block. */
 START_TEST(test_image_rotate_wide) {
     enum { H = 3, W = 150, C = 2 };
     static float img[H * W * C], orig[H * W * C], tmp[H * W * C];
     for (int i = 0; i < H * W * C; i++) orig[i] = img[i] = (float)(i * 7 % 23) + 0.5f;
     image_rotate(img, tmp, H, W, C, 180.0);
-    for (int y = 0; y < H; y++)
-        for (int x = 0; x < W; x++)
-            for (int k = 0; k < C; k++)
-                ck_assert_float_eq_tol(img[(y * W + x) * C + k],
-                                       orig[((H - 1 - y) * W + W - 1 - x) * C + k], 1e-4f);
+    assert_half_turn(img, orig, H, W, C);
 }
 END_TEST
 

@@ -464,7 +464,9 @@ static void input_grad_as_gemm(float *dx, const float *dy, const float *w, const
 START_TEST(test_conv2d_input_grad_bits) {
     const conv_geom cases[] = {
         {14, 14, 6, 10, 10, 16, 5, 1, 0},   /* LeNet's second layer */
-        {14, 14, 16, 14, 14, 32, 5, 1, 2},  /* config/mnist.json's second layer */
+        {14, 14, 16, 14, 14, 32, 5, 1, 2},  /* config/mnist-small.json's second layer */
+        {14, 14, 16, 14, 14, 32, 3, 1, 1},  /* config/mnist.json's second layer */
+        {14, 14, 32, 14, 14, 32, 3, 1, 1},  /* and its third */
         {9, 8, 3, 5, 4, 6, 3, 2, 1},        /* stride 2 with padding */
         {11, 7, 2, 11, 7, 2, 3, 1, 1},      /* two filters; rows of odd length */
         {8, 8, 4, 3, 3, 5, 2, 3, 0},        /* stride 3 over a kernel of 2: rows never read */
